@@ -1,0 +1,96 @@
+"""The stage/runner interface every backend implements (torch, ONNX Runtime, TensorRT).
+
+A runner executes one graph described by a :class:`~fastsam2.runtime.specs.GraphSpec`. ``infer``
+checks the feed against the spec before the backend runs, so that a wrong name, dtype or fixed size
+fails with a message naming the tensor instead of deep inside a backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..config import ModelConfig
+from ..specs import GraphSpec
+
+
+class StageError(RuntimeError):
+    """A feed does not fit a graph's spec, or a backend failed to run it."""
+
+
+class StageRunner(ABC):
+    """Runs one graph. Use as a context manager or call activate()/deactivate() explicitly."""
+
+    def __init__(self, spec: GraphSpec, *, check_inputs: bool = True):
+        self.spec = spec
+        self.check_inputs = check_inputs
+        self.is_active = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def activate(self) -> None:
+        if not self.is_active:
+            self.activate_impl()
+            self.is_active = True
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self.deactivate_impl()
+            self.is_active = False
+
+    def __enter__(self) -> "StageRunner":
+        self.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def activate_impl(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def deactivate_impl(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    # -- inference -------------------------------------------------------------------------------
+    def infer(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the graph on ``feed`` ({input name: array}) and return {output name: array}."""
+        if not self.is_active:
+            self.activate()
+        if self.check_inputs:
+            problems = self.spec.check_feed(
+                {k: (tuple(v.shape), dtype_name(v)) for k, v in feed.items()}
+            )
+            if problems:
+                raise StageError(f"{self.spec.name}: " + "; ".join(problems))
+        return self.infer_impl(feed)
+
+    @abstractmethod
+    def infer_impl(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """Backend-specific execution; ``feed`` has been checked against the spec."""
+
+
+def dtype_name(array: Any) -> str:
+    """numpy-style dtype name of a numpy array or torch tensor ('float32', 'int64', ...)."""
+    dt = array.dtype
+    name = getattr(dt, "name", None)
+    if name is not None:  # numpy
+        return name
+    return str(dt).removeprefix("torch.")  # torch.float32 -> float32
+
+
+@dataclass
+class Backend:
+    """What the tracker drives: one runner per graph, the array ops that fit their arrays, and the
+    small model constants the loop needs outside the graphs."""
+
+    name: str
+    runners: dict[str, StageRunner]
+    ops: Any  # an ArrayOps implementation (see runtime/ops.py)
+    config: ModelConfig
+    # no_mem_embed [C]; mask_downsample_weight [1,1,4,4]; mask_downsample_bias [1] (host numpy arrays)
+    constants: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.deactivate()

@@ -1,0 +1,252 @@
+"""Export specs: the one place where each graph's tensor names, dtypes and dynamic axes exist.
+
+Export (torch -> ONNX), validation, every runtime backend and the TensorRT optimization profiles all
+read these objects; nothing else spells a tensor name. Pure Python: importable without numpy, torch,
+onnxruntime or tensorrt.
+
+Shapes are tuples whose entries are either an int (a fixed size) or a str (a named dynamic axis).
+Symbols that depend on the model config (``S`` image size, ``H``/``W`` feature grid, ...) are resolved
+by :func:`graph_specs` from a :class:`SpecDims`, so that every spec carries concrete fixed sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Dim = int | str
+
+# Named dynamic axes (the symbols that ONNX dynamic_axes and TensorRT profiles use).
+BATCH = "batch"  # objects (or images) processed in one call
+KEPT = "kept_tokens"  # K: current-frame tokens that go through memory attention / are written to memory
+MEMORY = "memory_tokens"  # M: spatial memory tokens from the memory bank
+POINTERS = "object_pointers"  # P: object pointers from other frames
+POINTS = "num_points"  # N: point prompts (box corners count as two points)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output: dtype (numpy name) and shape with named dynamic axes."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        """{axis index: symbol} for the dynamic axes, the form torch.onnx.export wants."""
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def concrete(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The shape with every dynamic axis replaced from ``sizes`` (KeyError if one is missing)."""
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+
+    def check(self, shape: tuple[int, ...], dtype: str) -> str | None:
+        """Why an array of ``shape``/``dtype`` does not fit this spec, or None if it does."""
+        if dtype != self.dtype:
+            return f"{self.name}: dtype {dtype}, expected {self.dtype}"
+        if len(shape) != len(self.shape):
+            return f"{self.name}: rank {len(shape)} {tuple(shape)}, expected {self.shape}"
+        for axis, (got, want) in enumerate(zip(shape, self.shape)):
+            if isinstance(want, int) and got != want:
+                return f"{self.name}: axis {axis} is {got}, expected {want} (shape {tuple(shape)})"
+        return None
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A graph's interface: ordered inputs and outputs, and the validation tolerance per output."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    atol: dict[str, float] = field(default_factory=dict)
+    # Sizes of dynamic axes used to make dummy inputs for tracing; never 1, so that no axis is frozen.
+    trace_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def input(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.name} has no input {name!r}; inputs: {self.input_names}")
+
+    def output(self, name: str) -> TensorSpec:
+        for t in self.outputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.name} has no output {name!r}; outputs: {self.output_names}")
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """{tensor name: {axis: symbol}} over inputs and outputs (torch.onnx.export's format)."""
+        out = {}
+        for t in (*self.inputs, *self.outputs):
+            if t.dynamic_axes:
+                out[t.name] = t.dynamic_axes
+        return out
+
+    def symbols(self) -> set[str]:
+        return {d for t in (*self.inputs, *self.outputs) for d in t.shape if isinstance(d, str)}
+
+    def check_feed(self, feed: dict[str, tuple[tuple[int, ...], str]]) -> list[str]:
+        """Every problem with a feed given as {name: (shape, dtype)}: missing/unknown names, shapes."""
+        problems = []
+        missing = [n for n in self.input_names if n not in feed]
+        unknown = [n for n in feed if n not in self.input_names]
+        if missing:
+            problems.append(f"missing inputs {missing}")
+        if unknown:
+            problems.append(f"unknown inputs {unknown}")
+        for t in self.inputs:
+            if t.name in feed:
+                why = t.check(*feed[t.name])
+                if why:
+                    problems.append(why)
+        # A symbol must have one size across all inputs of one call.
+        seen: dict[str, tuple[int, str]] = {}
+        for t in self.inputs:
+            if t.name not in feed:
+                continue
+            shape = feed[t.name][0]
+            for axis, d in enumerate(t.shape):
+                if isinstance(d, str) and axis < len(shape):
+                    if d in seen and seen[d][0] != shape[axis]:
+                        problems.append(
+                            f"{d} is {seen[d][0]} in {seen[d][1]} but {shape[axis]} in {t.name}"
+                        )
+                    seen.setdefault(d, (shape[axis], t.name))
+        return problems
+
+
+@dataclass(frozen=True)
+class SpecDims:
+    """Config-dependent fixed sizes that the specs are resolved with."""
+
+    image_size: int = 1024
+    backbone_stride: int = 16
+    hidden_dim: int = 256
+    mem_dim: int = 64
+    text_dim: int = 512
+
+    @property
+    def feat_size(self) -> int:
+        return self.image_size // self.backbone_stride
+
+    @property
+    def mask_size(self) -> int:
+        """Side of SAM's low-resolution mask logits (4x the feature grid)."""
+        return 4 * self.feat_size
+
+
+IMAGE_ENCODER = "image_encoder"
+ROUTER = "router"
+MEMORY_ATTENTION = "memory_attention"
+MASK_DECODER = "mask_decoder"
+MEMORY_ENCODER = "memory_encoder"
+GRAPH_NAMES = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
+
+
+def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
+    """All graph specs of a model with the given fixed sizes, keyed by graph name."""
+    S, C, Cm, T = dims.image_size, dims.hidden_dim, dims.mem_dim, dims.text_dim
+    H = W = dims.feat_size
+    HM = WM = dims.mask_size
+    f32, i64, i32 = "float32", "int64", "int32"
+    B, K, M, P, N = BATCH, KEPT, MEMORY, POINTERS, POINTS
+
+    image_encoder = GraphSpec(
+        name=IMAGE_ENCODER,
+        inputs=(TensorSpec("image", f32, (B, 3, S, S)),),
+        outputs=(
+            # FPN levels 0 and 1 already projected by the mask decoder's conv_s0 / conv_s1,
+            # as SAM2's forward_image does, so that the decoder never recomputes them.
+            TensorSpec("fpn_s0", f32, (B, C // 8, 4 * H, 4 * W)),
+            TensorSpec("fpn_s1", f32, (B, C // 4, 2 * H, 2 * W)),
+            TensorSpec("vision_feats", f32, (B, C, H, W)),
+        ),
+        atol={"fpn_s0": 1e-3, "fpn_s1": 1e-3, "vision_feats": 1e-3},
+        trace_sizes={B: 2},
+    )
+    router = GraphSpec(
+        name=ROUTER,
+        inputs=(
+            TensorSpec("vision_feats", f32, (B, C, H, W)),
+            TensorSpec("text_embedding", f32, (B, T)),
+            TensorSpec("prev_mask_logits", f32, (B, 1, HM, WM)),
+        ),
+        outputs=(TensorSpec("token_scores", f32, (B, H * W)),),
+        atol={"token_scores": 1e-5},
+        trace_sizes={B: 2},
+    )
+    memory_attention = GraphSpec(
+        name=MEMORY_ATTENTION,
+        inputs=(
+            TensorSpec("vision_feats", f32, (B, C, H, W)),
+            # Grid positions (row-major index into H*W) of the tokens that attend to memory.
+            TensorSpec("kept_idx", i64, (K,)),
+            TensorSpec("memory", f32, (B, M, Cm)),
+            TensorSpec("memory_pos_idx", i64, (M,)),
+            # Index into SAM2's maskmem_tpos_enc table for each memory token.
+            TensorSpec("memory_tpos_idx", i64, (M,)),
+            TensorSpec("obj_ptrs", f32, (B, P, C)),
+            # Signed temporal distance of each pointer, already divided by (max pointers - 1).
+            TensorSpec("obj_ptr_tpos", f32, (P,)),
+        ),
+        outputs=(TensorSpec("pix_feat", f32, (B, C, H, W)),),
+        atol={"pix_feat": 2e-3},
+        trace_sizes={B: 2, K: 3 * W + 5, M: 2 * H * W + 7, P: 3},
+    )
+    mask_decoder = GraphSpec(
+        name=MASK_DECODER,
+        inputs=(
+            TensorSpec("pix_feat", f32, (B, C, H, W)),
+            TensorSpec("fpn_s0", f32, (B, C // 8, 4 * H, 4 * W)),
+            TensorSpec("fpn_s1", f32, (B, C // 4, 2 * H, 2 * W)),
+            # Point prompts in model-input pixels (0..S); labels 1 pos, 0 neg, 2/3 box corners, -1 pad.
+            TensorSpec("point_coords", f32, (B, N, 2)),
+            TensorSpec("point_labels", i32, (B, N)),
+            TensorSpec("mask_input", f32, (B, 1, HM, WM)),
+            TensorSpec("has_mask_input", f32, (B,)),
+            TensorSpec("multimask_output", f32, (1,)),
+        ),
+        outputs=(
+            TensorSpec("low_res_masks", f32, (B, 1, HM, WM)),
+            TensorSpec("iou_scores", f32, (B, 1)),
+            TensorSpec("obj_ptr", f32, (B, C)),
+            TensorSpec("object_score_logits", f32, (B, 1)),
+            TensorSpec("low_res_multimasks", f32, (B, 3, HM, WM)),
+            TensorSpec("multimask_iou_scores", f32, (B, 3)),
+        ),
+        atol={
+            "low_res_masks": 2e-3,
+            "iou_scores": 1e-4,
+            "obj_ptr": 1e-4,
+            "object_score_logits": 1e-4,
+            "low_res_multimasks": 2e-3,
+            "multimask_iou_scores": 1e-4,
+        },
+        trace_sizes={B: 2, N: 3},
+    )
+    memory_encoder = GraphSpec(
+        name=MEMORY_ENCODER,
+        inputs=(
+            TensorSpec("vision_feats", f32, (B, C, H, W)),
+            TensorSpec("mask_logits", f32, (B, 1, HM, WM)),
+            TensorSpec("object_score_logits", f32, (B, 1)),
+            # 1.0 where the mask came from user clicks and SAM2 binarizes it for the memory.
+            TensorSpec("binarize", f32, (B,)),
+            TensorSpec("kept_idx", i64, (K,)),
+        ),
+        outputs=(TensorSpec("memory", f32, (B, K, Cm)),),
+        atol={"memory": 1e-3},
+        trace_sizes={B: 2, K: 3 * W + 5},
+    )
+    return {
+        s.name: s for s in (image_encoder, router, memory_attention, mask_decoder, memory_encoder)
+    }
