@@ -1,0 +1,113 @@
+"""What an engine was built with, saved as JSON beside it (``<graph>.engine.json``).
+
+A TensorRT engine only runs on the TensorRT version and GPU it was built for, and it bakes in the
+export it came from. The runtime reads this file and calls :func:`check_engine_metadata` *before*
+deserializing, so a stale engine fails with one line saying what differs and how to rebuild,
+instead of a deserialization error or silently wrong masks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .profiles import Profile
+
+METADATA_SUFFIX = ".engine.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class EngineMismatchError(RuntimeError):
+    """An engine does not fit this machine or this export; the message says how to rebuild."""
+
+
+@dataclass
+class EngineMetadata:
+    """Facts about one built engine. ``profiles`` are Profile.to_json() dicts."""
+
+    graph: str
+    precision: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.7" (Jetson Orin), "9.0" (H100)
+    manifest_sha256: str  # sha256 of the export's manifest.json the ONNX graphs came from
+    profiles: list[dict[str, dict[str, list[int]]]] = field(default_factory=list)
+    # Build options: workspace_mib, fp32_layers (patterns), fp32_layers_matched (count),
+    # obey_precision_constraints, calibration_cache, timing_cache, profile kind...
+    build_options: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    config_name: str = ""  # the model config (tiny, small, ...) for the rebuild hint
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def profile_objects(self) -> list[Profile]:
+        return [Profile.from_json(p) for p in self.profiles]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "EngineMetadata":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown engine metadata keys {unknown} (written by a newer fastsam2?)")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        from .calibrator import write_atomic
+
+        write_atomic(Path(path), (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> "EngineMetadata":
+        path = Path(path)
+        if not path.is_file():
+            raise EngineMismatchError(
+                f"{path} is missing: the engine has no build metadata; rebuild it with "
+                "`fastsam2-export --config NAME --out DIR --trt ...`"
+            )
+        return cls.from_json(json.loads(path.read_text()))
+
+
+def metadata_path(engine_path: Path) -> Path:
+    """``dir/<graph>.engine`` -> ``dir/<graph>.engine.json``."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def rebuild_hint(meta: EngineMetadata) -> str:
+    config = meta.config_name or "NAME"
+    return (
+        f"rebuild the engines on this machine: fastsam2-export --config {config} --out DIR --trt "
+        f"--precision {meta.precision}"
+    )
+
+
+def check_engine_metadata(
+    meta: EngineMetadata,
+    *,
+    tensorrt_version: str | None = None,
+    gpu_name: str | None = None,
+    compute_capability: str | None = None,
+    manifest_sha256: str | None = None,
+) -> None:
+    """Raise EngineMismatchError (one line: the field, both values, the rebuild command) when the
+    engine was built for another TensorRT, GPU or export. A None argument is not checked."""
+    checks = (
+        ("TensorRT version", meta.tensorrt_version, tensorrt_version),
+        ("compute capability", meta.compute_capability, compute_capability),
+        ("GPU", meta.gpu_name, gpu_name),
+        ("export manifest sha256", meta.manifest_sha256, manifest_sha256),
+    )
+    for what, built, here in checks:
+        if here is not None and str(built) != str(here):
+            raise EngineMismatchError(
+                f"{meta.graph} engine was built for {what} {built!r} but this is {here!r}; "
+                + rebuild_hint(meta)
+            )
