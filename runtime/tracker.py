@@ -1,0 +1,758 @@
+"""The streaming SAM2 tracker: drives the stage graphs frame by frame through any backend.
+
+It reproduces SAM2VideoPredictor's loop (sam2 1.1.0): conditioning frames plus the most recent
+non-conditioning frames selected exactly as ``_prepare_memory_conditioned_features`` does, temporal
+encodings, object pointers with their temporal encoding, object-score/occlusion handling, multimask
+choice on prompted frames, several objects, new objects and correction clicks on later frames —
+while holding memory bounded in video length: non-conditioning frames are evicted as soon as no
+later frame can select them, and frames are read one at a time.
+
+Two APIs share one engine:
+
+* SAM2-style, over a video: ``init_state(video)``, ``add_new_points_or_box``, ``add_new_mask``,
+  ``propagate_in_video`` (yields ``(frame_idx, obj_ids, video_res_logits)`` like SAM2);
+* streaming, for robotics loops: ``track(frame, prompts)`` → :class:`TrackResult`, and
+  ``refine(obj_id, ...)`` to correct the frame just tracked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .backends.base import Backend
+from .config import NO_OBJ_SCORE
+from .preprocess import points_to_model, preprocess_frame
+from .specs import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
+from .state import (
+    FrameFeatures,
+    FrameOutput,
+    ObjectState,
+    PendingMemory,
+    PointPrompt,
+    StageTimes,
+    VideoState,
+)
+
+# SAM2 clamps previous mask logits fed back with correction clicks to avoid rare numerical issues.
+PREV_LOGITS_CLAMP = 32.0
+
+
+class TrackerError(ValueError):
+    """A call the tracker cannot honour (bad prompt, unknown object, frame out of range)."""
+
+
+@dataclass
+class TrackerOptions:
+    """Loop options. ``None`` means: the model config's (i.e. SAM2VideoPredictor's) value."""
+
+    keep_ratio: float = 1.0  # fraction of tokens that go through memory attention (1.0: SAM2)
+    min_kept: int = 0  # floor on the number of kept tokens
+    prune_cond_frames: bool = False  # prune prompted frames too (SAM2 never does)
+    memory_tokens: str = "kept"  # "kept": a frame writes only its kept tokens; "all": every token
+    fill_hole_area: int | None = None
+    non_overlap_masks: bool | None = None
+    add_all_frames_to_correct_as_cond: bool | None = None
+    max_cond_frames_in_attn: int | None = None
+    profile_stages: bool = True  # per-stage wall-clock times (synchronizes GPU backends)
+
+    def __post_init__(self):
+        if not 0.0 < self.keep_ratio <= 1.0:
+            raise TrackerError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if self.memory_tokens not in ("kept", "all"):
+            raise TrackerError(f"memory_tokens must be 'kept' or 'all', got {self.memory_tokens!r}")
+
+
+@dataclass
+class Prompt:
+    """A prompt in video pixel coordinates: points (+labels 1 positive / 0 negative), a box
+    (x0, y0, x1, y1), or a binary mask [H, W]."""
+
+    points: Any = None
+    labels: Any = None
+    box: Any = None
+    mask: Any = None
+
+
+@dataclass
+class TrackResult:
+    """Masks of every object on one frame, at video resolution."""
+
+    frame_idx: int
+    obj_ids: list[int]
+    logits: np.ndarray  # [O, H, W] float32 mask logits
+    object_scores: dict[int, float] = field(default_factory=dict)
+    kept_tokens: dict[int, int] = field(default_factory=dict)
+    ms: float = 0.0
+
+    @property
+    def masks(self) -> dict[int, np.ndarray]:
+        """{obj_id: bool [H, W]}."""
+        return {oid: self.logits[i] > 0 for i, oid in enumerate(self.obj_ids)}
+
+
+@dataclass
+class _Decoded:
+    low_res_masks: Any
+    obj_ptr: Any
+    object_score_logits: Any
+
+
+class SAM2Tracker:
+    """SAM2's video loop over a :class:`~fastsam2.runtime.backends.base.Backend`.
+
+    ``router`` (optional) maps ``(tracker, obj, feats, frame_idx, k)`` to the kept token indices
+    [k] int64 when ``keep_ratio < 1``; without one, pruning is refused.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        options: TrackerOptions | None = None,
+        router: Callable[..., Any] | None = None,
+    ):
+        self.backend = backend
+        self.config = backend.config
+        self.ops = backend.ops
+        self.options = options or TrackerOptions()
+        self.router = router
+        if self.options.keep_ratio < 1.0 and router is None:
+            raise TrackerError("keep_ratio < 1 needs a token router (see fastsam2.runtime.router)")
+        cfg, opt = self.config, self.options
+        self.fill_hole_area = cfg.fill_hole_area if opt.fill_hole_area is None else opt.fill_hole_area
+        self.non_overlap_masks = (
+            cfg.non_overlap_masks if opt.non_overlap_masks is None else opt.non_overlap_masks
+        )
+        self.add_all_frames_to_correct_as_cond = (
+            cfg.add_all_frames_to_correct_as_cond
+            if opt.add_all_frames_to_correct_as_cond is None
+            else opt.add_all_frames_to_correct_as_cond
+        )
+        self.max_cond_frames_in_attn = (
+            cfg.max_cond_frames_in_attn
+            if opt.max_cond_frames_in_attn is None
+            else opt.max_cond_frames_in_attn
+        )
+        ops = self.ops
+        consts = backend.constants
+        C = cfg.hidden_dim
+        self._no_mem_embed = ops.asarray(
+            np.asarray(consts["no_mem_embed"], np.float32).reshape(1, C, 1, 1)
+        )
+        self._no_obj_ptr = ops.asarray(np.asarray(consts["no_obj_ptr"], np.float32).reshape(1, C))
+        self._all_idx = ops.arange(cfg.num_tokens)
+        HM = cfg.mask_size
+        self._no_points = (
+            ops.asarray(np.zeros((1, 1, 2), np.float32)),
+            ops.asarray(np.full((1, 1), -1, np.int32)),
+        )
+        self._no_mask = ops.asarray(np.zeros((1, 1, HM, HM), np.float32))
+        self._flag = {v: ops.asarray(np.asarray([v], np.float32)) for v in (0.0, 1.0)}
+        self.times = StageTimes()
+        self._stream: VideoState | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # stage calls
+    def _run(self, graph: str, feed: dict[str, Any]) -> dict[str, Any]:
+        if not self.options.profile_stages:
+            return self.backend.runners[graph].infer(feed)
+        sync = getattr(self.ops, "synchronize", None)
+        t0 = time.perf_counter()
+        out = self.backend.runners[graph].infer(feed)
+        if sync is not None:
+            sync()
+        self.times.add(graph, (time.perf_counter() - t0) * 1e3)
+        return out
+
+    def encode_image(self, image: np.ndarray, frame_idx: int) -> FrameFeatures:
+        """RGB uint8 [H,W,3] → :class:`FrameFeatures` (image encoder outputs)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        x = preprocess_frame(image, cfg.image_size, cfg.img_mean, cfg.img_std)
+        if self.options.profile_stages:
+            self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
+        out = self._run(IMAGE_ENCODER, {"image": self.ops.asarray(x)})
+        return FrameFeatures(frame_idx, out["vision_feats"], out["fpn_s0"], out["fpn_s1"])
+
+    def _decode(
+        self,
+        pix_feat: Any,
+        feats: FrameFeatures,
+        points: PointPrompt | None,
+        mask_input: Any,
+        multimask: bool,
+    ) -> _Decoded:
+        ops = self.ops
+        if points is None:
+            coords, labels = self._no_points
+        else:
+            coords = ops.asarray(points.coords[None].astype(np.float32))
+            labels = ops.asarray(points.labels[None].astype(np.int32))
+        out = self._run(
+            MASK_DECODER,
+            {
+                "pix_feat": pix_feat,
+                "fpn_s0": feats.fpn_s0,
+                "fpn_s1": feats.fpn_s1,
+                "point_coords": coords,
+                "point_labels": labels,
+                "mask_input": self._no_mask if mask_input is None else mask_input,
+                "has_mask_input": self._flag[0.0 if mask_input is None else 1.0],
+                "multimask_output": self._flag[1.0 if multimask else 0.0],
+            },
+        )
+        return _Decoded(out["low_res_masks"], out["obj_ptr"], out["object_score_logits"])
+
+    def _use_multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:
+        cfg = self.config
+        return (
+            cfg.multimask_output_in_sam
+            and (is_init_cond_frame or cfg.multimask_output_for_tracking)
+            and cfg.multimask_min_pt_num <= num_points <= cfg.multimask_max_pt_num
+        )
+
+    def _fill_holes(self, masks: Any) -> Any:
+        if self.fill_hole_area <= 0:
+            return masks
+        from .postprocess import fill_holes
+
+        return self.ops.asarray(fill_holes(self.ops.to_numpy(masks), self.fill_hole_area))
+
+    def _encode_memory(self, feats_vision: Any, mask_logits: Any, score: Any, binarize: bool, kept: Any):
+        out = self._run(
+            MEMORY_ENCODER,
+            {
+                "vision_feats": feats_vision,
+                "mask_logits": mask_logits,
+                "object_score_logits": score,
+                "binarize": self._flag[1.0 if binarize else 0.0],
+                "kept_idx": kept,
+            },
+        )
+        return self.ops.pack_memory(out["memory"])
+
+    def flush_memory(self, state: VideoState) -> None:
+        """Encode the memory of every prompted frame still pending (SAM2's propagation preflight)."""
+        for obj in state.objects.values():
+            for out in (*obj.cond.values(), *obj.recent.values()):
+                p = out.pending
+                if p is not None:
+                    out.memory = self._encode_memory(
+                        p.vision_feats, p.mask_logits, out.object_score_logits, p.binarize, p.kept_idx
+                    )
+                    out.memory_pos_idx = p.kept_idx
+                    out.pending = None
+
+    # ------------------------------------------------------------------------------------------
+    # memory selection (SAM2Base._prepare_memory_conditioned_features, forward direction)
+    def _select_cond(self, frame_idx: int, cond: dict[int, FrameOutput]):
+        limit = self.max_cond_frames_in_attn
+        if limit == -1 or len(cond) <= limit:
+            return cond, {}
+        if limit < 2:
+            raise TrackerError("max_cond_frames_in_attn must be -1 or >= 2")
+        selected: dict[int, FrameOutput] = {}
+        before = max((t for t in cond if t < frame_idx), default=None)
+        if before is not None:
+            selected[before] = cond[before]
+        after = min((t for t in cond if t >= frame_idx), default=None)
+        if after is not None:
+            selected[after] = cond[after]
+        rest = sorted((t for t in cond if t not in selected), key=lambda t: abs(t - frame_idx))
+        for t in rest[: limit - len(selected)]:
+            selected[t] = cond[t]
+        unselected = {t: v for t, v in cond.items() if t not in selected}
+        return selected, unselected
+
+    def _memory_frames(self, frame_idx: int) -> list[tuple[int, int]]:
+        """[(t_pos, frame index)] of the non-conditioning memory slots for ``frame_idx``."""
+        n, r = self.config.num_maskmem, self.config.memory_temporal_stride_for_eval
+        slots = []
+        for t_pos in range(1, n):
+            t_rel = n - t_pos
+            if t_rel == 1:
+                prev = frame_idx - 1
+            else:
+                prev = ((frame_idx - 2) // r) * r - (t_rel - 2) * r
+            slots.append((t_pos, prev))
+        return slots
+
+    def _max_ptrs(self, state: VideoState) -> int:
+        m = self.config.max_obj_ptrs_in_encoder
+        return m if state.num_frames is None else min(state.num_frames, m)
+
+    def _gather_memory(self, state: VideoState, obj: ObjectState, frame_idx: int) -> dict[str, Any]:
+        ops, cfg = self.ops, self.config
+        selected, unselected = self._select_cond(frame_idx, obj.cond)
+        entries: list[tuple[int, FrameOutput]] = [(0, out) for out in selected.values()]
+        for t_pos, prev in self._memory_frames(frame_idx):
+            out = obj.recent.get(prev)
+            if out is None:
+                out = unselected.get(prev)
+            if out is not None:
+                entries.append((t_pos, out))
+        mem, pos_idx, tpos_idx = [], [], []
+        for t_pos, out in entries:
+            if out.memory is None:
+                raise TrackerError(f"memory of frame {out.frame_idx} is not encoded (internal error)")
+            mem.append(ops.unpack_memory(out.memory))
+            pos_idx.append(out.memory_pos_idx)
+            tpos_idx.append(ops.full((out.memory_tokens,), cfg.num_maskmem - t_pos - 1, "int64"))
+        # object pointers: selected conditioning frames (only past ones in eval), then up to
+        # max_ptrs-1 preceding frames
+        max_ptrs = self._max_ptrs(state)
+        ptr_cond = selected
+        if cfg.only_obj_ptrs_in_the_past_for_eval:
+            ptr_cond = {t: o for t, o in selected.items() if t <= frame_idx}
+        ptrs: list[tuple[int, Any]] = [
+            ((frame_idx - t) if cfg.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t), o.obj_ptr)
+            for t, o in ptr_cond.items()
+        ]
+        for t_diff in range(1, max_ptrs):
+            t = frame_idx - t_diff
+            if t < 0 or (state.num_frames is not None and t >= state.num_frames):
+                break
+            out = obj.recent.get(t, unselected.get(t))
+            if out is not None:
+                ptrs.append((t_diff, out.obj_ptr))
+        t_diff_max = max(max_ptrs - 1, 1)
+        tpos = np.asarray([p for p, _ in ptrs], np.float32) / np.float32(t_diff_max)
+        C = cfg.hidden_dim
+        obj_ptrs = (
+            ops.cat([p for _, p in ptrs], axis=0).reshape(1, len(ptrs), C)
+            if ptrs
+            else ops.asarray(np.zeros((1, 0, C), np.float32))
+        )
+        return {
+            "memory": ops.cat(mem, axis=1),
+            "memory_pos_idx": ops.cat(pos_idx, axis=0),
+            "memory_tpos_idx": ops.cat(tpos_idx, axis=0),
+            "obj_ptrs": obj_ptrs,
+            "obj_ptr_tpos": ops.asarray(tpos),
+        }
+
+    def _evict(self, state: VideoState, obj: ObjectState, next_frame: int) -> None:
+        """Drop non-conditioning frames that no frame from ``next_frame`` on can select."""
+        keep = {prev for _, prev in self._memory_frames(next_frame)}
+        keep.update(next_frame - d for d in range(1, self._max_ptrs(state)))
+        for t in [t for t in obj.recent if t not in keep]:
+            del obj.recent[t]
+        for t in [t for t in obj.points if t not in obj.cond and t not in obj.recent]:
+            del obj.points[t]
+
+    # ------------------------------------------------------------------------------------------
+    # per-object steps
+    def _kept_idx(self, state: VideoState, obj: ObjectState, feats: FrameFeatures, prompted: bool):
+        opt, n = self.options, self.config.num_tokens
+        if opt.keep_ratio >= 1.0 or (prompted and not opt.prune_cond_frames):
+            return self._all_idx
+        k = min(n, max(math.ceil(opt.keep_ratio * n), opt.min_kept, 1))
+        return self.router(self, state, obj, feats, k)
+
+    def _condition(self, state: VideoState, obj: ObjectState, feats: FrameFeatures, kept: Any):
+        self._flush_object(obj)
+        feed = {"vision_feats": feats.vision_feats, "kept_idx": kept}
+        feed.update(self._gather_memory(state, obj, feats.frame_idx))
+        return self._run(MEMORY_ATTENTION, feed)["pix_feat"]
+
+    def _flush_object(self, obj: ObjectState) -> None:
+        if any(o.pending is not None for o in (*obj.cond.values(), *obj.recent.values())):
+            tmp = VideoState(0, 0, objects={obj.obj_id: obj})
+            self.flush_memory(tmp)
+
+    def _track_object(self, state: VideoState, obj: ObjectState, feats: FrameFeatures) -> FrameOutput:
+        """A non-prompted frame: memory attention, decoder, memory encoder (SAM2's track_step)."""
+        kept = self._kept_idx(state, obj, feats, prompted=False)
+        pix = self._condition(state, obj, feats, kept)
+        dec = self._decode(pix, feats, None, None, self._use_multimask(False, 0))
+        mem_idx = kept if self.options.memory_tokens == "kept" else self._all_idx
+        memory = self._encode_memory(
+            feats.vision_feats, dec.low_res_masks, dec.object_score_logits, False, mem_idx
+        )
+        out = FrameOutput(
+            frame_idx=feats.frame_idx,
+            pred_masks=self._fill_holes(dec.low_res_masks),
+            obj_ptr=dec.obj_ptr,
+            object_score_logits=dec.object_score_logits,
+            is_cond=False,
+            memory=memory,
+            memory_pos_idx=mem_idx,
+            kept_tokens=int(kept.shape[0]),
+        )
+        obj.recent[feats.frame_idx] = out
+        return out
+
+    def _prompt_object(
+        self,
+        state: VideoState,
+        obj: ObjectState,
+        feats: FrameFeatures,
+        points: PointPrompt | None = None,
+        mask: np.ndarray | None = None,
+    ) -> FrameOutput:
+        """A frame the user prompted: SAM on the frame (first prompt) or a correction (frame already
+        tracked: memory-conditioned, with the previous logits as mask input)."""
+        t = feats.frame_idx
+        is_init = t not in obj.tracked
+        is_cond = is_init or self.add_all_frames_to_correct_as_cond or t in obj.cond
+        prev = obj.output_at(t)
+        if mask is not None and self.config.use_mask_input_as_output_without_sam:
+            low, ptr, score = self._mask_as_output(feats, mask)
+            kept_count = 0
+        else:
+            if mask is not None:
+                raise TrackerError("mask prompts need use_mask_input_as_output_without_sam configs")
+            prev_logits = None
+            if prev is not None:
+                prev_logits = self.ops.clip(prev.pred_masks, -PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+            if is_init:
+                pix = self.ops.add(feats.vision_feats, self._no_mem_embed)
+                kept_count = 0
+            else:
+                kept = self._kept_idx(state, obj, feats, prompted=True)
+                pix = self._condition(state, obj, feats, kept)
+                kept_count = int(kept.shape[0])
+            n_pts = 0 if points is None else int(points.labels.shape[0])
+            dec = self._decode(pix, feats, points, prev_logits, self._use_multimask(is_init, n_pts))
+            low, ptr, score = dec.low_res_masks, dec.obj_ptr, dec.object_score_logits
+        pred = self._fill_holes(low)
+        mem_idx = self._all_idx
+        if self.options.prune_cond_frames and self.options.memory_tokens == "kept" and not is_init:
+            mem_idx = self._kept_idx(state, obj, feats, prompted=True)
+        out = FrameOutput(
+            frame_idx=t,
+            pred_masks=pred,
+            obj_ptr=ptr,
+            object_score_logits=score,
+            is_cond=is_cond,
+            pending=PendingMemory(
+                feats.vision_feats, pred, self.config.binarize_mask_from_pts_for_mem_enc, mem_idx
+            ),
+            kept_tokens=kept_count,
+        )
+        if is_cond:
+            obj.cond[t] = out
+            obj.recent.pop(t, None)
+        else:
+            obj.recent[t] = out
+        return out
+
+    def _mask_as_output(self, feats: FrameFeatures, mask: np.ndarray):
+        """SAM2's _use_mask_as_output for a mask prompt [H,W] bool at video resolution."""
+        from .postprocess import resize_bilinear_antialias
+
+        cfg, ops = self.config, self.ops
+        S, HM = cfg.image_size, cfg.mask_size
+        m = np.asarray(mask, dtype=np.float32)[None, None]
+        if m.shape[-2:] != (S, S):
+            m = (resize_bilinear_antialias(m, (S, S)) >= 0.5).astype(np.float32)
+        high = m * 20.0 - 10.0
+        low = resize_bilinear_antialias(high, (HM, HM)).astype(np.float32)
+        # the decoder makes the object pointer from the mask, downsampled by SAM2's mask_downsample
+        w = np.asarray(self.backend.constants["mask_downsample_weight"], np.float32)[0, 0]
+        b = np.float32(np.asarray(self.backend.constants["mask_downsample_bias"]).reshape(-1)[0])
+        blocks = m[0, 0].reshape(HM, S // HM, HM, S // HM)
+        md = (np.einsum("iajb,ab->ij", blocks, w) + b).astype(np.float32)[None, None]
+        dec = self._decode(feats.vision_feats, feats, None, ops.asarray(md), False)
+        present = bool(m.any())
+        ptr = dec.obj_ptr if present else self._no_obj_ptr
+        score = ops.asarray(np.full((1, 1), 10.0 if present else -10.0, np.float32))
+        return ops.asarray(low), ptr, score
+
+    # ------------------------------------------------------------------------------------------
+    # outputs
+    def _video_res(self, state: VideoState, frame_idx: int) -> np.ndarray:
+        """All objects' logits on ``frame_idx`` at video resolution [O,1,H,W] (NO_OBJ if absent)."""
+        ops, HM = self.ops, self.config.mask_size
+        masks = []
+        for obj in state.objects.values():
+            out = obj.output_at(frame_idx)
+            masks.append(out.pred_masks if out is not None else ops.full((1, 1, HM, HM), NO_OBJ_SCORE))
+        if not masks:
+            return np.zeros((0, 1, state.video_height, state.video_width), np.float32)
+        res = ops.to_numpy(
+            ops.resize_bilinear(ops.cat(masks, axis=0), (state.video_height, state.video_width))
+        )
+        if self.non_overlap_masks:
+            from .postprocess import non_overlapping
+
+            res = non_overlapping(res)
+        return res
+
+    def memory_bytes(self, state: VideoState) -> int:
+        """Bytes held by the memory bank (memory tokens, masks, pointers) of ``state``."""
+        return sum(o.memory_bytes(self.ops.nbytes) for o in state.objects.values())
+
+    # ------------------------------------------------------------------------------------------
+    # SAM2-style API over a video
+    def init_state(self, video: Any, *, on_bad_frame: str = "stop") -> VideoState:
+        """Open ``video`` (folder of JPEG/PNG, video file, stream URL, or a FrameSource) lazily."""
+        from .frames import FrameSource, open_frames
+
+        source = video if isinstance(video, FrameSource) else open_frames(video, on_bad_frame=on_bad_frame)
+        return VideoState(
+            video_height=source.height,
+            video_width=source.width,
+            num_frames=source.num_frames,
+            source=source,
+        )
+
+    def _features(self, state: VideoState, frame_idx: int, image: np.ndarray | None = None) -> FrameFeatures:
+        if state.cached is not None and state.cached.frame_idx == frame_idx:
+            return state.cached
+        if image is None:
+            if state.source is None:
+                raise TrackerError(f"frame {frame_idx} is not available in a streaming session")
+            if state.num_frames is not None and not 0 <= frame_idx < state.num_frames:
+                raise TrackerError(f"frame {frame_idx} is outside the video (0..{state.num_frames - 1})")
+            image = state.source.get(frame_idx).image
+        state.cached = self.encode_image(image, frame_idx)
+        return state.cached
+
+    def _object(self, state: VideoState, obj_id: int) -> ObjectState:
+        if not isinstance(obj_id, (int, np.integer)) or isinstance(obj_id, bool):
+            raise TrackerError(f"object ids are integers, got {obj_id!r}")
+        obj = state.objects.get(int(obj_id))
+        if obj is None:
+            obj = state.objects[int(obj_id)] = ObjectState(int(obj_id))
+        return obj
+
+    def _point_prompt(
+        self,
+        state: VideoState,
+        points: Any,
+        labels: Any,
+        box: Any,
+        normalize_coords: bool = True,
+    ) -> PointPrompt:
+        h, w = state.video_height, state.video_width
+        if (points is None) != (labels is None):
+            raise TrackerError("points and labels must be provided together")
+        if points is None and box is None:
+            raise TrackerError("at least one of points or box must be provided")
+        pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+        lab = np.zeros((0,), np.int32) if labels is None else np.asarray(labels).reshape(-1).astype(np.int32)
+        if pts.shape[0] != lab.shape[0]:
+            raise TrackerError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
+        if box is not None:
+            b = np.asarray(box, np.float32).reshape(-1)
+            if b.shape != (4,):
+                raise TrackerError(f"a box is (x0, y0, x1, y1), got {box!r}")
+            if b[2] <= b[0] or b[3] <= b[1]:
+                raise TrackerError(f"box {tuple(b.tolist())} is empty (need x0 < x1 and y0 < y1)")
+            pts = np.concatenate([b.reshape(2, 2), pts], axis=0)
+            lab = np.concatenate([np.asarray([2, 3], np.int32), lab])
+        if normalize_coords:
+            outside = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
+            if outside.any():
+                x, y = pts[int(np.argmax(outside))]
+                raise TrackerError(f"prompt point ({x:g}, {y:g}) is outside the {w}x{h} frame")
+            pts = points_to_model(pts, (h, w), self.config.image_size)
+        else:
+            pts = pts * np.float32(self.config.image_size)
+        return PointPrompt(pts.astype(np.float32), lab)
+
+    def add_new_points_or_box(
+        self,
+        state: VideoState,
+        frame_idx: int,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+        box: Any = None,
+    ) -> tuple[int, list[int], np.ndarray]:
+        """Add clicks / a box for ``obj_id`` on ``frame_idx`` (pixel coordinates of the video).
+
+        Returns ``(frame_idx, obj_ids, logits [O,1,H,W])`` like SAM2VideoPredictor.
+        """
+        if box is not None and not clear_old_points:
+            raise TrackerError("a box must come before any point: use clear_old_points=True")
+        obj = self._object(state, obj_id)
+        new = self._point_prompt(state, points, labels, box, normalize_coords)
+        old = None if clear_old_points else obj.points.get(frame_idx)
+        if old is not None:
+            new = PointPrompt(
+                np.concatenate([old.coords, new.coords]), np.concatenate([old.labels, new.labels])
+            )
+        self._check_prompt_frame(obj, frame_idx)
+        feats = self._features(state, frame_idx)
+        self._prompt_object(state, obj, feats, points=new)
+        obj.points[frame_idx] = new
+        return frame_idx, state.obj_ids, self._video_res(state, frame_idx)
+
+    def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int, mask: Any) -> tuple[int, list[int], np.ndarray]:
+        """Add a binary mask [H,W] (any size; resized like SAM2) for ``obj_id`` on ``frame_idx``."""
+        m = np.asarray(mask)
+        if m.ndim != 2:
+            raise TrackerError(f"a mask prompt is a 2-D array, got shape {m.shape}")
+        obj = self._object(state, obj_id)
+        self._check_prompt_frame(obj, frame_idx)
+        feats = self._features(state, frame_idx)
+        self._prompt_object(state, obj, feats, mask=m.astype(bool))
+        obj.points.pop(frame_idx, None)
+        return frame_idx, state.obj_ids, self._video_res(state, frame_idx)
+
+    def _check_prompt_frame(self, obj: ObjectState, frame_idx: int) -> None:
+        if frame_idx in obj.tracked and obj.output_at(frame_idx) is None:
+            raise TrackerError(
+                f"frame {frame_idx} was tracked for object {obj.obj_id} but has left the bounded "
+                "memory window; corrections are possible on the frames still in memory"
+            )
+
+    def propagate_in_video(
+        self,
+        state: VideoState,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+    ) -> Iterator[tuple[int, list[int], np.ndarray]]:
+        """Track every object forward; yields ``(frame_idx, obj_ids, logits [O,1,H,W])``."""
+        if not state.objects:
+            raise TrackerError("no prompts given: add points, a box or a mask first")
+        for obj in state.objects.values():
+            if not obj.cond:
+                raise TrackerError(f"object {obj.obj_id} has no prompt on any frame")
+        self.flush_memory(state)
+        if start_frame_idx is None:
+            start_frame_idx = min(t for o in state.objects.values() for t in o.cond)
+        n = state.num_frames
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = n if n is not None else 1 << 62
+        end = start_frame_idx + max_frame_num_to_track
+        if n is not None:
+            end = min(end, n - 1)
+        frames = self._iter_frames(state, start_frame_idx, end)
+        for frame_idx, image in frames:
+            feats = self._features(state, frame_idx, image)
+            self._step_objects(state, feats)
+            yield frame_idx, state.obj_ids, self._video_res(state, frame_idx)
+
+    def _iter_frames(self, state: VideoState, start: int, end: int) -> Iterator[tuple[int, np.ndarray | None]]:
+        source = state.source
+        if source is None:
+            raise TrackerError("propagate_in_video needs a session opened with init_state(video)")
+        if hasattr(source, "iter_from"):
+            for frame in source.iter_from(start):
+                if frame.index > end:
+                    break
+                yield frame.index, frame.image
+            return
+        for frame in source:
+            if frame.index < start:
+                continue
+            if frame.index > end:
+                break
+            yield frame.index, frame.image
+
+    def _step_objects(self, state: VideoState, feats: FrameFeatures) -> None:
+        """Every object on one frame: prompted ones keep their output, the others are tracked."""
+        t = feats.frame_idx
+        for obj in state.objects.values():
+            if t not in obj.cond:
+                self._track_object(state, obj, feats)
+            obj.tracked.add(t)
+            self._evict(state, obj, t + 1)
+
+    # ------------------------------------------------------------------------------------------
+    # streaming API
+    def reset(self) -> None:
+        """Forget the streaming session (objects, memory, frame counter)."""
+        self._stream = None
+
+    @property
+    def stream_state(self) -> VideoState | None:
+        return self._stream
+
+    def track(self, frame: np.ndarray, prompts: dict[int, Prompt] | None = None) -> TrackResult:
+        """Segment every object on the next frame of a stream.
+
+        ``frame``: RGB uint8 [H,W,3]. ``prompts``: {obj_id: Prompt} given on this frame (a new
+        object, or a re-initialisation of an existing one). Returns the masks at frame resolution.
+        """
+        t0 = time.perf_counter()
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise TrackerError(f"frames must be RGB arrays [H, W, 3], got shape {frame.shape}")
+        h, w = frame.shape[:2]
+        if self._stream is None:
+            self._stream = VideoState(h, w)
+        state = self._stream
+        if (h, w) != (state.video_height, state.video_width):
+            raise TrackerError(
+                f"frame size {w}x{h} differs from the stream's {state.video_width}x{state.video_height}"
+            )
+        t = state.last_frame_idx + 1
+        feats = self._features(state, t, frame)
+        for obj_id, prompt in (prompts or {}).items():
+            self._apply_prompt(state, obj_id, feats, prompt)
+        if not state.objects:
+            raise TrackerError("no object to track: pass prompts={obj_id: Prompt(...)} on a frame")
+        self.flush_memory(state)
+        self._step_objects(state, feats)
+        state.last_frame_idx = t
+        return self._result(state, t, t0)
+
+    def refine(
+        self,
+        obj_id: int,
+        points: Any = None,
+        labels: Any = None,
+        box: Any = None,
+        mask: Any = None,
+        clear_old_points: bool = True,
+    ) -> TrackResult:
+        """Correct ``obj_id`` on the frame just tracked (clicks, a box or a mask)."""
+        state = self._stream
+        if state is None or state.last_frame_idx < 0:
+            raise TrackerError("refine() corrects the last tracked frame: call track() first")
+        if obj_id not in state.objects:
+            raise TrackerError(f"unknown object {obj_id}; objects: {state.obj_ids}")
+        t0 = time.perf_counter()
+        feats = state.cached
+        prompt = Prompt(points=points, labels=labels, box=box, mask=mask)
+        self._apply_prompt(state, obj_id, feats, prompt, clear_old_points=clear_old_points)
+        return self._result(state, feats.frame_idx, t0)
+
+    def _apply_prompt(
+        self, state: VideoState, obj_id: int, feats: FrameFeatures, prompt: Prompt, clear_old_points: bool = True
+    ) -> None:
+        if not isinstance(prompt, Prompt):
+            raise TrackerError(f"prompts are fastsam2.runtime.Prompt objects, got {type(prompt).__name__}")
+        obj = self._object(state, obj_id)
+        t = feats.frame_idx
+        if prompt.mask is not None:
+            if prompt.points is not None or prompt.box is not None:
+                raise TrackerError("give either a mask or points/box for one object, not both")
+            m = np.asarray(prompt.mask)
+            if m.shape != (state.video_height, state.video_width):
+                raise TrackerError(
+                    f"mask prompt is {m.shape}, the frame is {(state.video_height, state.video_width)}"
+                )
+            self._prompt_object(state, obj, feats, mask=m.astype(bool))
+            obj.points.pop(t, None)
+            return
+        if prompt.box is not None and not clear_old_points:
+            raise TrackerError("a box must come before any point: use clear_old_points=True")
+        new = self._point_prompt(state, prompt.points, prompt.labels, prompt.box)
+        old = None if clear_old_points else obj.points.get(t)
+        if old is not None:
+            new = PointPrompt(
+                np.concatenate([old.coords, new.coords]), np.concatenate([old.labels, new.labels])
+            )
+        self._prompt_object(state, obj, feats, points=new)
+        obj.points[t] = new
+
+    def _result(self, state: VideoState, t: int, t0: float) -> TrackResult:
+        logits = self._video_res(state, t)[:, 0]
+        scores, kept = {}, {}
+        for obj in state.objects.values():
+            out = obj.output_at(t)
+            if out is not None:
+                scores[obj.obj_id] = float(self.ops.to_numpy(out.object_score_logits).reshape(-1)[0])
+                kept[obj.obj_id] = out.kept_tokens
+        return TrackResult(t, state.obj_ids, logits, scores, kept, (time.perf_counter() - t0) * 1e3)
