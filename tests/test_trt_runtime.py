@@ -1,0 +1,131 @@
+import json
+
+import numpy as np
+import pytest
+
+from fastsam2.export.trt.profiles import profiles_for
+from fastsam2.runtime.backends.trt import (
+    POINT_LABELS,
+    CheckRow,
+    TensorRTRunner,
+    compare_runners,
+    dummy_feed,
+    engine_io_problems,
+    format_check_table,
+    load_trt_backend,
+)
+from fastsam2.runtime.config import ModelConfig
+from fastsam2.runtime.specs import GRAPH_NAMES, GraphSpec, TensorSpec, graph_specs
+
+CONFIG = ModelConfig()
+SPECS = graph_specs(CONFIG.spec_dims())
+HW = CONFIG.num_tokens
+
+
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_dummy_feed_fits_spec_at_opt_shapes(name):
+    spec = SPECS[name]
+    (profile,) = profiles_for(spec, CONFIG)
+    feed = dummy_feed(spec, profile.shapes("opt"), CONFIG)
+    assert spec.check_feed({k: (v.shape, v.dtype.name) for k, v in feed.items()}) == []
+    for k, v in feed.items():
+        assert v.shape == profile[k].opt
+
+
+def test_dummy_feed_indices_are_valid():
+    spec = SPECS["memory_attention"]
+    (profile,) = profiles_for(spec, CONFIG)
+    feed = dummy_feed(spec, profile.shapes("opt"), CONFIG, seed=3)
+    kept = feed["kept_idx"]
+    assert kept.min() >= 0 and kept.max() < HW
+    assert len(np.unique(kept)) == len(kept) and np.all(np.diff(kept) > 0)
+    assert feed["memory_pos_idx"].max() < HW and feed["memory_pos_idx"].min() >= 0
+    assert feed["memory_tpos_idx"].max() < CONFIG.num_maskmem and feed["memory_tpos_idx"].min() >= 0
+    dec = SPECS["mask_decoder"]
+    (p,) = profiles_for(dec, CONFIG, max_points=8)
+    shapes = dict(p.shapes("max"))
+    feed = dummy_feed(dec, shapes, CONFIG)
+    assert set(np.unique(feed["point_labels"])) <= set(POINT_LABELS)
+    assert feed["point_labels"].dtype == np.int32
+    assert 0 <= feed["point_coords"].min() and feed["point_coords"].max() <= CONFIG.image_size
+    assert set(np.unique(feed["has_mask_input"])) <= {0.0, 1.0}
+
+
+def test_dummy_feed_refuses_unknown_int_input():
+    spec = GraphSpec("g", (TensorSpec("frame_idx", "int64", (1,)),), ())
+    with pytest.raises(ValueError, match="no dummy-input rule for integer input 'frame_idx'"):
+        dummy_feed(spec, {"frame_idx": (1,)}, CONFIG)
+
+
+def test_engine_io_problems():
+    spec = SPECS["router"]
+    io = {t.name: ("input", t.dtype) for t in spec.inputs}
+    io["token_scores"] = ("output", "float32")
+    assert engine_io_problems(io, spec) == []
+    io["token_scores"] = ("output", "float16")
+    io["extra"] = ("output", "float32")
+    del io["text_embedding"]
+    text = "; ".join(engine_io_problems(io, spec))
+    assert "engine lacks inputs ['text_embedding']" in text
+    assert "engine has outputs ['extra']" in text
+    assert "output token_scores is float16 in the engine, float32 in the spec" in text
+
+
+def test_format_check_table():
+    rows = [
+        CheckRow("router", "token_scores", True, 1.2e-6, 3e-7, 1e-5),
+        CheckRow("mask_decoder", "low_res_masks", False, 0.5, 0.01, 2e-3),
+        CheckRow("memory_encoder", "*", False, note="missing ['x.engine']"),
+    ]
+    table = format_check_table(rows)
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["graph", "output", "result"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert "router" in lines[2] and "PASS" in lines[2] and "1.2e-06" in lines[2]
+    assert "FAIL" in lines[3] and "0.5" in lines[3]
+    assert "missing ['x.engine']" in lines[4]
+    assert lines[-1] == "1/3 outputs pass, 2 FAIL"
+
+
+def test_compare_runners_plumbing_with_onnxruntime(tmp_path):
+    # Checks the comparison/tolerance plumbing with two ONNX Runtime sessions (no TensorRT involved).
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    def save(path, scale):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+        s = helper.make_tensor("s", TensorProto.FLOAT, [], [scale])
+        g = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "g", [x], [y], initializer=[s])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]), name=path.stem)
+
+    feed = {"x": np.ones((2, 4), np.float32)}
+    a, b = save(tmp_path / "a.onnx", 1.0), save(tmp_path / "b.onnx", 1.001)
+    (row,) = compare_runners("toy", [a, b], feed, {"y": 1e-2})
+    assert row.passed and row.max_abs == pytest.approx(1e-3, rel=1e-3)
+    a, b = save(tmp_path / "c.onnx", 1.0), save(tmp_path / "d.onnx", 1.001)
+    (row,) = compare_runners("toy", [a, b], feed, {"y": 1e-4})
+    assert not row.passed and row.atol == 1e-4
+
+
+def test_load_trt_backend_missing_manifest(tmp_path):
+    pytest.importorskip("torch")
+    with pytest.raises(FileNotFoundError, match="manifest.json not found"):
+        load_trt_backend(tmp_path)
+
+
+def test_tensorrt_runner_needs_tensorrt(tmp_path):
+    pytest.importorskip(
+        "tensorrt",
+        reason="TensorRT not installed on this machine: TensorRTRunner execution, CUDA-graph capture "
+        "and load_trt_backend with real engines are untested here",
+    )
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT engines need a CUDA device")
+    runner = TensorRTRunner(SPECS["router"], tmp_path / "router.engine")
+    with pytest.raises(Exception, match="no engine at"):
+        runner.activate()
