@@ -80,6 +80,12 @@ class FrameSource:
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
+    def iter_from(self, start: int) -> Iterator[Frame]:
+        """Frames with index >= ``start``, in order (seekable sources override this to seek)."""
+        for frame in self:
+            if frame.index >= start:
+                yield frame
+
     def get(self, index: int) -> Frame:
         """Random access to frame ``index``; sources that cannot seek raise FrameSourceError."""
         raise FrameSourceError(f"{self.name}: random access is not supported by {type(self).__name__}")
@@ -179,7 +185,10 @@ class FolderSource(FrameSource):
         return Frame(index, image, self.files[index].stem)
 
     def __iter__(self) -> Iterator[Frame]:
-        for index in range(self.num_frames):
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Frame]:
+        for index in range(max(start, 0), self.num_frames):
             try:
                 yield self.get(index)
             except BadFrameError as e:
