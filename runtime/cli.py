@@ -1,0 +1,371 @@
+"""The ``fastsam2`` command: track, demo, eval (and the commands other modules register).
+
+User errors end with one line on stderr and exit code 1; bugs keep their traceback. Output
+directories are written under a temporary name and renamed when complete, so a failed run leaves
+nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample"
+
+
+class CliError(ValueError):
+    """A user error the CLI reports in one line."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's fault (reported in one line, exit 1)."""
+    errors: list[type[BaseException]] = [CliError, FileNotFoundError]
+    for module, name in [
+        ("fastsam2.runtime.tracker", "TrackerError"),
+        ("fastsam2.runtime.frames", "FrameSourceError"),
+        ("fastsam2.runtime.output", "OutputError"),
+        ("fastsam2.runtime.backends.base", "StageError"),
+        ("fastsam2.runtime.backends.ort", "GraphLoadError"),
+        ("fastsam2.runtime.router", "RouterError"),
+        ("fastsam2.export.models", "ModelLoadError"),
+    ]:
+        try:
+            mod = __import__(module, fromlist=[name])
+            errors.append(getattr(mod, name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+# ------------------------------------------------------------------------------------------------
+# argument helpers
+def parse_xy(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    return vals
+
+
+class _PromptAction(argparse.Action):
+    """--point / --box append (kind, values) to one ordered list, so each prompt keeps its order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        kind = "box" if option_string == "--box" else "point"
+        want = (4,) if kind == "box" else (2, 3)
+        if len(values) not in want:
+            parser.error(
+                f"{option_string} takes {'X0,Y0,X1,Y1' if kind == 'box' else 'X,Y[,LABEL]'}, got {values}"
+            )
+        getattr(namespace, "prompts").append((kind, values))
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    from fastsam2.runtime.config import ModelConfig  # noqa: F401  (keeps the runtime import light)
+
+    p.add_argument("--config", default="tiny", help="SAM2 config: tiny, small, base_plus, large "
+                   "(SAM 2.1) or sam2.0-tiny ... (default: tiny)")
+    p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
+    p.add_argument("--backend", choices=["torch", "ort", "trt"], default="torch",
+                   help="torch (needs fastsam2[export]); ort/trt run exported graphs/engines")
+    p.add_argument("--graphs", help="directory written by fastsam2-export (for --backend ort/trt)")
+    p.add_argument("--device", default="cpu", help="torch device for --backend torch (cpu, cuda)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="torch autocast dtype on CUDA (default float32)")
+    p.add_argument("--image-size", type=int, default=None, help="model input size (default: the config's 1024)")
+    p.add_argument("--keep", type=float, default=1.0, help="keep ratio of the token router (1.0 = SAM2, no pruning)")
+    p.add_argument("--text", default=None, help="text description of the object(s) for the router")
+    p.add_argument("--texts", default=None, help="text embeddings .npz from `fastsam2-export text`")
+    p.add_argument("--router", default=None, help="router weights .safetensors (default: built-in heuristic weights)")
+
+
+def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
+    """A SAM2Tracker for the backend the arguments name, plus a description for reports."""
+    from .tracker import SAM2Tracker, TrackerOptions
+
+    info: dict = {"backend": args.backend, "config": args.config, "keep_ratio": args.keep}
+    if args.backend == "torch":
+        try:
+            from fastsam2.export.models import RANDOM_INIT, build_sam2
+            from .backends.torch_backend import build_torch_backend
+        except ImportError as e:
+            raise CliError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
+        random_init = args.checkpoint is None
+        model = build_sam2(
+            args.config,
+            args.checkpoint,
+            device=args.device,
+            image_size=args.image_size,
+            # random weights make SAM2's object-score head say "absent" and blank every mask; a
+            # positive bias keeps demo masks visible (they remain meaningless)
+            object_score_bias=5.0 if random_init else None,
+            quiet=quiet,
+        )
+        autocast = None if args.dtype == "float32" else args.dtype
+        backend = build_torch_backend(model, autocast_dtype=autocast)
+        info["weights"] = RANDOM_INIT if random_init else model.fastsam2_weights
+        if random_init:
+            info["note"] = "random weights (object-score bias +5 so masks are non-empty): masks are meaningless"
+    elif args.backend == "ort":
+        if not args.graphs:
+            raise CliError("--backend ort needs --graphs DIR (made by fastsam2-export)")
+        from .backends.ort import load_ort_backend
+
+        backend = load_ort_backend(Path(args.graphs))
+        info["weights"] = backend.description
+    else:
+        if not args.graphs:
+            raise CliError("--backend trt needs --graphs DIR with engines (fastsam2-export --trt)")
+        from .backends.trt import load_trt_backend
+
+        backend = load_trt_backend(Path(args.graphs))
+        info["weights"] = backend.description
+    router = None
+    if args.keep < 1.0:
+        from .router import make_router
+
+        router = make_router(backend, text=args.text, texts_path=args.texts, weights_path=args.router)
+    options = TrackerOptions(keep_ratio=args.keep)
+    info["image_size"] = backend.config.image_size
+    return SAM2Tracker(backend, options, router=router), info
+
+
+@contextmanager
+def atomic_output_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``out`` only if the block completes."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise CliError(f"output directory exists: {out} (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def prompts_from_args(args: argparse.Namespace):
+    """{obj_id: Prompt} from the ordered --point/--box list and --obj-id list."""
+    from .tracker import Prompt
+
+    if not args.prompts:
+        raise CliError("give at least one --point X,Y or --box X0,Y0,X1,Y1")
+    ids = args.obj_id or list(range(1, len(args.prompts) + 1))
+    if len(ids) != len(args.prompts):
+        raise CliError(f"{len(args.prompts)} prompts but {len(ids)} --obj-id values (give one per prompt, or none)")
+    for oid in ids:
+        if not 1 <= oid <= 255:
+            raise CliError(f"--obj-id must be in 1..255 (it is the mask PNG's pixel value), got {oid}")
+    per_obj: dict[int, dict] = {}
+    for oid, (kind, vals) in zip(ids, args.prompts):
+        p = per_obj.setdefault(oid, {"points": [], "labels": [], "box": None})
+        if kind == "box":
+            if p["box"] is not None:
+                raise CliError(f"object {oid} has two boxes; give one box per object")
+            p["box"] = vals
+        else:
+            label = int(vals[2]) if len(vals) == 3 else 1
+            if label not in (0, 1):
+                raise CliError(f"point label must be 1 (positive) or 0 (negative), got {label}")
+            p["points"].append(vals[:2])
+            p["labels"].append(label)
+    return {
+        oid: Prompt(points=p["points"] or None, labels=p["labels"] or None, box=p["box"])
+        for oid, p in per_obj.items()
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# track
+def add_track_parser(sub) -> None:
+    p = sub.add_parser("track", help="track objects through a video, write masks, overlay and report")
+    add_model_args(p)
+    p.add_argument("--video", required=True, help="folder of JPEG/PNG frames, video file, camera index or stream URL")
+    p.add_argument("--point", dest="prompts", action=_PromptAction, type=parse_xy, default=[],
+                   metavar="X,Y[,LABEL]", help="a click on the first frame (label 1 positive, 0 negative)")
+    p.add_argument("--box", dest="prompts", action=_PromptAction, type=parse_xy, metavar="X0,Y0,X1,Y1",
+                   help="a box on the first frame")
+    p.add_argument("--obj-id", type=int, action="append", help="object id of each prompt, in order (default 1, 2, ...)")
+    p.add_argument("--out", required=True, help="output directory (masks/, overlay.mp4, report.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--on-bad-frame", choices=["stop", "skip"], default="stop",
+                   help="an unreadable frame: stop with an error (default) or skip it with a warning")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--fps", type=float, default=None, help="overlay frame rate (default: the video's, else 24)")
+    p.set_defaults(func=run_track)
+
+
+def run_track(args: argparse.Namespace) -> int:
+    from .frames import open_frames
+
+    prompts = prompts_from_args(args)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not args.overwrite:
+        raise CliError(f"output directory exists: {out_dir} (pass --overwrite to replace it)")
+    source = open_frames(args.video, on_bad_frame=args.on_bad_frame)
+    with source:
+        h, w = source.height, source.width
+        for oid, pr in prompts.items():  # fail before any model is built
+            coords = list(pr.points or []) + ([pr.box[:2], pr.box[2:]] if pr.box else [])
+            for x, y in coords:
+                if not (0 <= x <= w and 0 <= y <= h):
+                    raise CliError(f"object {oid}: point ({x:g}, {y:g}) is outside the {w}x{h} frame")
+        tracker, info = build_tracker(args)
+        report = track_video(tracker, source, prompts, out_dir, args, info)
+    print(f"wrote {report['frames']} frames to {out_dir} "
+          f"({report['ms_per_frame']['mean']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
+    return 0
+
+
+def track_video(tracker, source, prompts, out_dir: Path, args, info: dict) -> dict:
+    """Run the streaming tracker over ``source``; write masks, overlay and report atomically."""
+    from tqdm import tqdm
+
+    from .metrics import peak_rss_mb, rss_mb, summarize_ms
+    from .output import OverlayVideoWriter, labels_from_masks, save_indexed_png
+
+    frame_ms: list[float] = []
+    rss: list[tuple[int, float]] = []
+    kept: list[int] = []
+    total = source.num_frames
+    if args.max_frames is not None:
+        total = args.max_frames if total is None else min(total, args.max_frames)
+    fps = args.fps or getattr(source, "fps", None) or 24.0
+    with atomic_output_dir(out_dir, args.overwrite) as tmp:
+        (tmp / "masks").mkdir()
+        writer = None if args.no_overlay else OverlayVideoWriter(tmp / "overlay.mp4", fps=fps)
+        try:
+            bar = tqdm(total=total, unit="frame", desc="track", file=sys.stderr, disable=None)
+            n = 0
+            for frame in source:
+                if args.max_frames is not None and n >= args.max_frames:
+                    break
+                t0 = time.perf_counter()
+                res = tracker.track(frame.image, prompts if n == 0 else None)
+                frame_ms.append((time.perf_counter() - t0) * 1e3)
+                kept.extend(res.kept_tokens.values())
+                labels = labels_from_masks(res.masks, shape=frame.image.shape[:2])
+                save_indexed_png(tmp / "masks" / f"{frame.name}.png", labels)
+                if writer is not None:
+                    writer.write(frame.image, labels)
+                if n % 10 == 0:
+                    rss.append((n, round(rss_mb(), 1)))
+                n += 1
+                bar.update(1)
+            bar.close()
+        finally:
+            if writer is not None:
+                writer.close()
+        if n == 0:
+            raise CliError(f"no frames could be read from {args.video}")
+        rss.append((n - 1, round(rss_mb(), 1)))
+        times = tracker.times
+        warm = frame_ms[1:] if len(frame_ms) > 1 else frame_ms
+        report = {
+            **info,
+            "video": {"source": str(args.video), "width": source.width, "height": source.height},
+            "frames": n,
+            "skipped_frames": list(source.skipped),
+            "objects": sorted(prompts),
+            "ms_per_frame": summarize_ms(frame_ms),
+            "ms_per_frame_after_first": summarize_ms(warm),
+            "fps": 1e3 / float(np.mean(warm)) if warm else 0.0,
+            "per_stage_ms_per_frame": {k: v / n for k, v in sorted(times.ms.items())},
+            "stage_calls": dict(sorted(times.calls.items())),
+            "kept_tokens_mean": float(np.mean(kept)) if kept else None,
+            "memory_bank_bytes": tracker.memory_bytes(tracker.stream_state),
+            "rss_mb": rss,
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# demo
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="track the bundled sample clip (no download needed)")
+    p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--out", default="fastsam2_demo", help="output directory (default ./fastsam2_demo)")
+    p.add_argument("--backend", choices=["torch", "ort"], default="torch")
+    p.add_argument("--keep", type=float, default=1.0)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    ns = argparse.Namespace(
+        config=args.config, checkpoint=args.checkpoint, backend=args.backend, graphs=None,
+        device="cpu", dtype="float32", image_size=args.image_size, keep=args.keep, text=None,
+        texts=None, router=None, video=str(SAMPLE_CLIP), prompts=[("point", [480.0, 300.0]), ("box", [100.0, 100.0, 300.0, 400.0])],
+        obj_id=None, out=args.out, overwrite=True, max_frames=args.max_frames, on_bad_frame="stop",
+        no_overlay=False, fps=None,
+    )
+    return run_track(ns)
+
+
+# ------------------------------------------------------------------------------------------------
+# eval
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="DAVIS 2017 J&F of predicted masks against ground truth")
+    p.add_argument("--pred", required=True, help="predicted masks (DAVIS layout, or one sequence's masks/)")
+    p.add_argument("--gt", required=True, help="ground truth (DAVIS root, Annotations/480p, or one sequence)")
+    p.add_argument("--sequences", nargs="*", default=None)
+    p.add_argument("--json", default=None, help="write the full report as JSON here")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_dirs, format_table
+
+    report = evaluate_dirs(args.pred, args.gt, args.sequences)
+    print(format_table(report))
+    if args.json:
+        Path(args.json).write_text(report.to_json() + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastsam2", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_track_parser(sub)
+    add_demo_parser(sub)
+    add_eval_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except user_errors() as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"fastsam2 {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fastsam2: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
