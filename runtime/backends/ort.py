@@ -1,0 +1,249 @@
+"""ONNX Runtime backend: one :class:`OrtStageRunner` per exported graph, numpy arrays in and out.
+
+Loads an export directory (``manifest.json``, ``constants.npz``, ``<graph>.onnx``) without torch or
+sam2: this is the runtime a CPU box or a Jetson without TensorRT gets.
+
+    backend = load_ort_backend("out/tiny", expect_config="tiny")
+    tracker = SAM2Tracker(backend)
+
+Providers: CPU by default. With ``CUDAExecutionProvider`` the runner uses IO binding: every input is
+bound from its host numpy array (ORT copies it to the device once per call) and every output is
+bound to a device allocation that ORT sizes itself (outputs of dynamic shape), then copied to host
+with ``copy_outputs_to_cpu()`` — one explicit host→device and device→host copy per input/output
+instead of ORT's implicit staging, and no host-side output allocation before the run. On CPU a plain
+``session.run`` is already zero-copy for contiguous numpy inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..manifest import CONSTANTS_NAME, MANIFEST_NAME, GraphEntry, Manifest, ManifestError, fastsam2_version
+from ..ops import NumpyOps
+from ..specs import GraphSpec, graph_specs
+from .base import Backend, StageError, StageRunner
+
+INT8_DIR = "int8"
+INT8_REPORT = "report.json"
+PRECISIONS = ("fp32", "int8")
+
+
+class GraphLoadError(ValueError):
+    """A graph file that is missing, corrupt, or not the one the manifest names (one line)."""
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_providers() -> list[str]:
+    return ["CPUExecutionProvider"]
+
+
+class OrtStageRunner(StageRunner):
+    """Runs one ``.onnx`` graph in an ``onnxruntime.InferenceSession``; numpy feeds and outputs.
+
+    The session is created in :meth:`activate` (graph optimization level ALL); a file ORT cannot load
+    raises :class:`GraphLoadError` naming it. ``intra_op_threads``: ORT's intra-op thread count
+    (None: ORT's default, one per physical core).
+    """
+
+    def __init__(
+        self,
+        spec: GraphSpec,
+        path: str | Path,
+        *,
+        providers: Sequence[Any] | None = None,
+        intra_op_threads: int | None = None,
+        check_inputs: bool = True,
+    ):
+        super().__init__(spec, check_inputs=check_inputs)
+        self.path = Path(path)
+        self.providers = list(providers or default_providers())
+        self.intra_op_threads = intra_op_threads
+        self.session = None
+        self.use_io_binding = False
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if self.intra_op_threads:
+            opts.intra_op_num_threads = int(self.intra_op_threads)
+        if not self.path.is_file():
+            raise GraphLoadError(f"{self.spec.name}: graph file missing: {self.path}")
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises several types for an unreadable model
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GraphLoadError(
+                f"{self.spec.name}: ONNX Runtime cannot load {self.path} (truncated or corrupt?): {first[:300]}"
+            ) from None
+        got_in = [i.name for i in self.session.get_inputs()]
+        got_out = [o.name for o in self.session.get_outputs()]
+        if got_in != self.spec.input_names or got_out != self.spec.output_names:
+            raise GraphLoadError(
+                f"{self.spec.name}: {self.path.name} has inputs {got_in} / outputs {got_out}, "
+                f"spec {self.spec.input_names} / {self.spec.output_names}"
+            )
+        used = self.session.get_providers()
+        self.use_io_binding = bool(used) and used[0] == "CUDAExecutionProvider"
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def infer_impl(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
+        try:
+            if self.use_io_binding:
+                binding = self.session.io_binding()
+                for name, value in feed.items():
+                    binding.bind_cpu_input(name, value)
+                for name in self.spec.output_names:
+                    binding.bind_output(name, "cuda")
+                self.session.run_with_iobinding(binding)
+                outs = binding.copy_outputs_to_cpu()
+            else:
+                outs = self.session.run(None, feed)
+        except Exception as e:  # noqa: BLE001 - surface ORT failures with the graph and shapes
+            shapes = {k: tuple(v.shape) for k, v in feed.items()}
+            raise StageError(f"{self.spec.name}: ONNX Runtime failed on {shapes}: {e}") from e
+        return dict(zip(self.spec.output_names, outs))
+
+
+# -- loading an export directory ------------------------------------------------------------------
+
+
+def read_int8_report(graph_dir: str | Path) -> dict[str, Any] | None:
+    import json
+
+    path = Path(graph_dir) / INT8_DIR / INT8_REPORT
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def _check_manifest(manifest: Manifest, *, expect_config: str | None, check_version: bool) -> None:
+    if expect_config is not None and manifest.config_name != expect_config:
+        raise ManifestError(
+            f"export is for config {manifest.config_name!r}, expected {expect_config!r}"
+        )
+    if check_version and manifest.fastsam2_version != fastsam2_version():
+        raise ManifestError(
+            f"export was written by fastsam2 {manifest.fastsam2_version}, this is "
+            f"{fastsam2_version()}: re-export the graphs"
+        )
+    known = graph_specs(manifest.model_config.spec_dims())
+    for name, entry in manifest.graphs.items():
+        # The router's text width is the router's; the SAM2 graphs must match this fastsam2's specs.
+        if name in known and name != "router":
+            ours = known[name]
+            if (entry.spec.inputs, entry.spec.outputs) != (ours.inputs, ours.outputs):
+                raise ManifestError(
+                    f"graph {name}: manifest interface differs from this fastsam2's spec "
+                    "(exported by another version?): re-export the graphs"
+                )
+
+
+def _graph_path(graph_dir: Path, entry: GraphEntry, precision: str, int8: dict | None) -> tuple[Path, str | None]:
+    """(file to load, sha256 it must have or None) for one graph at ``precision``."""
+    if precision == "int8" and int8 is not None:
+        g = int8.get("graphs", {}).get(entry.name)
+        if g and g.get("accepted"):
+            return graph_dir / INT8_DIR / g["file"], g.get("sha256")
+    return graph_dir / entry.file, entry.sha256
+
+
+def load_ort_backend(
+    graph_dir: str | Path,
+    *,
+    providers: Sequence[Any] | None = None,
+    intra_op_threads: int | None = None,
+    check: bool = True,
+    expect_config: str | None = None,
+    precision: str = "fp32",
+    graphs: Sequence[str] | None = None,
+    check_inputs: bool = True,
+) -> Backend:
+    """A :class:`Backend` over the ONNX graphs in ``graph_dir`` (an ``export_graphs`` output).
+
+    ``check``: verify each graph file's sha256 against the manifest (and the int8 report) and the
+    manifest's fastsam2 version; ``expect_config``: refuse an export of another config.
+    ``precision="int8"``: use ``int8/<graph>.onnx`` for the graphs ``int8/report.json`` accepted,
+    fp32 for the rest. ``graphs``: load only these (default: every graph in the manifest).
+    Every problem is one :class:`ManifestError` / :class:`GraphLoadError` line naming the file.
+    Sessions are created here, so a corrupt graph fails now, not on the first frame.
+    """
+    graph_dir = Path(graph_dir)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if not graph_dir.is_dir():
+        raise ManifestError(f"export directory not found: {graph_dir}")
+    manifest = Manifest.read(graph_dir)
+    _check_manifest(manifest, expect_config=expect_config, check_version=check)
+    int8 = read_int8_report(graph_dir) if precision == "int8" else None
+    if precision == "int8" and int8 is None:
+        raise ManifestError(
+            f"no {INT8_DIR}/{INT8_REPORT} in {graph_dir}: run fastsam2.calibration.ort_quant first"
+        )
+    if int8 is not None and check and int8.get("manifest_sha256") != _sha256(graph_dir / MANIFEST_NAME):
+        raise ManifestError(f"{graph_dir / INT8_DIR / INT8_REPORT} was made from another export")
+    const_path = graph_dir / CONSTANTS_NAME
+    if not const_path.is_file():
+        raise GraphLoadError(f"constants file missing: {const_path}")
+    with np.load(const_path, allow_pickle=False) as data:
+        constants = {k: data[k] for k in data.files}
+
+    names = list(graphs) if graphs is not None else list(manifest.graphs)
+    runners: dict[str, StageRunner] = {}
+    chosen: dict[str, str] = {}
+    for name in names:
+        if name not in manifest.graphs:
+            raise ManifestError(f"graph {name!r} is not in {graph_dir / MANIFEST_NAME}")
+        entry = manifest.graphs[name]
+        path, sha = _graph_path(graph_dir, entry, precision, int8)
+        if not path.is_file():
+            raise GraphLoadError(f"graph file missing: {path}")
+        if check and sha is not None and _sha256(path) != sha:
+            raise GraphLoadError(f"{path} does not match the manifest (sha256 differs): re-export")
+        runner = OrtStageRunner(
+            entry.spec,
+            path,
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            check_inputs=check_inputs,
+        )
+        runner.activate()
+        runners[name] = runner
+        chosen[name] = "int8" if path.parent.name == INT8_DIR else "fp32"
+    first = next(iter(runners.values()), None)
+    used = first.session.get_providers()[0] if first is not None else "none"
+    backend = Backend(
+        name="onnxruntime",
+        runners=runners,
+        ops=NumpyOps(),
+        config=manifest.model_config,
+        constants=constants,
+        description=f"onnxruntime {used} "
+        + ", ".join(f"{n}:{p}" for n, p in chosen.items()),
+    )
+    backend.manifest = manifest  # type: ignore[attr-defined]
+    backend.precisions = chosen  # type: ignore[attr-defined]
+    return backend
+
+
+def config_of(graph_dir: str | Path) -> ModelConfig:
+    """The :class:`ModelConfig` an export was made with."""
+    return Manifest.read(graph_dir).model_config
