@@ -1,0 +1,175 @@
+"""``fastsam2-export``: SAM2 (+ token router) → ONNX graphs, manifest, validation; ``text`` subcommand.
+
+    fastsam2-export --config tiny --checkpoint sam2.1_hiera_tiny.pt --out out/tiny --validate
+    fastsam2-export --config tiny --image-size 512 --out out/t512 --trt      # + TensorRT static check
+    fastsam2-export text "red car" "person" -o texts.npz
+
+User errors (unknown config, unreadable checkpoint, existing --out without --overwrite, a failed
+validation) end with one line on stderr and exit code 1, and leave no output directory behind;
+bugs keep their traceback.
+
+TensorRT engine flags (``--fp16 --int8 --calib --workspace --profile``) are reserved for the engine
+build; today ``--trt`` writes the ONNX graphs, runs the static TensorRT-10 compatibility check on
+each, writes ``trt_compat.json`` and, when ``tensorrt`` cannot be imported, says so and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+PROG = "fastsam2-export"
+
+
+class CliError(Exception):
+    """One-line user error."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import CONFIG_NAMES
+    from .stages import FILL_MODES
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export SAM2 video tracking to ONNX graphs (+ manifest, validation). "
+        f"Subcommand: `{PROG} text ...` encodes object descriptions with CLIP.",
+    )
+    p.add_argument("--config", required=True, help=f"SAM2 config: {', '.join(CONFIG_NAMES)}")
+    p.add_argument("--checkpoint", metavar="PATH", help="official SAM2 .pt (omitted: RANDOM weights)")
+    p.add_argument("--router", metavar="PATH", help="trained token-router weights (exports router.onnx)")
+    p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the config's 1024)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; default 17)")
+    p.add_argument("--fill", choices=FILL_MODES, default="norm", help="fill of pruned tokens (default norm)")
+    p.add_argument("--validate", action="store_true", help="compare every graph in ONNX Runtime with torch")
+    p.add_argument("--frames", metavar="DIR", help="frames for --validate (default: a synthetic image)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    trt = p.add_argument_group("TensorRT (engine build wired separately; --trt checks compatibility now)")
+    trt.add_argument("--trt", action="store_true", help="TensorRT: static compatibility check, then engines")
+    trt.add_argument("--fp16", action="store_true", help="TensorRT FP16 engines")
+    trt.add_argument("--int8", action="store_true", help="TensorRT INT8 engines (needs --calib)")
+    trt.add_argument("--calib", metavar="FRAMES_DIR", help="frames for INT8 calibration")
+    trt.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT workspace limit in MiB")
+    trt.add_argument("--profile", choices=("edge", "desktop"), default="desktop", help="shape profile kind")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    trt_only = [f for f, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--calib", args.calib),
+                                ("--workspace", args.workspace is not None)) if on]
+    if trt_only and not args.trt:
+        raise CliError(f"{', '.join(trt_only)} only apply with --trt")
+    if args.int8 and not args.calib:
+        raise CliError("--int8 needs --calib FRAMES_DIR")
+    if args.calib and not Path(args.calib).is_dir():
+        raise CliError(f"--calib: not a directory: {args.calib}")
+    if args.frames and not Path(args.frames).exists():
+        raise CliError(f"--frames: not found: {args.frames}")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise CliError(f"checkpoint not found: {args.checkpoint}")
+    if args.router and not Path(args.router).is_file():
+        raise CliError(f"router weights not found: {args.router}")
+    if not 17 <= args.opset <= 20:
+        raise CliError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CliError(f"{out} already exists (pass --overwrite to replace it)")
+
+
+def _load_router(path: str, model):
+    try:
+        from .router import load_router
+    except ImportError as e:
+        raise CliError(f"--router needs fastsam2.export.router, which cannot be imported: {e}") from e
+    try:
+        return load_router(path, model)
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
+        raise CliError(f"cannot load router {path}: {e}") from e
+
+
+def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
+    """Static TensorRT check of every graph (report written next to the graphs); engines later."""
+    from .onnx_export import trt_compat_report
+
+    reports = {}
+    for name, g in manifest.graphs.items():
+        report = trt_compat_report(out / g.file, g.spec, manifest.model_config)
+        reports[name] = {"ok": report.ok, "problems": report.problems, "ops": sorted(report.ops_used)}
+        print(report.format())
+    (out / "trt_compat.json").write_text(json.dumps(reports, indent=2) + "\n")
+    if not all(r["ok"] for r in reports.values()):
+        print(f"{PROG}: error: TensorRT compatibility problems (see {out / 'trt_compat.json'})", file=sys.stderr)
+        return 1
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        print(
+            f"{PROG}: error: TensorRT is not installed; wrote the ONNX graphs and the compatibility "
+            f"report ({out / 'trt_compat.json'}); build engines on the target device",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{PROG}: TensorRT engine build is not wired into this CLI yet; ONNX graphs are in {out}")
+    return 0
+
+
+def _one_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .models import ModelLoadError, build_sam2
+    from .onnx_export import ExportError, export_graphs, export_summary
+    from .validate import ValidationError
+
+    try:
+        _check_args(args)
+        model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
+        router = _load_router(args.router, model) if args.router else None
+        manifest = export_graphs(
+            model,
+            args.out,
+            opset=args.opset,
+            fill=args.fill,
+            router_stage=router,
+            router_weights=args.router,
+            validate=args.validate,
+            frames=args.frames,
+            overwrite=args.overwrite,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    except (CliError, ModelLoadError, ExportError) as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except ValidationError as e:
+        print(f"{PROG}: error: validation failed: " + "; ".join(e.report.failures), file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    print(f"wrote {len(manifest.graphs)} graphs to {out} (config {manifest.config_name}, "
+          f"weights {manifest.weights[:16]}, opset {manifest.opset})")
+    for line in export_summary(manifest, out):
+        print("  " + line)
+    if args.trt:
+        return _trt_step(manifest, out, args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "text":
+        from .text import add_text_parser
+
+        parser = argparse.ArgumentParser(prog=PROG)
+        add_text_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        return args.func(args)
+    args = build_parser().parse_args(argv)
+    return run_export(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
