@@ -50,37 +50,43 @@ class GatheredRoPE(nn.Module):
         self.register_buffer("cos", cis.real.contiguous(), persistent=False)
         self.register_buffer("sin", cis.imag.contiguous(), persistent=False)
 
-    def forward(self, x: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
-        """x [B, heads, N, D] float, pos_idx [N] int64 grid positions → rotated x [B, heads, N, D]."""
-        cos = self.cos[pos_idx]  # [N, D/2]
-        sin = self.sin[pos_idx]
+    def table(self, pos_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [N, D/2] for tokens at grid positions pos_idx [N] (gathered once per call)."""
+        return self.cos[pos_idx], self.sin[pos_idx]
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [B, heads, N, D] rotated pairwise by the angles of ``table`` → [B, heads, N, D]."""
         pairs = x.float().unflatten(-1, (-1, 2))
         x0, x1 = pairs[..., 0], pairs[..., 1]
         out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
         return out.flatten(-2).type_as(x)
 
+    def forward(self, x: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
+        """x [B, heads, N, D] float, pos_idx [N] int64 grid positions → rotated x [B, heads, N, D]."""
+        return self.rotate(x, *self.table(pos_idx))
+
 
 def _rope_attention(
     attn,
-    rope: GatheredRoPE,
     q: torch.Tensor,
-    q_pos_idx: torch.Tensor,
+    q_rope: tuple[torch.Tensor, torch.Tensor],
     k: torch.Tensor,
     v: torch.Tensor,
-    k_pos_idx: torch.Tensor,
+    k_rope: tuple[torch.Tensor, torch.Tensor],
     k_extra: torch.Tensor | None = None,
     v_extra: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """sam2 RoPEAttention's forward with explicit positions: q [B,Nq,C], k/v [B,Nk,Ck] rotated by
-    their positions; k_extra/v_extra [B,Ne,Ck] are appended unrotated (SAM2's object pointers,
-    its ``num_k_exclude_rope``). Projections are per token, so projecting the two parts separately
-    equals projecting their concatenation."""
+    their (cos, sin) tables; k_extra/v_extra [B,Ne,Ck] are appended unrotated (SAM2's object
+    pointers, its ``num_k_exclude_rope``). Projections are per token, so projecting the two parts
+    separately equals projecting their concatenation."""
     heads = attn.num_heads
     qh = attn._separate_heads(attn.q_proj(q), heads)
     kh = attn._separate_heads(attn.k_proj(k), heads)
     vh = attn._separate_heads(attn.v_proj(v), heads)
-    qh = rope(qh, q_pos_idx)
-    kh = rope(kh, k_pos_idx)
+    qh = GatheredRoPE.rotate(qh, *q_rope)
+    kh = GatheredRoPE.rotate(kh, *k_rope)
     if k_extra is not None:
         kh = torch.cat((kh, attn._separate_heads(attn.k_proj(k_extra), heads)), dim=2)
         vh = torch.cat((vh, attn._separate_heads(attn.v_proj(v_extra), heads)), dim=2)
@@ -125,6 +131,10 @@ class MemoryAttentionCore(nn.Module):
         ptr: torch.Tensor,
         ptr_pos: torch.Tensor,
     ) -> torch.Tensor:
+        # RoPE angles depend only on positions: gather them once for all layers
+        self_rope = self.self_rope.table(curr_pos_idx)
+        cross_q_rope = self.cross_rope.table(curr_pos_idx)
+        cross_k_rope = self.cross_rope.table(memory_pos_idx)
         output = curr
         if self.ma.pos_enc_at_input:
             output = output + 0.1 * curr_pos
@@ -132,9 +142,7 @@ class MemoryAttentionCore(nn.Module):
             # self-attention (SAM2's _forward_sa)
             tgt2 = layer.norm1(output)
             q = k = tgt2 + curr_pos if layer.pos_enc_at_attn else tgt2
-            output = output + _rope_attention(
-                layer.self_attn, self.self_rope, q, curr_pos_idx, k, tgt2, curr_pos_idx
-            )
+            output = output + _rope_attention(layer.self_attn, q, self_rope, k, tgt2, self_rope)
             # cross-attention to memories and object pointers (SAM2's _forward_ca)
             tgt2 = layer.norm2(output)
             q = tgt2 + curr_pos if layer.pos_enc_at_cross_attn_queries else tgt2
@@ -143,15 +151,7 @@ class MemoryAttentionCore(nn.Module):
             else:
                 k_mem, k_ptr = memory, ptr
             output = output + _rope_attention(
-                layer.cross_attn_image,
-                self.cross_rope,
-                q,
-                curr_pos_idx,
-                k_mem,
-                memory,
-                memory_pos_idx,
-                k_extra=k_ptr,
-                v_extra=ptr,
+                layer.cross_attn_image, q, cross_q_rope, k_mem, memory, cross_k_rope, k_ptr, ptr
             )
             # MLP
             tgt2 = layer.norm3(output)

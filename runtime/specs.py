@@ -154,7 +154,7 @@ GRAPH_NAMES = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENC
 
 def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
     """All graph specs of a model with the given fixed sizes, keyed by graph name."""
-    S, C, Cm, T = dims.image_size, dims.hidden_dim, dims.mem_dim, dims.text_dim
+    S, C, Cm = dims.image_size, dims.hidden_dim, dims.mem_dim
     H = W = dims.feat_size
     HM = WM = dims.mask_size
     f32, i64, i32 = "float32", "int64", "int32"
@@ -177,7 +177,8 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
         name=ROUTER,
         inputs=(
             TensorSpec("vision_feats", f32, (B, C, H, W)),
-            TensorSpec("text_embedding", f32, (B, T)),
+            # CLIP text embedding already projected to the visual width (zeros: no text).
+            TensorSpec("projected_text", f32, (B, C)),
             TensorSpec("prev_mask_logits", f32, (B, 1, HM, WM)),
         ),
         outputs=(TensorSpec("token_scores", f32, (B, H * W)),),

@@ -64,9 +64,9 @@ def test_engine_io_problems():
     assert engine_io_problems(io, spec) == []
     io["token_scores"] = ("output", "float16")
     io["extra"] = ("output", "float32")
-    del io["text_embedding"]
+    del io["projected_text"]
     text = "; ".join(engine_io_problems(io, spec))
-    assert "engine lacks inputs ['text_embedding']" in text
+    assert "engine lacks inputs ['projected_text']" in text
     assert "engine has outputs ['extra']" in text
     assert "output token_scores is float16 in the engine, float32 in the spec" in text
 

@@ -1,0 +1,172 @@
+"""Token selection for pruned propagation (torch-free).
+
+The router graph scores every token of the current frame (see ``fastsam2.export.router`` for the
+cues and default weights); this module feeds it — current features, the object's projected text
+embedding, the object's previous mask logits — and keeps the top-K tokens, in ascending grid order.
+Router files are safetensors: the MLP (``router.*``) and, when fitted, the text projection
+(``text_proj.weight`` [D_text, C], ``text_proj.bias`` [C]).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import NO_OBJ_SCORE
+from .specs import ROUTER
+
+
+class RouterError(ValueError):
+    """A router setup the user asked for cannot work (one-line message)."""
+
+
+@dataclass
+class RouterWeights:
+    mlp: dict[str, np.ndarray]
+    hidden: int = 16
+    radius: int = 2
+    text_proj_weight: np.ndarray | None = None  # [D_text, C]
+    text_proj_bias: np.ndarray | None = None  # [C]
+
+    def project(self, text_embedding: np.ndarray) -> np.ndarray:
+        """CLIP text embedding [D_text] → visual-width vector [C] (the fitted ridge projection)."""
+        if self.text_proj_weight is None:
+            raise RouterError("these router weights have no text projection (fit one with calibration)")
+        t = np.asarray(text_embedding, np.float32).reshape(-1)
+        if t.shape[0] != self.text_proj_weight.shape[0]:
+            raise RouterError(
+                f"text embedding has {t.shape[0]} dims, the router's projection expects {self.text_proj_weight.shape[0]}"
+            )
+        return (t @ self.text_proj_weight + self.text_proj_bias).astype(np.float32)
+
+
+def read_router_file(path: str | Path) -> RouterWeights:
+    path = Path(path)
+    if not path.is_file():
+        raise RouterError(f"router weights not found: {path}")
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise RouterError("reading router weights needs the safetensors package (pip install safetensors)") from None
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
+        raise RouterError(f"cannot read router weights {path}: {e}") from e
+    if meta.get("format") != "fastsam2-router-1":
+        raise RouterError(f"{path} is not a fastsam2 router file (format {meta.get('format')!r})")
+    mlp = {k: v for k, v in tensors.items() if k.startswith("router.")}
+    return RouterWeights(
+        mlp=mlp,
+        hidden=int(meta.get("hidden", 16)),
+        radius=int(meta.get("radius", 2)),
+        text_proj_weight=tensors.get("text_proj.weight"),
+        text_proj_bias=tensors.get("text_proj.bias"),
+    )
+
+
+@dataclass
+class TopKRouter:
+    """Keeps, per object and frame, the K tokens with the highest router scores.
+
+    ``text_vectors``: {obj_id: projected text [C]}; ``default_text``: for objects without their own.
+    Objects with neither get a zero vector (the relevance cue is then 0).
+    """
+
+    hidden_dim: int
+    default_text: np.ndarray | None = None
+    text_vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    last_scores: Any = None  # the most recent token_scores [1,HW], for inspection
+
+    def __call__(self, tracker, state, obj, feats, k: int):
+        ops = tracker.ops
+        t = feats.frame_idx
+        prev = obj.output_at(t - 1)
+        if prev is None:
+            earlier = [f for f in (*obj.cond, *obj.recent) if f < t]
+            prev = obj.output_at(max(earlier)) if earlier else None
+        if prev is not None:
+            prev_logits = prev.pred_masks
+        else:
+            HM = tracker.config.mask_size
+            prev_logits = ops.full((1, 1, HM, HM), NO_OBJ_SCORE)
+        vec = self.text_vectors.get(obj.obj_id, self.default_text)
+        if vec is None:
+            vec = np.zeros(self.hidden_dim, np.float32)
+        scores = tracker._run(
+            ROUTER,
+            {
+                "vision_feats": feats.vision_feats,
+                "projected_text": ops.asarray(np.asarray(vec, np.float32).reshape(1, -1)),
+                "prev_mask_logits": prev_logits,
+            },
+        )["token_scores"]
+        self.last_scores = scores
+        return ops.topk_sorted(scores[0], k)
+
+
+def make_router(
+    backend,
+    *,
+    text: str | None = None,
+    texts_path: str | Path | None = None,
+    weights_path: str | Path | None = None,
+) -> TopKRouter:
+    """A TopKRouter for ``backend``; adds the torch router stage to a torch backend if missing.
+
+    ``text`` picks a row of ``texts_path`` (an .npz from ``fastsam2-export text``), projected with the
+    router file's fitted text projection.
+    """
+    weights = read_router_file(weights_path) if weights_path else None
+    if ROUTER not in backend.runners:
+        if backend.name != "torch":
+            raise RouterError(
+                f"the {backend.name} graphs have no router: export with the router (fastsam2-export ...) "
+                "or run with --keep 1.0"
+            )
+        _add_torch_router(backend, weights_path)
+    router = TopKRouter(hidden_dim=backend.config.hidden_dim)
+    if text is not None:
+        if texts_path is None:
+            raise RouterError("--text needs --texts FILE.npz (precompute with: fastsam2-export text ...)")
+        from .text_embeddings import load_text_embeddings
+
+        try:
+            emb = load_text_embeddings(texts_path).get(text)
+        except KeyError as e:
+            raise RouterError(str(e).strip("'\"")) from None
+        if weights is None or weights.text_proj_weight is None:
+            print(
+                "fastsam2: router weights have no fitted text projection: the text cue is off "
+                "(fit one with fastsam2 train-router / calibration)",
+                file=sys.stderr,
+            )
+        else:
+            router.default_text = weights.project(emb)
+    return router
+
+
+def _add_torch_router(backend, weights_path) -> None:
+    from fastsam2.export.router import TokenRouter, load_router
+
+    from .backends.torch_backend import TorchStageRunner
+
+    cfg = backend.config
+    runner0 = next(iter(backend.runners.values()))
+    device = next(runner0.module.parameters()).device
+    if weights_path:
+        import types
+
+        shim = types.SimpleNamespace(image_size=cfg.image_size, backbone_stride=cfg.backbone_stride,
+                                     hidden_dim=cfg.hidden_dim, mem_dim=cfg.mem_dim)
+        router = load_router(weights_path, shim)
+    else:
+        router = TokenRouter(image_size=cfg.image_size, backbone_stride=cfg.backbone_stride,
+                             hidden_dim=cfg.hidden_dim, mem_dim=cfg.mem_dim)
+    router = router.to(device).eval()
+    backend.runners[ROUTER] = TorchStageRunner(router, router.spec)
