@@ -344,12 +344,31 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+# Subcommands living in other modules: each module exposes ``add_parser(subparsers)`` and imports its
+# heavy dependencies only when run, so every command is listed even where an extra is missing.
+PLUGIN_COMMANDS = (
+    "fastsam2.runtime.bench",  # fastsam2 bench
+    "fastsam2.runtime.train_router",  # fastsam2 train-router, fit-text-projection
+    "fastsam2.runtime.check_engines",  # fastsam2 check-engines
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     parser = argparse.ArgumentParser(prog="fastsam2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_track_parser(sub)
     add_demo_parser(sub)
     add_eval_parser(sub)
+    for name in PLUGIN_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # the module exists but a dependency of its top level is missing
+                raise
+            continue
+        module.add_parser(sub)
     return parser
 
 
