@@ -95,6 +95,9 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     info: dict = {"backend": args.backend, "config": args.config, "keep_ratio": args.keep}
     if args.backend == "torch":
         try:
+            import sam2  # noqa: F401
+            import torch  # noqa: F401
+
             from fastsam2.export.models import RANDOM_INIT, build_sam2
             from .backends.torch_backend import build_torch_backend
         except ImportError as e:
