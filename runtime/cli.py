@@ -36,6 +36,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ("fastsam2.runtime.backends.base", "StageError"),
         ("fastsam2.runtime.backends.ort", "GraphLoadError"),
         ("fastsam2.runtime.router", "RouterError"),
+        ("fastsam2.runtime.eval_run", "EvalRunError"),
         ("fastsam2.export.models", "ModelLoadError"),
     ]:
         try:
@@ -328,21 +329,71 @@ def run_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 # eval
 def add_eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="DAVIS 2017 J&F of predicted masks against ground truth")
-    p.add_argument("--pred", required=True, help="predicted masks (DAVIS layout, or one sequence's masks/)")
-    p.add_argument("--gt", required=True, help="ground truth (DAVIS root, Annotations/480p, or one sequence)")
+    p = sub.add_parser(
+        "eval",
+        help="DAVIS 2017 J&F of predicted masks (--pred/--gt), or run the tracker on a dataset (--run)",
+    )
+    p.add_argument("--pred", help="predicted masks (DAVIS layout, or one sequence's masks/)")
+    p.add_argument("--gt", help="ground truth (DAVIS root, Annotations/480p, or one sequence)")
     p.add_argument("--sequences", nargs="*", default=None)
     p.add_argument("--json", default=None, help="write the full report as JSON here")
+    p.add_argument("--run", action="store_true",
+                   help="track --dataset with first-frame masks as prompts at each --keeps ratio, then evaluate")
+    p.add_argument("--dataset", help="DAVIS-layout root (JPEGImages/480p, Annotations/480p) for --run")
+    p.add_argument("--keeps", default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
+    p.add_argument("--out", default=None, help="where --run writes its masks (default: a temp dir)")
+    add_model_args(p)
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_dirs, format_table
 
-    report = evaluate_dirs(args.pred, args.gt, args.sequences)
+    if args.run:
+        return run_eval_tracking(args)
+    if not args.pred or not args.gt:
+        raise CliError("eval needs --pred DIR and --gt DIR (or --run --dataset DIR)")
+    try:
+        report = evaluate_dirs(args.pred, args.gt, args.sequences)
+    except ValueError as e:  # evaluation's input errors are one-line ValueErrors
+        raise CliError(str(e)) from None
     print(format_table(report))
     if args.json:
         Path(args.json).write_text(report.to_json() + "\n")
+    return 0
+
+
+def run_eval_tracking(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .eval_run import format_results, results_json, run_dataset
+
+    if not args.dataset:
+        raise CliError("eval --run needs --dataset DIR (DAVIS layout)")
+    try:
+        keeps = [float(k) for k in args.keeps.split(",")]
+    except ValueError:
+        raise CliError(f"--keeps takes comma-separated ratios, got {args.keeps!r}") from None
+    built = {}
+
+    def factory(keep: float):
+        # one model for all keep ratios: rebuild only the loop around it
+        from .router import make_router
+        from .tracker import SAM2Tracker, TrackerOptions
+
+        if "tracker" not in built:
+            args.keep = 1.0
+            built["tracker"], built["info"] = build_tracker(args)
+        base = built["tracker"]
+        router = make_router(base.backend, text=args.text, texts_path=args.texts, weights_path=args.router) if keep < 1 else None
+        return SAM2Tracker(base.backend, TrackerOptions(keep_ratio=keep), router=router)
+
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fastsam2_eval_"))
+    results = run_dataset(factory, Path(args.dataset), keeps, out, args.sequences)
+    print(format_results(results))
+    print(f"masks and per-keep eval.json under {out}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(results_json(results, built.get("info", {})) + "\n")
     return 0
 
 
