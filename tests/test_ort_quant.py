@@ -1,0 +1,73 @@
+"""ORT static INT8 on CPU: feeds recorded from the torch tracker, QDQ quantization, report-driven choice."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fastsam2.calibration.ort_quant import QuantOptions, build_int8, record_feeds
+from fastsam2.runtime.backends.ort import load_ort_backend
+from fastsam2.runtime.manifest import ManifestError
+
+
+def shared_export(tmp_path_factory, model) -> Path:
+    from fastsam2.export.onnx_export import export_graphs
+
+    out = tmp_path_factory.getbasetemp() / "onnx_tiny512"
+    if not (out / "manifest.json").is_file():
+        export_graphs(model, out, validate=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def export_copy(tmp_path_factory, tiny512) -> Path:
+    src = shared_export(tmp_path_factory, tiny512)
+    dst = tmp_path_factory.mktemp("int8") / "export"
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix == ".onnx":
+            os.symlink(f, dst / f.name)
+        elif f.is_file():
+            shutil.copy(f, dst / f.name)
+    return dst
+
+
+def test_int8_memory_encoder_report_and_loading(export_copy, tiny512, bedroom, tmp_path):
+    with pytest.raises(ManifestError, match="no int8/report.json"):
+        load_ort_backend(export_copy, precision="int8")
+    calib = record_feeds(tiny512, bedroom, tmp_path / "calib", n_frames=4, graphs=["memory_encoder"])
+    assert len(list((calib / "memory_encoder").glob("*.npz"))) >= 4
+    # min_speedup=0 / min_iou=0: accept whatever was measured, so the loading path is deterministic
+    opts = QuantOptions(graphs=("memory_encoder",), eval_frames=4, timing_runs=3, min_iou=0.0, min_speedup=0.0)
+    report = build_int8(export_copy, calib, bedroom, options=opts)
+    print("\n" + report.format())
+    g = report.graphs["memory_encoder"]
+    assert g.accepted and g.fp32_ms > 0 and g.int8_ms > 0
+    assert 0.9 <= g.min_iou <= 1.0  # int8 memory encoder barely moves the masks
+    data = json.loads((export_copy / "int8" / "report.json").read_text())
+    assert data["graphs"]["memory_encoder"]["accepted"] is True
+    backend = load_ort_backend(export_copy, precision="int8")
+    assert backend.precisions == {
+        "image_encoder": "fp32", "memory_attention": "fp32", "mask_decoder": "fp32", "memory_encoder": "int8"
+    }
+    ops = {n.op_type for n in __import__("onnx").load(str(export_copy / "int8" / "memory_encoder.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # a graph the report rejects stays fp32
+    data["graphs"]["memory_encoder"]["accepted"] = False
+    (export_copy / "int8" / "report.json").write_text(json.dumps(data))
+    assert load_ort_backend(export_copy, precision="int8").precisions["memory_encoder"] == "fp32"
+
+
+@pytest.mark.slow
+def test_int8_all_graphs_decided_by_report(export_copy, tiny512, bedroom, tmp_path):
+    calib = record_feeds(tiny512, bedroom, tmp_path / "calib", n_frames=8, max_feeds=8)
+    report = build_int8(export_copy, calib, bedroom, options=QuantOptions(eval_frames=6))
+    print("\n" + report.format())
+    backend = load_ort_backend(export_copy, precision="int8")
+    for name, g in report.graphs.items():
+        assert g.accepted == (g.min_iou >= 0.95 and g.int8_ms < g.fp32_ms)
+        assert backend.precisions[name] == ("int8" if g.accepted else "fp32")
