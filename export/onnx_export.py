@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -367,7 +367,3 @@ def export_summary(manifest: Manifest, out_dir: str | Path) -> list[str]:
             extra = "  max|Δ| " + ", ".join(f"{k}={v:.1e}" for k, v in diffs.items())
         lines.append(f"{g.file:24s} {size:8.1f} MiB{extra}")
     return lines
-
-
-def available_graphs(manifest: Manifest) -> Sequence[str]:
-    return list(manifest.graphs)

@@ -25,7 +25,7 @@ from fastsam2.export.onnx_export import (
 from fastsam2.export.stages import build_stages, model_constants
 from fastsam2.export.validate import RealInputs, ValidationError, validate_graphs
 from fastsam2.runtime.manifest import Manifest
-from fastsam2.runtime.specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, graph_specs
+from fastsam2.runtime.specs import BATCH, KEPT, MEMORY, POINTERS, graph_specs
 
 SAM2_GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
