@@ -158,6 +158,9 @@ def test_full_resolution_1024(bedroom, tmp_path):
     tracker.add_new_points_or_box(st, 0, 2, box=BOX)
     ours = dict((t, m) for t, _, m in tracker.propagate_in_video(st))
     assert sorted(ours) == [0, 1, 2, 3]
+    worst = 0.0
     for t in ours:
         assert (ref[t] > 0).mean() > 0.001 and (ref[t] > 0).mean() < 0.999
+        worst = max(worst, float(np.abs(ref[t] - ours[t]).max()))
         assert np.abs(ref[t] - ours[t]).max() <= TOL, t
+    print(f"1024: max |Δ| over 4 frames = {worst:.2e}")
