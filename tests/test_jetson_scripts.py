@@ -405,3 +405,123 @@ def test_ros_package_files():
 
     declared = set(re.findall(r'^\s+"(\w+)": \(', launch, flags=re.M))
     assert declared <= set(PARAMETERS), f"launch arguments {declared - set(PARAMETERS)} are not node parameters"
+
+
+def _stub_ros(monkeypatch):
+    """Minimal stand-ins for the rclpy / message modules the node uses."""
+    class Logger:
+        def __init__(self):
+            self.lines = []
+
+        def _log(self, msg, **_):
+            self.lines.append(msg)
+
+        info = warning = error = _log
+
+    class Node:
+        overrides: dict = {}  # what `--ros-args -p name:=value` would set
+
+        def __init__(self, name):
+            self._params, self._logger, self.subs, self.pubs, self.services = dict(self.overrides), Logger(), {}, {}, {}
+
+        def declare_parameter(self, name, default):
+            self._params.setdefault(name, default)
+
+        def get_parameter(self, name):
+            return types.SimpleNamespace(value=self._params[name])
+
+        def create_subscription(self, kind, topic, cb, qos):
+            self.subs[topic] = cb
+
+        def create_publisher(self, kind, topic, qos):
+            pub = types.SimpleNamespace(msgs=[])
+            pub.publish = pub.msgs.append
+            self.pubs[topic] = pub
+            return pub
+
+        def create_service(self, kind, name, cb):
+            self.services[name] = cb
+
+        def get_logger(self):
+            return self._logger
+
+        def destroy_node(self):
+            pass
+
+    class Image:
+        def __init__(self):
+            self.header, self.data = None, array.array("B")
+
+    mods = {
+        "rclpy": types.ModuleType("rclpy"), "rclpy.node": types.ModuleType("rclpy.node"),
+        "rclpy.qos": types.ModuleType("rclpy.qos"), "sensor_msgs": types.ModuleType("sensor_msgs"),
+        "sensor_msgs.msg": types.ModuleType("sensor_msgs.msg"), "std_msgs": types.ModuleType("std_msgs"),
+        "std_msgs.msg": types.ModuleType("std_msgs.msg"), "std_srvs": types.ModuleType("std_srvs"),
+        "std_srvs.srv": types.ModuleType("std_srvs.srv"),
+    }
+    mods["rclpy.node"].Node = Node
+    mods["rclpy.qos"].QoSProfile = lambda **kw: kw
+    mods["rclpy.qos"].HistoryPolicy = types.SimpleNamespace(KEEP_LAST="keep_last")
+    mods["rclpy.qos"].ReliabilityPolicy = types.SimpleNamespace(BEST_EFFORT="best_effort")
+    mods["sensor_msgs.msg"].Image = Image
+    mods["std_msgs.msg"].String = object
+    mods["std_srvs.srv"].Trigger = object
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+def test_node_plumbing_with_stub_ros(monkeypatch):
+    import threading
+
+    from fastsam2_ros import fastsam2_node
+
+    _stub_ros(monkeypatch)
+
+    class StubTracker:
+        def __init__(self):
+            self.backend = types.SimpleNamespace(description="stub")
+            self.calls, self.stream_state, self.gate = [], None, threading.Event()
+
+        def reset(self):
+            self.stream_state = None
+
+        def track(self, frame, prompts):
+            self.gate.wait(5)
+            self.calls.append((frame.copy(), prompts))
+            self.stream_state = types.SimpleNamespace(objects={1: None})
+            logits = np.full((1, *frame.shape[:2]), -1.0, np.float32)
+            logits[0, 0, 0] = 1.0
+            return types.SimpleNamespace(logits=logits, obj_ids=[1], frame_idx=len(self.calls) - 1, ms=1.0)
+
+    tracker = StubTracker()
+    monkeypatch.setattr(fastsam2_node, "load_tracker", lambda params: tracker)
+    monkeypatch.setattr(fastsam2_node, "to_tracker_prompt", lambda spec: spec.as_kwargs())
+    sys.modules["rclpy.node"].Node.overrides = {"engine_dir": "e", "point": "1,1"}
+    node_cls = fastsam2_node.make_node_class()
+    node = node_cls()
+    try:
+        frames = [np.full((2, 3, 3), i, np.uint8) for i in range(3)]
+        msgs = [types.SimpleNamespace(header=f"h{i}", **ic.rgb_to_fields(f, "bgr8")) for i, f in enumerate(frames)]
+        on_image = node.subs["/camera/image_raw"]
+        on_image(msgs[0])  # the worker takes it and blocks in track()
+        for _ in range(200):
+            if node._latest is None:
+                break
+            threading.Event().wait(0.01)
+        on_image(msgs[1])
+        on_image(msgs[2])  # replaces msgs[1]: one frame dropped while busy
+        tracker.gate.set()
+        for _ in range(200):
+            if len(node.pubs["~/mask"].msgs) == 2:
+                break
+            threading.Event().wait(0.01)
+        assert node.dropped == 1 and node.received == 3
+        assert [c[0][0, 0, 0] for c in tracker.calls] == [0, 2]
+        assert tracker.calls[0][1] == {1: {"points": [[1.0, 1.0]], "labels": [1]}} and tracker.calls[1][1] is None
+        mask = node.pubs["~/mask"].msgs[-1]
+        assert (mask.encoding, mask.header, bytes(mask.data)) == ("mono8", "h2", bytes([1, 0, 0, 0, 0, 0]))
+        assert node.pubs["~/overlay"].msgs[-1].encoding == "bgr8"
+        reply = node.services["~/reset"](None, types.SimpleNamespace(success=False, message=""))
+        assert reply.success and "initial prompt" in reply.message
+    finally:
+        node.destroy_node()
