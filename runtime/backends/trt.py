@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import ModelConfig
-from ..specs import GraphSpec, graph_specs
+from ..specs import ROUTER, GraphSpec, graph_specs
 from .base import Backend, StageError, StageRunner
 
 # trt.DataType member names -> numpy/torch dtype names.
@@ -312,6 +312,8 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     runners = {}
     for name, spec in specs.items():
         path = engine_dir / f"{name}.engine"
+        if name == ROUTER and not path.is_file():
+            continue  # an export without router: tracking works at keep_ratio 1.0 only
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found; build the engines with "
