@@ -254,6 +254,7 @@ def validate_graphs(
     sizes_list: Sequence[dict[str, int]] | None = None,
     manifest: Manifest | None = None,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    intra_op_threads: int | None = None,
 ) -> ValidationReport:
     """Run every graph of ``out_dir`` in ONNX Runtime against ``stages`` (torch modules by graph
     name); raise :class:`ValidationError` listing every failure, else return the report.
@@ -278,6 +279,8 @@ def validate_graphs(
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if intra_op_threads:
+        opts.intra_op_num_threads = intra_op_threads
 
     for name, entry in manifest.graphs.items():
         spec = stages[name].spec if name in stages else entry.spec

@@ -30,6 +30,18 @@ from fastsam2.runtime.specs import BATCH, KEPT, MEMORY, POINTERS, graph_specs
 SAM2_GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread for torch: CI shares 2 cores, and OpenMP threads that wait on each
+    other under contention made the torch runs ~7x slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def shared_export(tmp_path_factory, model) -> Path:
     out = tmp_path_factory.getbasetemp() / "onnx_tiny512"
     if not (out / "manifest.json").is_file():
@@ -109,7 +121,7 @@ def test_dummy_inputs_are_valid(tiny512, stages):
 
 def test_validation_on_real_frames(export_dir, stages, bedroom):
     """Every graph in ORT vs torch at two shape sets (K=H*W and ceil(0.3*H*W), B 1 and 2)."""
-    report = validate_graphs(export_dir, stages, bedroom)
+    report = validate_graphs(export_dir, stages, bedroom, intra_op_threads=1)
     assert report.ok
     assert len(report.sizes_list) == 2
     assert report.sizes_list[1][KEPT] == math.ceil(0.3 * 32 * 32)
@@ -129,8 +141,10 @@ def test_memory_attention_one_session_three_shapes(export_dir, stages, tiny512, 
     hw = cfg.num_tokens
     stage = stages["memory_attention"]
     real = RealInputs(stages, cfg, bedroom)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(
-        str(export_dir / "memory_attention.onnx"), providers=["CPUExecutionProvider"]
+        str(export_dir / "memory_attention.onnx"), opts, providers=["CPUExecutionProvider"]
     )
     worst = 0.0
     for K, M, P in ((hw, hw, 2), (math.ceil(0.3 * hw), 3 * hw + 11, 9), (97, 40, 16)):
@@ -158,7 +172,7 @@ def test_validation_collects_every_failure(export_dir, stages, tiny512):
 
     shifted = dict(stages, mask_decoder=Shifted())
     with pytest.raises(ValidationError, match=r"mask_decoder\.low_res_masks: max \|Δ\| 1\.00e\+00") as e:
-        validate_graphs(export_dir, shifted, None, manifest=manifest)
+        validate_graphs(export_dir, shifted, None, manifest=manifest, intra_op_threads=1)
     failures = e.value.report.failures
     assert len(failures) == len(decoder.spec.outputs)
     assert all("max |Δ|" in f for f in failures)

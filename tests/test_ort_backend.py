@@ -31,6 +31,18 @@ POINT = [[480.0, 300.0]]
 BOX = [100.0, 100.0, 300.0, 400.0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread for torch: CI shares 2 cores, and OpenMP threads that wait on each
+    other under contention made the torch runs ~7x slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def shared_export(tmp_path_factory, model) -> Path:
     # same folder as test_onnx_export.py's fixture: whichever runs first exports
     from fastsam2.export.onnx_export import export_graphs
@@ -93,7 +105,7 @@ def torch_reference(tiny512, clip25) -> dict[int, np.ndarray]:
 # keep_ratio=0.5 joins here once the router exists: (0.5, <router from the export>), same checks.
 @pytest.mark.parametrize("keep_ratio", [1.0])
 def test_ort_tracker_equals_torch_streaming(export_dir, torch_reference, clip25, keep_ratio):
-    backend = load_ort_backend(export_dir, expect_config="tiny")
+    backend = load_ort_backend(export_dir, expect_config="tiny", intra_op_threads=1)
     assert backend.ops.name == "numpy"
     tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, keep_ratio=keep_ratio))
     ours = streaming_run(tracker, str(clip25), N_FRAMES)
@@ -106,7 +118,7 @@ def test_ort_tracker_equals_torch_streaming(export_dir, torch_reference, clip25,
 
 
 def test_ort_tracker_offline_api(export_dir, torch_reference, clip25):
-    tracker = SAM2Tracker(load_ort_backend(export_dir), TrackerOptions(fill_hole_area=0))
+    tracker = SAM2Tracker(load_ort_backend(export_dir, intra_op_threads=1), TrackerOptions(fill_hole_area=0))
     ours = offline_run(tracker, str(clip25), 5)
     worst, min_iou = compare({t: torch_reference[t] for t in range(5)}, ours)
     assert worst <= LOGIT_TOL and min_iou >= MIN_IOU

@@ -14,6 +14,18 @@ from fastsam2.runtime.backends.ort import load_ort_backend
 from fastsam2.runtime.manifest import ManifestError
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread for torch: CI shares 2 cores, and OpenMP threads that wait on each
+    other under contention made the torch runs ~7x slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def shared_export(tmp_path_factory, model) -> Path:
     from fastsam2.export.onnx_export import export_graphs
 
@@ -42,7 +54,8 @@ def test_int8_memory_encoder_report_and_loading(export_copy, tiny512, bedroom, t
     calib = record_feeds(tiny512, bedroom, tmp_path / "calib", n_frames=4, graphs=["memory_encoder"])
     assert len(list((calib / "memory_encoder").glob("*.npz"))) >= 4
     # min_speedup=0 / min_iou=0: accept whatever was measured, so the loading path is deterministic
-    opts = QuantOptions(graphs=("memory_encoder",), eval_frames=4, timing_runs=3, min_iou=0.0, min_speedup=0.0)
+    opts = QuantOptions(graphs=("memory_encoder",), eval_frames=4, timing_runs=3, min_iou=0.0, min_speedup=0.0,
+                        intra_op_threads=1)
     report = build_int8(export_copy, calib, bedroom, options=opts)
     print("\n" + report.format())
     g = report.graphs["memory_encoder"]
@@ -65,7 +78,7 @@ def test_int8_memory_encoder_report_and_loading(export_copy, tiny512, bedroom, t
 @pytest.mark.slow
 def test_int8_all_graphs_decided_by_report(export_copy, tiny512, bedroom, tmp_path):
     calib = record_feeds(tiny512, bedroom, tmp_path / "calib", n_frames=8, max_feeds=8)
-    report = build_int8(export_copy, calib, bedroom, options=QuantOptions(eval_frames=6))
+    report = build_int8(export_copy, calib, bedroom, options=QuantOptions(eval_frames=6, intra_op_threads=1))
     print("\n" + report.format())
     backend = load_ort_backend(export_copy, precision="int8")
     for name, g in report.graphs.items():
