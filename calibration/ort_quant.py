@@ -140,16 +140,24 @@ def record_feeds(
     n_frames: int = 12,
     max_feeds: int = 16,
     graphs: Sequence[str] = DEFAULT_GRAPHS,
+    keep_ratio: float = 1.0,
 ) -> Path:
     """Run the torch tracker on ``n_frames`` real frames with FeedRecorder-wrapped runners; the feeds
-    land in ``calib_dir/<graph>/*.npz`` (at most ``max_feeds`` per graph)."""
+    land in ``calib_dir/<graph>/*.npz`` (at most ``max_feeds`` per graph). With ``keep_ratio < 1`` the
+    pruned loop runs (default router) and the router's feeds are recorded too."""
     from fastsam2.runtime.backends.torch_backend import build_torch_backend
+    from fastsam2.runtime.router import make_router
+    from fastsam2.runtime.specs import ROUTER
     from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
 
     backend = build_torch_backend(model)
-    for name in graphs:
+    router = make_router(backend) if keep_ratio < 1.0 else None
+    names = list(graphs) + ([ROUTER] if router is not None and ROUTER not in graphs else [])
+    for name in names:
         backend.runners[name] = FeedRecorder(backend.runners[name], calib_dir, max_feeds=max_feeds)
-    tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, profile_stages=False))
+    tracker = SAM2Tracker(
+        backend, TrackerOptions(keep_ratio=keep_ratio, fill_hole_area=0, profile_stages=False), router=router
+    )
     track_frames(tracker, _frames(frames, n_frames))
     backend.close()
     return Path(calib_dir)

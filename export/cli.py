@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, help=f"SAM2 config: {', '.join(CONFIG_NAMES)}")
     p.add_argument("--checkpoint", metavar="PATH", help="official SAM2 .pt (omitted: RANDOM weights)")
-    p.add_argument("--router", metavar="PATH", help="trained token-router weights (exports router.onnx)")
+    p.add_argument("--router", metavar="PATH",
+                   help="token-router weights (.safetensors); default: the built-in hand-set weights")
+    p.add_argument("--no-router", action="store_true",
+                   help="export without router.onnx (tracking then runs at keep ratio 1.0 only)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the config's 1024)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; default 17)")
@@ -47,13 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", action="store_true", help="compare every graph in ONNX Runtime with torch")
     p.add_argument("--frames", metavar="DIR", help="frames for --validate (default: a synthetic image)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    trt = p.add_argument_group("TensorRT (engine build wired separately; --trt checks compatibility now)")
-    trt.add_argument("--trt", action="store_true", help="TensorRT: static compatibility check, then engines")
-    trt.add_argument("--fp16", action="store_true", help="TensorRT FP16 engines")
-    trt.add_argument("--int8", action="store_true", help="TensorRT INT8 engines (needs --calib)")
-    trt.add_argument("--calib", metavar="FRAMES_DIR", help="frames for INT8 calibration")
-    trt.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT workspace limit in MiB")
-    trt.add_argument("--profile", choices=("edge", "desktop"), default="desktop", help="shape profile kind")
+    trt = p.add_argument_group("TensorRT engines (built beside the ONNX graphs in --out)")
+    trt.add_argument("--trt", action="store_true",
+                     help="static TensorRT compatibility check, then build <graph>.engine for every graph")
+    trt.add_argument("--fp16", action="store_true", help="FP16 engines (LayerNorm, softmax, RoPE kept FP32)")
+    trt.add_argument("--int8", action="store_true", help="INT8 engines with entropy calibration (needs --calib)")
+    trt.add_argument("--calib", metavar="FRAMES_DIR", help="real frames to calibrate INT8 with (the same reader as ORT INT8)")
+    trt.add_argument("--calib-frames", type=int, default=12, help="frames tracked to record calibration feeds (default 12)")
+    trt.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT workspace limit in MiB (default 1024)")
+    trt.add_argument("--profile", choices=("edge", "desktop"), default="desktop",
+                     help="shape profiles: edge (Jetson: fewer memory frames) or desktop (default)")
     return p
 
 
@@ -72,6 +78,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"checkpoint not found: {args.checkpoint}")
     if args.router and not Path(args.router).is_file():
         raise CliError(f"router weights not found: {args.router}")
+    if args.router and args.no_router:
+        raise CliError("--router and --no-router contradict each other")
+    if args.fp16 and args.int8:
+        raise CliError("choose one of --fp16 and --int8 (INT8 engines fall back to FP16 kernels where faster)")
     if not 17 <= args.opset <= 20:
         raise CliError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
     out = Path(args.out)
@@ -112,7 +122,36 @@ def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"{PROG}: TensorRT engine build is not wired into this CLI yet; ONNX graphs are in {out}")
+    return _build_engines(manifest, out, args)
+
+
+def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
+    """Engines for every graph through the shared build plan (also used by jetson/build_engines.py)."""
+    from .trt.builder import BuildError
+    from .trt.calibrator import CalibrationError
+    from .trt.plan import DEFAULT_WORKSPACE_MIB, PlanError, build_all, check_calib_dir, make_plan
+
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    try:
+        plan = make_plan(out, out, kind=args.profile, precision=precision,
+                         workspace_mib=args.workspace or DEFAULT_WORKSPACE_MIB)
+        calib_dir = None
+        if args.int8:
+            from fastsam2.calibration.ort_quant import record_feeds
+
+            from .models import build_sam2
+
+            calib_dir = out / "calib_feeds"
+            model = build_sam2(args.config, args.checkpoint, image_size=args.image_size, quiet=True)
+            # pruned loop at the desktop profile's opt keep ratio, so the router gets feeds too
+            record_feeds(model, Path(args.calib), calib_dir, n_frames=args.calib_frames, keep_ratio=0.5)
+            check_calib_dir(plan, calib_dir)
+        build_all(plan, calib_dir=calib_dir, log=lambda msg: print(msg, file=sys.stderr))
+    except (PlanError, BuildError, CalibrationError) as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "
+          f"verify them with: fastsam2 check-engines {out}")
     return 0
 
 
@@ -129,7 +168,14 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         _check_args(args)
         model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
-        router = _load_router(args.router, model) if args.router else None
+        router = None
+        if args.router:
+            router = _load_router(args.router, model)
+        elif not args.no_router:
+            from .router import TokenRouter
+
+            router = TokenRouter.for_model(model)
+            router.fastsam2_weights = "default-weights"
         manifest = export_graphs(
             model,
             args.out,

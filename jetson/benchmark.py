@@ -183,7 +183,7 @@ def build_info_for(args: argparse.Namespace) -> dict | None:
     if args.backend != "trt":
         return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from engine_plan import read_build_info
+    from fastsam2.export.trt.plan import read_build_info
 
     return read_build_info(args.engines)
 

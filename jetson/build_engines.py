@@ -24,97 +24,24 @@ buffers), onnx (static compatibility check). Not run here: this machine has no T
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_plan import (  # noqa: E402
-    CALIB_CACHE_DIR,
+from fastsam2.export.trt.plan import (  # noqa: E402
     DEFAULT_WORKSPACE_MIB,
-    BuildPlan,
     PlanError,
+    build_all,
+    check_calib_dir,
     make_plan,
-    write_build_info,
 )
 
 from fastsam2.export.trt.builder import BuildError  # noqa: E402  (no tensorrt import at module level)
 from fastsam2.export.trt.calibrator import CalibrationError  # noqa: E402
-from fastsam2.runtime.manifest import CONSTANTS_NAME, MANIFEST_NAME  # noqa: E402
 
 PROG = "build_engines"
-
-
-def copy_export_files(plan: BuildPlan) -> None:
-    """manifest.json and constants.npz beside the engines (byte-identical: metadata hashes them)."""
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (MANIFEST_NAME, CONSTANTS_NAME):
-        src, dst = plan.graphs_dir / name, plan.out_dir / name
-        if src.resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
-
-
-def check_calib_dir(plan: BuildPlan, calib_dir: Path) -> None:
-    """Every graph being built in INT8 needs recorded feeds: refuse before the first (slow) build."""
-    missing = [g.name for g in plan.graphs if not any((calib_dir / g.name).glob("[0-9]*.npz"))]
-    if missing:
-        raise PlanError(
-            f"--calib {calib_dir}: no recorded feeds for {missing} (expected {calib_dir}/<graph>/*.npz "
-            "from fastsam2.calibration.reader.FeedRecorder); build those graphs without --int8 (--only ...)"
-        )
-
-
-def build_all(plan: BuildPlan, *, calib_dir: Path | None, check_compat: bool = True, log=print) -> list:
-    """Build every engine of ``plan``; returns the EngineMetadata of each."""
-    from fastsam2.export.trt.builder import BuildSource, build_engine
-    from fastsam2.runtime.backends.trt import manifest_sha256
-
-    copy_export_files(plan)
-    source = BuildSource(
-        manifest_sha256=manifest_sha256(plan.graphs_dir / MANIFEST_NAME),
-        config_name=plan.manifest.config_name,
-        profile_kind=plan.kind,
-    )
-    metas = []
-    for g in plan.graphs:
-        calibrator = None
-        if plan.precision == "int8":
-            from fastsam2.calibration.reader import DirectoryCalibrationReader
-            from fastsam2.export.trt.calibrator import make_entropy_calibrator
-
-            (plan.out_dir / CALIB_CACHE_DIR).mkdir(parents=True, exist_ok=True)
-            reader = DirectoryCalibrationReader(calib_dir, g.name)
-            calibrator = make_entropy_calibrator(reader, g.spec, g.calib_cache)
-        log(f"[{g.name}] building {plan.precision} engine (profile {plan.kind}) from {g.onnx_path} ...")
-        t0 = time.perf_counter()
-        meta = build_engine(
-            g.onnx_path,
-            g.spec,
-            g.profiles,
-            engine_path=g.engine_path,
-            metadata=source,
-            precision=plan.precision,
-            workspace_mib=plan.workspace_mib,
-            calibrator=calibrator,
-            timing_cache_path=plan.timing_cache,
-            check_compat=check_compat,
-        )
-        size = g.engine_path.stat().st_size / 2**20
-        pinned = meta.build_options.get("fp32_layers_matched", 0)
-        extra = ""
-        if calibrator is not None:
-            q = calibrator.queue
-            extra = f", calibration feeds used {q.used} skipped {q.skipped} (other shapes)"
-        log(f"[{g.name}] wrote {g.engine_path} ({size:.1f} MiB, {time.perf_counter() - t0:.0f} s, "
-            f"{pinned} layers pinned to FP32{extra})")
-        metas.append(meta)
-    info = write_build_info(plan)
-    log(f"wrote {info}; TensorRT {metas[0].tensorrt_version if metas else '?'} on "
-        f"{metas[0].gpu_name if metas else '?'}")
-    return metas
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,7 @@ from typing import Iterable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_plan import DEFAULT_WORKSPACE_MIB, BuildPlan, GraphPlan, PlanError, make_plan  # noqa: E402
+from fastsam2.export.trt.plan import DEFAULT_WORKSPACE_MIB, BuildPlan, GraphPlan, PlanError, make_plan  # noqa: E402
 
 from fastsam2.export.trt.profiles import Profile  # noqa: E402
 from fastsam2.runtime.specs import GraphSpec  # noqa: E402

@@ -47,3 +47,23 @@ def tiny512():
     from fastsam2.export.models import build_sam2
 
     return build_sam2("tiny", image_size=512, object_score_bias=5.0, quiet=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def onnx_tiny512(tiny512, tmp_path_factory) -> Path:
+    """tiny@512 exported once per session: the four SAM2 graphs and the default-weights router."""
+    import torch
+
+    from fastsam2.export.onnx_export import export_graphs
+    from fastsam2.export.router import TokenRouter
+
+    out = tmp_path_factory.getbasetemp() / "onnx_tiny512"
+    router = TokenRouter.for_model(tiny512)
+    router.fastsam2_weights = "default-weights"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        export_graphs(tiny512, out, router_stage=router, validate=False)
+    finally:
+        torch.set_num_threads(threads)
+    return out

@@ -34,7 +34,7 @@ def _load(name: str, path: Path):
 
 
 sys.path.insert(0, str(JETSON))
-engine_plan = _load("engine_plan", JETSON / "engine_plan.py")
+from fastsam2.export.trt import plan as engine_plan  # noqa: E402
 trtexec = _load("print_trtexec_commands", JETSON / "print_trtexec_commands.py")
 build_engines = _load("build_engines", JETSON / "build_engines.py")
 benchmark = _load("jetson_benchmark", JETSON / "benchmark.py")
@@ -202,7 +202,7 @@ def test_build_engines_drives_the_builder(fake_export, monkeypatch):
     monkeypatch.setattr(builder, "build_engine", fake_build)
     out = fake_export / "engines"
     plan = engine_plan.make_plan(fake_export, out, precision="fp16", workspace_mib=512)
-    build_engines.build_all(plan, calib_dir=None, log=lambda *_: None)
+    engine_plan.build_all(plan, calib_dir=None, log=lambda *_: None)
     assert [c[0] for c in calls] == list(plan.manifest.graphs)
     cfg = plan.manifest.model_config
     for name, precision, ws, kind, profiles, cache in calls:
@@ -277,14 +277,9 @@ def test_benchmark_statistics_and_table():
     assert benchmark.summarize([])["median_ms"] != benchmark.summarize([])["median_ms"]  # nan
 
 
-def test_benchmark_ort_smoke(tmp_path):
-    """The CPU path end to end, when an ONNX export is at hand (FASTSAM2_TEST_EXPORT)."""
-    import os
-
-    export = os.environ.get("FASTSAM2_TEST_EXPORT")
-    bedroom = REPO.parent / "shared" / "data" / "bedroom"
-    if not export or not (Path(export) / "manifest.json").is_file() or not bedroom.is_dir():
-        pytest.skip("set FASTSAM2_TEST_EXPORT to an ONNX export directory to run the ORT smoke test")
+def test_benchmark_ort_smoke(tmp_path, onnx_tiny512, bedroom):
+    """The CPU path end to end on the session's ONNX export (tiny@512)."""
+    export = str(onnx_tiny512)
     out = tmp_path / "b.json"
     argv = ["--backend", "ort", "--graphs", export, "--source", str(bedroom), "--frames", "2",
             "--warmup", "1", "--json", str(out)]

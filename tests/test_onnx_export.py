@@ -28,6 +28,7 @@ from fastsam2.runtime.manifest import Manifest
 from fastsam2.runtime.specs import BATCH, KEPT, MEMORY, POINTERS, graph_specs
 
 SAM2_GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+ALL_GRAPHS = (*SAM2_GRAPHS, "router")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,26 +43,21 @@ def single_thread():
     torch.set_num_threads(before)
 
 
-def shared_export(tmp_path_factory, model) -> Path:
-    out = tmp_path_factory.getbasetemp() / "onnx_tiny512"
-    if not (out / "manifest.json").is_file():
-        export_graphs(model, out, validate=False)
-    return out
-
-
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, tiny512) -> Path:
-    return shared_export(tmp_path_factory, tiny512)
+def export_dir(onnx_tiny512) -> Path:
+    return onnx_tiny512
 
 
 @pytest.fixture(scope="module")
 def stages(tiny512):
-    return build_stages(tiny512)
+    from fastsam2.export.router import TokenRouter
+
+    return {**build_stages(tiny512), "router": TokenRouter.for_model(tiny512).eval()}
 
 
 def test_every_graph_passes_checker_and_trt_check(export_dir, tiny512):
     manifest = Manifest.read(export_dir)
-    assert sorted(manifest.graphs) == sorted(SAM2_GRAPHS)
+    assert sorted(manifest.graphs) == sorted(ALL_GRAPHS)
     for name, entry in manifest.graphs.items():
         path = export_dir / entry.file
         onnx.checker.check_model(str(path), full_check=True)
@@ -84,7 +80,7 @@ def test_manifest_records_everything(export_dir, tiny512):
     manifest = Manifest.read(export_dir)
     assert manifest.config_name == "tiny"
     assert manifest.weights == "random-init"
-    assert manifest.router_weights is None
+    assert manifest.router_weights == "default-weights"
     assert manifest.opset == 17 and manifest.fill == "norm"
     assert manifest.model_config == model_config(tiny512)
     assert manifest.model_config.image_size == 512

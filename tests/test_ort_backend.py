@@ -43,19 +43,9 @@ def single_thread():
     torch.set_num_threads(before)
 
 
-def shared_export(tmp_path_factory, model) -> Path:
-    # same folder as test_onnx_export.py's fixture: whichever runs first exports
-    from fastsam2.export.onnx_export import export_graphs
-
-    out = tmp_path_factory.getbasetemp() / "onnx_tiny512"
-    if not (out / "manifest.json").is_file():
-        export_graphs(model, out, validate=False)
-    return out
-
-
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, tiny512) -> Path:
-    return shared_export(tmp_path_factory, tiny512)
+def export_dir(onnx_tiny512) -> Path:
+    return onnx_tiny512
 
 
 def offline_run(tracker: SAM2Tracker, video: str, n: int) -> dict[int, np.ndarray]:
@@ -102,16 +92,30 @@ def torch_reference(tiny512, clip25) -> dict[int, np.ndarray]:
     return offline_run(tracker, str(clip25), N_FRAMES)
 
 
-# keep_ratio=0.5 joins here once the router exists: (0.5, <router from the export>), same checks.
-@pytest.mark.parametrize("keep_ratio", [1.0])
-def test_ort_tracker_equals_torch_streaming(export_dir, torch_reference, clip25, keep_ratio):
+@pytest.fixture(scope="module")
+def torch_streaming_05(tiny512, clip25) -> dict[int, np.ndarray]:
+    """The torch tracker pruned at keep 0.5 with the default router (the weights router.onnx has)."""
+    from fastsam2.runtime.backends.torch_backend import build_torch_backend
+    from fastsam2.runtime.router import make_router
+
+    backend = build_torch_backend(tiny512)
+    tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, keep_ratio=0.5), router=make_router(backend))
+    return streaming_run(tracker, str(clip25), N_FRAMES)
+
+
+@pytest.mark.parametrize("keep_ratio", [1.0, 0.5])
+def test_ort_tracker_equals_torch_streaming(export_dir, torch_reference, torch_streaming_05, clip25, keep_ratio):
+    from fastsam2.runtime.router import make_router
+
     backend = load_ort_backend(export_dir, expect_config="tiny", intra_op_threads=1)
     assert backend.ops.name == "numpy"
-    tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, keep_ratio=keep_ratio))
+    router = make_router(backend) if keep_ratio < 1 else None
+    tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, keep_ratio=keep_ratio), router=router)
     ours = streaming_run(tracker, str(clip25), N_FRAMES)
-    worst, min_iou = compare(torch_reference, ours)
+    ref = torch_reference if keep_ratio == 1.0 else torch_streaming_05
+    worst, min_iou = compare(ref, ours)
     ms = {k: v / max(1, tracker.times.calls[k]) for k, v in tracker.times.ms.items()}
-    print(f"\nORT streaming vs torch, {N_FRAMES} frames x 2 objects: max |Δ| {worst:.2e}, "
+    print(f"\nORT streaming vs torch at keep {keep_ratio}, {N_FRAMES} frames x 2 objects: max |Δ| {worst:.2e}, "
           f"min IoU {min_iou:.5f}; ms/call {ms}")
     assert worst <= LOGIT_TOL
     assert min_iou >= MIN_IOU

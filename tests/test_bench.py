@@ -1,0 +1,45 @@
+"""``fastsam2 bench`` end to end on the CPU at a toy size: the report's structure, not its timings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastsam2.runtime.cli import main
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_bench_cpu_report(bedroom, tmp_path):
+    out = tmp_path / "bench.json"
+    rc = main([
+        "bench", "--device", "cpu", "--image-size", "256", "--frames", "3", "--keep", "1.0,0.5",
+        "--frames-dir", str(bedroom), "--json", str(out),
+    ])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"meta", "runs", "comparisons"}
+    meta = report["meta"]
+    assert meta["device"] == "cpu" and meta["image_size"] == 256 and "RANDOM" in meta["weights"]
+    runs = report["runs"]
+    official = [r for r in runs if r["impl"] == "official"]
+    ours = [r for r in runs if r["impl"] == "fastsam2"]
+    assert len(official) == 1 and sorted(r["keep"] for r in ours) == [0.5, 1.0]
+    for r in runs:
+        assert r["frames"] == 3 and r["timed_frames"] == 1
+        for key in ("ms_median", "ms_p90", "ms_mean", "fps", "prompt_ms"):
+            assert r[key] > 0, (r["variant"], key)
+        assert r["peak_mem_mb"] >= 0 and r["memory_bank_mb"] > 0
+        assert r["stage_ms"] and all(v > 0 for v in r["stage_ms"].values())
+    assert {"image_encoder", "memory_attention", "mask_decoder", "memory_encoder"} <= set(official[0]["stage_ms"])
+    assert "router" in next(r for r in ours if r["keep"] == 0.5)["stage_ms"]
+    assert next(r for r in ours if r["keep"] == 0.5)["kept_tokens"] == 128  # ceil(0.5 * 16 * 16)
+    assert len(report["comparisons"]) == 2
+    assert all(c["fps_ratio"] > 0 and c["peak_mem_ratio"] is not None for c in report["comparisons"])
+
+
+def test_bench_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--keep", "1.5", "--json", "x.json"])
+    assert main(["bench", "--device", "cpu", "--cuda-graphs", "--json", "x.json"]) == 1
+    assert "--cuda-graphs needs --device cuda" in capsys.readouterr().err
