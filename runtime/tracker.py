@@ -59,10 +59,16 @@ class TrackerOptions:
     add_all_frames_to_correct_as_cond: bool | None = None
     max_cond_frames_in_attn: int | None = None
     profile_stages: bool = True  # per-stage wall-clock times (synchronizes GPU backends)
+    # GPU path (defaults keep the reference behaviour):
+    k_multiple: int = 1  # round the kept count up to a multiple of this (few shapes: CUDA graphs reuse)
+    device_results: bool = False  # TrackResult logits/scores stay backend arrays: no host sync
+    device_preprocess: bool = False  # resize/normalize on the backend's device (ops.preprocess_frame)
 
     def __post_init__(self):
         if not 0.0 < self.keep_ratio <= 1.0:
             raise TrackerError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if self.k_multiple < 1:
+            raise TrackerError(f"k_multiple must be >= 1, got {self.k_multiple}")
         if self.memory_tokens not in ("kept", "all"):
             raise TrackerError(f"memory_tokens must be 'kept' or 'all', got {self.memory_tokens!r}")
 
@@ -84,8 +90,8 @@ class TrackResult:
 
     frame_idx: int
     obj_ids: list[int]
-    logits: np.ndarray  # [O, H, W] float32 mask logits
-    object_scores: dict[int, float] = field(default_factory=dict)
+    logits: np.ndarray  # [O, H, W] float32 mask logits (a device tensor with device_results)
+    object_scores: dict[int, float] = field(default_factory=dict)  # 0-d tensors with device_results
     kept_tokens: dict[int, int] = field(default_factory=dict)
     ms: float = 0.0
 
@@ -154,6 +160,19 @@ class SAM2Tracker:
         self._flag = {v: ops.asarray(np.asarray([v], np.float32)) for v in (0.0, 1.0)}
         self.times = StageTimes()
         self._stream: VideoState | None = None
+        self._consts: dict[tuple, Any] = {}
+        if self.options.device_preprocess and getattr(ops, "preprocess_frame", None) is None:
+            raise TrackerError(f"device_preprocess: the {backend.name} backend's ops cannot preprocess")
+
+    def _const(self, x: np.ndarray) -> Any:
+        """A small host array as a backend array, uploaded once per distinct value (no per-frame copy)."""
+        key = (x.dtype.str, x.shape, x.tobytes())
+        arr = self._consts.get(key)
+        if arr is None:
+            if len(self._consts) > 4096:
+                self._consts.clear()
+            arr = self._consts[key] = self.ops.asarray(x)
+        return arr
 
     # ------------------------------------------------------------------------------------------
     # stage calls
@@ -172,10 +191,17 @@ class SAM2Tracker:
         """RGB uint8 [H,W,3] → :class:`FrameFeatures` (image encoder outputs)."""
         cfg = self.config
         t0 = time.perf_counter()
-        x = preprocess_frame(image, cfg.image_size, cfg.img_mean, cfg.img_std)
+        on_device = self.options.device_preprocess
+        if on_device:
+            x = self.ops.preprocess_frame(image, cfg.image_size, cfg.img_mean, cfg.img_std)
+        else:
+            x = preprocess_frame(image, cfg.image_size, cfg.img_mean, cfg.img_std)
         if self.options.profile_stages:
+            sync = getattr(self.ops, "synchronize", None)
+            if on_device and sync is not None:
+                sync()
             self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
-        out = self._run(IMAGE_ENCODER, {"image": self.ops.asarray(x)})
+        out = self._run(IMAGE_ENCODER, {"image": x if on_device else self.ops.asarray(x)})
         return FrameFeatures(frame_idx, out["vision_feats"], out["fpn_s0"], out["fpn_s1"])
 
     def _decode(
@@ -325,14 +351,14 @@ class SAM2Tracker:
         obj_ptrs = (
             ops.cat([p for _, p in ptrs], axis=0).reshape(1, len(ptrs), C)
             if ptrs
-            else ops.asarray(np.zeros((1, 0, C), np.float32))
+            else self._const(np.zeros((1, 0, C), np.float32))
         )
         return {
             "memory": ops.cat(mem, axis=1),
             "memory_pos_idx": ops.cat(pos_idx, axis=0),
             "memory_tpos_idx": ops.cat(tpos_idx, axis=0),
             "obj_ptrs": obj_ptrs,
-            "obj_ptr_tpos": ops.asarray(tpos),
+            "obj_ptr_tpos": self._const(tpos),
         }
 
     def _evict(self, state: VideoState, obj: ObjectState, next_frame: int) -> None:
@@ -350,7 +376,8 @@ class SAM2Tracker:
         opt, n = self.options, self.config.num_tokens
         if opt.keep_ratio >= 1.0 or (prompted and not opt.prune_cond_frames):
             return self._all_idx
-        k = min(n, max(math.ceil(opt.keep_ratio * n), opt.min_kept, 1))
+        k = max(math.ceil(opt.keep_ratio * n), opt.min_kept, 1)
+        k = min(n, -(-k // opt.k_multiple) * opt.k_multiple)
         return self.router(self, state, obj, feats, k)
 
     def _condition(self, state: VideoState, obj: ObjectState, feats: FrameFeatures, kept: Any):
@@ -465,8 +492,9 @@ class SAM2Tracker:
 
     # ------------------------------------------------------------------------------------------
     # outputs
-    def _video_res(self, state: VideoState, frame_idx: int) -> np.ndarray:
-        """All objects' logits on ``frame_idx`` at video resolution [O,1,H,W] (NO_OBJ if absent)."""
+    def _video_res(self, state: VideoState, frame_idx: int, to_host: bool = True) -> np.ndarray:
+        """All objects' logits on ``frame_idx`` at video resolution [O,1,H,W] (NO_OBJ if absent);
+        ``to_host=False``: a backend array, without a host synchronization."""
         ops, HM = self.ops, self.config.mask_size
         masks = []
         for obj in state.objects.values():
@@ -474,9 +502,16 @@ class SAM2Tracker:
             masks.append(out.pred_masks if out is not None else ops.full((1, 1, HM, HM), NO_OBJ_SCORE))
         if not masks:
             return np.zeros((0, 1, state.video_height, state.video_width), np.float32)
-        res = ops.to_numpy(
-            ops.resize_bilinear(ops.cat(masks, axis=0), (state.video_height, state.video_width))
-        )
+        res = ops.resize_bilinear(ops.cat(masks, axis=0), (state.video_height, state.video_width))
+        if not to_host and ops.name == "torch":
+            if self.non_overlap_masks and len(masks) > 1:
+                # SAM2's _apply_non_overlapping_constraints, on the device
+                torch = ops.torch
+                winner = torch.argmax(res, dim=0, keepdim=True)
+                idx = ops.arange(res.shape[0]).reshape(-1, 1, 1, 1)
+                res = torch.where(winner == idx, res, torch.clamp(res, max=-10.0))
+            return res
+        res = ops.to_numpy(res)
         if self.non_overlap_masks:
             from .postprocess import non_overlapping
 
@@ -748,11 +783,15 @@ class SAM2Tracker:
         obj.points[t] = new
 
     def _result(self, state: VideoState, t: int, t0: float) -> TrackResult:
-        logits = self._video_res(state, t)[:, 0]
+        on_host = not self.options.device_results
+        logits = self._video_res(state, t, to_host=on_host)[:, 0]
         scores, kept = {}, {}
         for obj in state.objects.values():
             out = obj.output_at(t)
             if out is not None:
-                scores[obj.obj_id] = float(self.ops.to_numpy(out.object_score_logits).reshape(-1)[0])
+                if on_host:
+                    scores[obj.obj_id] = float(self.ops.to_numpy(out.object_score_logits).reshape(-1)[0])
+                else:
+                    scores[obj.obj_id] = out.object_score_logits.reshape(-1)[0]
                 kept[obj.obj_id] = out.kept_tokens
         return TrackResult(t, state.obj_ids, logits, scores, kept, (time.perf_counter() - t0) * 1e3)

@@ -9,14 +9,36 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
+
+from ..ops import TorchOps
 from ..specs import GraphSpec
 from .base import Backend, StageRunner
 
 
-class TorchStageRunner(StageRunner):
-    """Runs one torch stage module; feeds and outputs are torch tensors on the module's device."""
+_WARMUP_STREAM = None  # the side stream CUDA-graph captures warm up on (created on first use)
 
-    def __init__(self, module, spec: GraphSpec, *, autocast_dtype: str | None = None, check_inputs: bool = True):
+
+class TorchStageRunner(StageRunner):
+    """Runs one torch stage module; feeds and outputs are torch tensors on the module's device.
+
+    ``cuda_graphs`` (CUDA only): the first call with a new set of input shapes captures the stage in
+    a CUDA graph (one per shape bucket, all sharing ``graph_pool``); later calls with those shapes
+    copy the feed into the graph's static inputs, replay it and return clones of its outputs, so a
+    stage costs one launch instead of hundreds. The feed's values may differ freely between calls,
+    its shapes select the graph: keep them to a few buckets (see ``TrackerOptions.k_multiple``).
+    """
+
+    def __init__(
+        self,
+        module,
+        spec: GraphSpec,
+        *,
+        autocast_dtype: str | None = None,
+        check_inputs: bool = True,
+        cuda_graphs: bool = False,
+        graph_pool: Any = None,
+    ):
         super().__init__(spec, check_inputs=check_inputs)
         import torch
 
@@ -24,20 +46,116 @@ class TorchStageRunner(StageRunner):
         self.module = module
         self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
         self.device_type = next(iter(module.parameters())).device.type
+        self.cuda_graphs = bool(cuda_graphs) and self.device_type == "cuda"
+        self.graph_pool = graph_pool
+        self.graphs: dict[tuple, tuple[Any, dict[str, Any], tuple[Any, ...]]] = {}
+        self._inputs: dict[tuple, Any] = {}
 
-    def infer_impl(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+    def _forward(self, feed: Mapping[str, Any]) -> tuple[Any, ...]:
         torch = self.torch
-        with torch.inference_mode():
-            if self.autocast_dtype is not None:
-                with torch.autocast(self.device_type, dtype=self.autocast_dtype):
-                    outs = self.module(**feed)
-            else:
+        if self.autocast_dtype is not None:
+            # no weight-cast cache: a captured graph must redo the casts it recorded
+            with torch.autocast(self.device_type, dtype=self.autocast_dtype, cache_enabled=not self.cuda_graphs):
                 outs = self.module(**feed)
+        else:
+            outs = self.module(**feed)
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
         if self.autocast_dtype is not None:
             outs = tuple(o.float() if o.is_floating_point() else o for o in outs)
+        return tuple(outs)
+
+    def _capture(self, feed: Mapping[str, Any]) -> tuple[Any, dict[str, Any], tuple[Any, ...]]:
+        torch = self.torch
+        # graphs of one runner share their input buffers (one per name, shape and dtype): every call
+        # refills all of its inputs before its replay
+        static_in = {}
+        for k, v in feed.items():
+            key = (k, tuple(v.shape), v.dtype)
+            buf = self._inputs.get(key)
+            if buf is None:
+                buf = self._inputs[key] = v.clone()
+            static_in[k] = buf
+        # one warm-up stream for all captures: each new stream gets its own cuBLAS workspace
+        global _WARMUP_STREAM
+        if _WARMUP_STREAM is None:
+            _WARMUP_STREAM = torch.cuda.Stream()
+        side = _WARMUP_STREAM
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up outside the graph: library handles, workspaces, caches
+                self._forward(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.graph_pool):
+            static_out = self._forward(static_in)
+        return graph, static_in, static_out
+
+    def infer_impl(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        torch = self.torch
+        with torch.inference_mode():
+            if not self.cuda_graphs:
+                outs = self._forward(feed)
+            else:
+                key = tuple((k, tuple(v.shape), v.dtype) for k, v in feed.items())
+                entry = self.graphs.get(key)
+                if entry is None:
+                    entry = self.graphs[key] = self._capture(feed)
+                graph, static_in, static_out = entry
+                for k, v in feed.items():
+                    static_in[k].copy_(v)
+                graph.replay()
+                # the graph's outputs are overwritten by its next replay (and by other graphs of the
+                # shared pool): hand out copies
+                outs = tuple(o.clone() for o in static_out)
         return dict(zip(self.spec.output_names, outs))
+
+
+class DeviceTorchOps(TorchOps):
+    """TorchOps for a CUDA device with no hidden host synchronization: host arrays go up through
+    pinned memory asynchronously (a pageable copy may wait for the whole stream), and frames can be
+    preprocessed on the device."""
+
+    def asarray(self, x: Any, dtype: str | None = None):
+        torch = self.torch
+        if isinstance(x, torch.Tensor):
+            t = x if dtype is None else x.to(getattr(torch, dtype))
+            if t.device.type == "cpu":
+                t = t.contiguous().pin_memory()
+        else:
+            a = np.asarray(x) if dtype is None else np.asarray(x).astype(dtype, copy=False)
+            t = torch.empty(a.shape, dtype=torch.from_numpy(np.empty(0, a.dtype)).dtype, pin_memory=True)
+            t.numpy()[...] = a  # one host copy, straight into pinned memory
+        # the caching host allocator keeps the pinned block until the copy has run
+        return t.to(self.device, non_blocking=True)
+
+    def preprocess_frame(self, image: np.ndarray, image_size: int, mean, std):
+        """RGB uint8 [H,W,3] → normalized float32 [1,3,S,S] on the device.
+
+        PIL's default resize (bicubic, a=-0.5) is torch's antialiased bicubic done as PIL does it:
+        horizontal pass, rounded to uint8 levels, then vertical pass, rounded: equal to the host
+        path except for one uint8 level on ~1e-5 of the values (PIL's fixed-point arithmetic).
+        """
+        import torch.nn.functional as F
+
+        torch = self.torch
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"frames must be RGB uint8 arrays of shape [H, W, 3], got {image.dtype} {image.shape}"
+            )
+        x = self.asarray(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        for size in ((x.shape[2], image_size), (image_size, image_size)):
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+            x = x.round_().clamp_(0.0, 255.0)
+        x = x / 255.0
+        key = (tuple(mean), tuple(std))
+        if getattr(self, "_norm_key", None) != key:
+            self._norm = (
+                torch.tensor(mean, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1),
+                torch.tensor(std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1),
+            )
+            self._norm_key = key
+        return ((x - self._norm[0]) / self._norm[1]).contiguous()
 
 
 def build_torch_backend(
@@ -47,22 +165,36 @@ def build_torch_backend(
     autocast_dtype: str | None = None,
     check_inputs: bool = True,
     extra_stages: dict[str, Any] | None = None,
+    cuda_graphs: bool = False,
 ) -> Backend:
-    """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device)."""
+    """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device).
+
+    On CUDA, ``cuda_graphs`` captures each stage per input-shape bucket (see
+    :class:`TorchStageRunner`); all graphs share one memory pool.
+    """
     from fastsam2.export.models import model_config
     from fastsam2.export.stages import build_stages, model_constants
 
-    from ..ops import TorchOps
-
     device = str(next(model.parameters()).device)
+    on_cuda = device.startswith("cuda")
     stages = build_stages(model, fill=fill)
     stages.update(extra_stages or {})
+    for stage in stages.values():
+        stage.to(device)  # the stages' own tables (RoPE, position encodings) are built on the CPU
+    pool = None
+    if cuda_graphs and on_cuda:
+        import torch
+
+        pool = torch.cuda.graph_pool_handle()
     runners = {
-        name: TorchStageRunner(m, m.spec, autocast_dtype=autocast_dtype, check_inputs=check_inputs)
+        name: TorchStageRunner(
+            m, m.spec, autocast_dtype=autocast_dtype, check_inputs=check_inputs,
+            cuda_graphs=cuda_graphs, graph_pool=pool,
+        )
         for name, m in stages.items()
     }
-    ops = TorchOps(device)
-    if device.startswith("cuda"):
+    ops = DeviceTorchOps(device) if on_cuda else TorchOps(device)
+    if on_cuda:
         ops.synchronize = lambda: ops.torch.cuda.synchronize()
     return Backend(
         name="torch",
@@ -70,5 +202,6 @@ def build_torch_backend(
         ops=ops,
         config=model_config(model),
         constants=model_constants(model),
-        description=f"torch {device}" + (f" autocast {autocast_dtype}" if autocast_dtype else ""),
+        description=f"torch {device}" + (f" autocast {autocast_dtype}" if autocast_dtype else "")
+        + (" cuda-graphs" if pool is not None else ""),
     )

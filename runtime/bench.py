@@ -1,0 +1,740 @@
+"""``fastsam2 bench``: fastsam2 against the official SAM2VideoPredictor, side by side, in one process.
+
+Both sides get the same weights (:func:`fastsam2.export.models.build_sam2`, random unless
+``--checkpoint``: speed does not depend on the weights; the object-score head gets a +5 bias so that
+masks are non-trivial), the same frames (the sample clip repeated to the asked length: the official
+predictor reads a folder of N JPEG links to it) and the same prompt (one object: a box and a positive
+click inside it, on frame 0). Per configuration it measures:
+
+* ms per tracked frame (median, p90, mean) after warm-up, and fps = 1000 / median. Each frame is
+  timed from the call until its mask logits are ready: ``torch.cuda.synchronize()`` after every frame
+  on the GPU, for both sides. Frame 0 (the prompt) and the first ``--skip`` tracked frames are not
+  counted. The official predictor decodes and resizes every frame up front in ``init_state`` (its
+  ``load_s``, not in its per-frame time); fastsam2 takes raw RGB frames and preprocesses them inside
+  its per-frame time.
+* per-stage ms per frame, with a synchronization around every stage (forward hooks on the official
+  modules): on the GPU over the last ``--profile-frames`` frames of the untimed warm-up run, on the
+  CPU over the timed frames themselves.
+* peak memory. GPU: ``torch.cuda.max_memory_allocated()`` (and ``max_memory_reserved``), reset
+  between configurations after ``empty_cache``; the shared model weights are included in both.
+  CPU: the RSS high-water mark sampled every 2 ms over the configuration, minus the RSS just before it
+  (after ``gc`` and ``malloc_trim``): the memory the configuration added (all configurations run in
+  one process, so the process-wide ``ru_maxrss`` cannot separate them).
+
+Heavy imports (torch, sam2, onnxruntime, matplotlib) happen only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cli import CliError
+
+DEFAULT_FRAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bedroom"
+PROMPT_BOX = (100.0, 100.0, 300.0, 400.0)  # x0, y0, x1, y1 in video pixels
+PROMPT_POINT = (200.0, 250.0)  # a positive click inside the box
+OBJ_ID = 1
+STAGES_OFFICIAL = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not vals or any(not 0.0 < v <= 1.0 for v in vals):
+        raise argparse.ArgumentTypeError(f"keep ratios are in (0, 1], got {text!r}")
+    return vals
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not vals or any(v < 2 for v in vals):
+        raise argparse.ArgumentTypeError(f"frame counts are >= 2, got {text!r}")
+    return vals
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark fastsam2 against the official SAM2VideoPredictor (same weights, frames, prompt)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--config", default="tiny", help="SAM2 config (default tiny)")
+    p.add_argument("--checkpoint", metavar="PATH", help="official SAM2 .pt (omitted: random weights)")
+    p.add_argument("--backend", choices=("torch", "ort"), default="torch")
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if available")
+    p.add_argument("--keep", type=_floats, default=[1.0, 0.5, 0.3], metavar="R,R,..",
+                   help="fastsam2 keep ratios (default 1.0,0.5,0.3)")
+    p.add_argument("--frames", type=_ints, default=[60, 200, 1000], metavar="N,N,..",
+                   help="video lengths in frames (default 60,200,1000)")
+    p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the config's)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="fastsam2 torch autocast dtype (default float32; the official side stays eager fp32 "
+                        "as its predictor runs by default)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="fastsam2 GPU path: CUDA graphs per shape bucket, device preprocessing, "
+                        "device-resident results, kept count rounded up to --k-multiple")
+    p.add_argument("--k-multiple", type=int, default=None, metavar="N",
+                   help="round the kept token count up to a multiple of N (default 128 with --cuda-graphs)")
+    p.add_argument("--graphs", metavar="DIR", help="ORT: exported graphs (default: export the same model to a temp dir)")
+    p.add_argument("--frames-dir", default=str(DEFAULT_FRAMES_DIR), metavar="DIR",
+                   help="sample frames, repeated to each video length (default ../shared/data/bedroom)")
+    p.add_argument("--warmup-frames", type=int, default=None, metavar="N",
+                   help="untimed warm-up run per side/keep before timing, its last --profile-frames "
+                        "give the per-stage times (default 30 on cuda, 0 on cpu)")
+    p.add_argument("--skip", type=int, default=None, metavar="N",
+                   help="tracked frames not counted at the start of each run (default 5 on cuda, 1 on cpu)")
+    p.add_argument("--profile-frames", type=int, default=10, metavar="N",
+                   help="GPU: warm-up frames timed per stage with synchronization (default 10)")
+    p.add_argument("--official-offload", action="store_true",
+                   help="also run the official predictor with offload_video_to_cpu=True")
+    p.add_argument("--no-official", action="store_true", help="skip the official predictor")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", required=True, metavar="OUT.json", help="write the results here")
+    p.add_argument("--plot", metavar="OUT.png", help="fps vs keep ratio and peak memory vs frames (matplotlib)")
+    p.set_defaults(func=run_bench_cli)
+
+
+@dataclass
+class BenchOptions:
+    config: str = "tiny"
+    checkpoint: str | None = None
+    backend: str = "torch"
+    device: str = "cpu"
+    keep: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.3])
+    frames: list[int] = field(default_factory=lambda: [60, 200, 1000])
+    image_size: int | None = None
+    dtype: str = "float32"
+    cuda_graphs: bool = False
+    k_multiple: int = 1
+    graphs: str | None = None
+    frames_dir: str = str(DEFAULT_FRAMES_DIR)
+    warmup_frames: int = 0
+    skip: int = 1
+    profile_frames: int = 10
+    official: bool = True
+    official_offload: bool = False
+    seed: int = 0
+    command: str = ""
+
+
+def run_bench_cli(args: argparse.Namespace) -> int:
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: torch sees no CUDA device")
+    if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32"):
+        raise CliError("--cuda-graphs and --dtype are torch-backend options")
+    if args.cuda_graphs and device != "cuda":
+        raise CliError("--cuda-graphs needs --device cuda")
+    if not Path(args.frames_dir).is_dir():
+        raise CliError(f"frames folder not found: {args.frames_dir}")
+    on_gpu = device == "cuda"
+    opts = BenchOptions(
+        config=args.config,
+        checkpoint=args.checkpoint,
+        backend=args.backend,
+        device=device,
+        keep=args.keep,
+        frames=args.frames,
+        image_size=args.image_size,
+        dtype=args.dtype,
+        cuda_graphs=args.cuda_graphs,
+        k_multiple=args.k_multiple if args.k_multiple else (128 if args.cuda_graphs else 1),
+        graphs=args.graphs,
+        frames_dir=args.frames_dir,
+        warmup_frames=args.warmup_frames if args.warmup_frames is not None else (30 if on_gpu else 0),
+        skip=args.skip if args.skip is not None else (5 if on_gpu else 1),
+        profile_frames=min(args.profile_frames, max(0, (args.warmup_frames or 30) - 17)) if on_gpu else 0,
+        official=not args.no_official,
+        official_offload=args.official_offload,
+        seed=args.seed,
+        command=shlex.join(["fastsam2", *sys.argv[1:]]) if "bench" in sys.argv[1:2] else "",
+    )
+    if max(opts.frames) <= opts.skip + 1:
+        raise CliError(f"--frames must exceed --skip + 1 = {opts.skip + 1} so that some frames are timed")
+    report = run_bench(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
+    print(f"wrote {out}")
+    if args.plot:
+        msg = plot_report(report, args.plot)
+        print(msg)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# frames
+class SampleFrames:
+    """The sample clip's frames, repeated: frame i is file i mod n. Decoded once, kept in RAM."""
+
+    def __init__(self, folder: str | Path):
+        self.files = sorted(
+            p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg")
+        )
+        if not self.files:
+            raise CliError(f"no JPEG frames in {folder}")
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, i: int) -> np.ndarray:
+        j = i % len(self.files)
+        img = self._cache.get(j)
+        if img is None:
+            from PIL import Image
+
+            with Image.open(self.files[j]) as im:
+                img = self._cache[j] = np.asarray(im.convert("RGB"))
+        return img
+
+    def preload(self, n: int) -> None:
+        for i in range(min(n, len(self.files))):
+            self.image(i)
+
+    def link_folder(self, n: int, root: Path) -> Path:
+        """A folder of ``n`` JPEG symlinks (00000.jpg ...) for the official predictor's loader."""
+        folder = root / f"clip{n}"
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            for i in range(n):
+                (folder / f"{i:05d}.jpg").symlink_to(self.files[i % len(self.files)].resolve())
+        return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# memory meters
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class MemoryMeter:
+    """Peak memory of one configuration: CUDA allocator peaks, or sampled RSS above a baseline."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.base = 0.0
+        self.peak = 0.0
+
+    def __enter__(self) -> "MemoryMeter":
+        import torch
+
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = float(torch.cuda.memory_allocated())
+        else:
+            _malloc_trim()
+            from .metrics import rss_mb
+
+            self.base = self.peak = rss_mb() * 2**20
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        from .metrics import rss_mb
+
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, rss_mb() * 2**20)
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak = float(torch.cuda.max_memory_allocated())
+            self.peak_reserved = float(torch.cuda.max_memory_reserved())
+        else:
+            from .metrics import rss_mb
+
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, rss_mb() * 2**20)
+
+    def fields(self) -> dict[str, float]:
+        if self.device == "cuda":
+            return {
+                "peak_mem_mb": self.peak / 2**20,
+                "peak_mem_delta_mb": (self.peak - self.base) / 2**20,
+                "peak_reserved_mb": self.peak_reserved / 2**20,
+            }
+        return {"peak_mem_mb": (self.peak - self.base) / 2**20, "rss_base_mb": self.base / 2**20}
+
+
+# ------------------------------------------------------------------------------------------------
+# the official predictor
+class _OfficialStageTimer:
+    """Forward hooks on the official modules that time each stage with a synchronization."""
+
+    MODULES = {
+        "image_encoder": "image_encoder",
+        "memory_attention": "memory_attention",
+        "mask_decoder": "sam_mask_decoder",
+        "memory_encoder": "memory_encoder",
+    }
+
+    def __init__(self, model, sync):
+        self.on = False
+        self.sync = sync
+        self.ms: dict[str, float] = {}
+        self._t0: dict[str, float] = {}
+        self.handles = []
+        for stage, attr in self.MODULES.items():
+            mod = getattr(model, attr)
+            self.handles.append(mod.register_forward_pre_hook(self._pre(stage)))
+            self.handles.append(mod.register_forward_hook(self._post(stage)))
+
+    def _pre(self, stage):
+        def hook(_m, _inp):
+            if self.on:
+                self.sync()
+                self._t0[stage] = time.perf_counter()
+
+        return hook
+
+    def _post(self, stage):
+        def hook(_m, _inp, _out):
+            if self.on and stage in self._t0:
+                self.sync()
+                self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - self._t0.pop(stage)) * 1e3
+
+        return hook
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    from .metrics import summarize_ms
+
+    s = summarize_ms(ms)
+    return {
+        "ms_median": s["median"],
+        "ms_p90": s["p90"],
+        "ms_mean": s["mean"],
+        "ms_min": s["min"],
+        "fps": 1000.0 / s["median"] if s["median"] > 0 else 0.0,
+        "timed_frames": len(ms),
+    }
+
+
+def run_official(model, frames: SampleFrames, n: int, opts: BenchOptions, tmp: Path, *,
+                 offload: bool = False, profile_last: int = 0) -> dict[str, Any]:
+    """One official run over an n-frame folder: init_state, prompt on frame 0, propagate.
+
+    Per-stage times: over the last ``profile_last`` frames (GPU warm-up run), or on the CPU over
+    every tracked frame (synchronizing costs nothing there)."""
+    import torch
+
+    cuda = opts.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    folder = frames.link_folder(n, tmp)
+    timer = _OfficialStageTimer(model, sync)
+    meter = MemoryMeter(opts.device)
+    ms: list[float] = []
+    first_profiled = n - profile_last if cuda else 1
+    with meter, torch.inference_mode():
+        t0 = time.perf_counter()
+        state = model.init_state(str(folder), offload_video_to_cpu=offload)
+        sync()
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.add_new_points_or_box(
+            state, 0, OBJ_ID, points=[PROMPT_POINT], labels=[1], box=list(PROMPT_BOX)
+        )
+        sync()
+        prompt_ms = (time.perf_counter() - t0) * 1e3
+        for t, _ids, _logits in model.propagate_in_video(state):
+            sync()
+            t1 = time.perf_counter()
+            if t > opts.skip:
+                ms.append((t1 - t0) * 1e3)
+            if t + 1 == first_profiled:
+                timer.on = True
+            t0 = time.perf_counter()
+        mem_bank = _official_bank_bytes(state)
+        del state
+    timer.close()
+    profiled = n - first_profiled
+    return {
+        "impl": "official",
+        "variant": "official offload_video_to_cpu" if offload else "official",
+        "keep": 1.0,
+        "frames": n,
+        "load_s": load_s,
+        "prompt_ms": prompt_ms,
+        **_stats(ms),
+        "stage_ms": {k: v / profiled for k, v in timer.ms.items()} if profiled > 0 else {},
+        **meter.fields(),
+        "memory_bank_mb": mem_bank / 2**20,
+    }
+
+
+def _official_bank_bytes(state) -> int:
+    """Bytes of the official predictor's per-frame outputs (its memory bank), all objects."""
+    total = 0
+    seen = set()
+    for per_obj in state["output_dict_per_obj"].values():
+        for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            for out in per_obj[kind].values():
+                for v in out.values():
+                    if hasattr(v, "element_size") and id(v) not in seen:
+                        seen.add(id(v))
+                        total += v.numel() * v.element_size()
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+# fastsam2
+def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None):
+    """The fastsam2 backend over ``model``'s weights (torch stages, or ONNX graphs of ``model``)."""
+    if opts.backend == "torch":
+        from .backends.torch_backend import build_torch_backend
+
+        return build_torch_backend(
+            model,
+            autocast_dtype=None if opts.dtype == "float32" else opts.dtype,
+            check_inputs=False,
+            cuda_graphs=opts.cuda_graphs,
+        )
+    from .backends.ort import load_ort_backend
+
+    return load_ort_backend(graphs_dir, check_inputs=False)
+
+
+def _tracker(backend, keep: float, opts: BenchOptions):
+    from .router import make_router
+    from .specs import ROUTER
+    from .tracker import SAM2Tracker, TrackerOptions
+
+    router = None
+    if keep < 1.0:
+        router = make_router(backend)
+        runner = backend.runners[ROUTER]
+        if opts.backend == "torch" and opts.cuda_graphs and not getattr(runner, "cuda_graphs", False):
+            from .backends.torch_backend import TorchStageRunner
+
+            pool = next(iter(backend.runners.values())).graph_pool
+            backend.runners[ROUTER] = TorchStageRunner(
+                runner.module, runner.spec, check_inputs=False, cuda_graphs=True, graph_pool=pool
+            )
+    gpu_path = opts.cuda_graphs
+    options = TrackerOptions(
+        keep_ratio=keep,
+        # the official predictor skips hole filling without sam2's CUDA extension (as built here)
+        fill_hole_area=0,
+        profile_stages=False,
+        k_multiple=opts.k_multiple,
+        device_results=gpu_path,
+        device_preprocess=gpu_path,
+    )
+    return SAM2Tracker(backend, options, router=router)
+
+
+def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep: float,
+                 *, profile_last: int = 0) -> dict[str, Any]:
+    """One streaming run over n frames (prompt on frame 0); per-stage times as in run_official."""
+    import torch
+
+    from .state import StageTimes
+    from .tracker import Prompt
+
+    cuda = opts.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    prompt = Prompt(points=[PROMPT_POINT], labels=[1], box=list(PROMPT_BOX))
+    first_profiled = n - profile_last if cuda else 1
+    frames.preload(n)
+    tracker.reset()
+    tracker.options.profile_stages = False
+    meter = MemoryMeter(opts.device)
+    ms: list[float] = []
+    with meter:
+        t0 = time.perf_counter()
+        tracker.track(frames.image(0), {OBJ_ID: prompt})
+        sync()
+        prompt_ms = (time.perf_counter() - t0) * 1e3
+        for t in range(1, n):
+            if t == first_profiled:
+                tracker.options.profile_stages = True
+                tracker.times = StageTimes()
+            t0 = time.perf_counter()
+            res = tracker.track(frames.image(t))
+            sync()
+            if t > opts.skip:
+                ms.append((time.perf_counter() - t0) * 1e3)
+        kept = res.kept_tokens.get(OBJ_ID, 0)
+        bank = tracker.memory_bytes(tracker.stream_state)
+        del res
+    tracker.options.profile_stages = False
+    profiled = n - first_profiled
+    stage_ms = {k: v / profiled for k, v in tracker.times.ms.items()} if profiled > 0 else {}
+    tracker.reset()
+    return {
+        "impl": "fastsam2",
+        "variant": f"fastsam2 {opts.backend}" + (" cuda-graphs" if opts.cuda_graphs else ""),
+        "keep": keep,
+        "kept_tokens": int(kept),
+        "frames": n,
+        "prompt_ms": prompt_ms,
+        **_stats(ms),
+        "stage_ms": stage_ms,
+        **meter.fields(),
+        "memory_bank_mb": bank / 2**20,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("torch", "sam2", "onnxruntime", "numpy"):
+        try:
+            mod = __import__(name)
+            out[name] = getattr(mod, "__version__", "?")
+        except ImportError:
+            out[name] = None
+    return out
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
+    """Run every configuration; returns the report (see the module docstring for the metrics)."""
+    import torch
+
+    from fastsam2.export.models import build_sam2
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the official predictor's progress bars
+    frames = SampleFrames(opts.frames_dir)
+    cuda = opts.device == "cuda"
+    t_start = time.perf_counter()
+    meta: dict[str, Any] = {
+        "command": opts.command,
+        "config": opts.config,
+        "backend": opts.backend,
+        "device": opts.device,
+        "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "dtype": opts.dtype if opts.backend == "torch" else "float32 (onnx)",
+        "official_dtype": "float32 (eager, as SAM2VideoPredictor runs by default)",
+        "cuda_graphs": opts.cuda_graphs,
+        "k_multiple": opts.k_multiple,
+        "weights": (
+            f"RANDOM (seed {opts.seed}, object-score bias +5.0): timings are real, masks meaningless"
+            if opts.checkpoint is None else str(opts.checkpoint)
+        ),
+        "prompt": f"1 object on frame 0: box {list(PROMPT_BOX)} + positive click {list(PROMPT_POINT)}",
+        "frames_dir": str(opts.frames_dir),
+        "unique_frames": len(frames),
+        "warmup_frames": opts.warmup_frames,
+        "skip": opts.skip,
+        "profile_frames": opts.profile_frames,
+        "stage_ms_from": (
+            "the last profile_frames frames of the warm-up run (synchronized around every stage)"
+            if cuda else "the timed run (every tracked frame)"
+        ),
+        "timing": "per tracked frame, synchronized; frame 0 and the first `skip` tracked frames excluded",
+        "memory": (
+            "torch.cuda.max_memory_allocated over the configuration (reset + empty_cache before), "
+            "weights included" if cuda else
+            "RSS high-water mark (sampled every 2 ms) minus RSS before the configuration, same process"
+        ),
+        "versions": _versions(),
+        "loadavg_start": _loadavg(),
+    }
+    log(f"bench: {opts.config} {opts.backend} on {meta['device_name']} keep={opts.keep} frames={opts.frames}")
+    model = build_sam2(opts.config, opts.checkpoint, device=opts.device, image_size=opts.image_size,
+                       seed=opts.seed, object_score_bias=5.0, quiet=True)
+    meta["image_size"] = int(model.image_size)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="fastsam2-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        graphs_dir = opts.graphs
+        if opts.backend == "ort" and graphs_dir is None:
+            from fastsam2.export.onnx_export import export_graphs
+            from fastsam2.export.router import TokenRouter
+
+            graphs_dir = str(tmp / "graphs")
+            log("bench: exporting the same model to ONNX (router included) ...")
+            cpu_model = model if opts.device == "cpu" else build_sam2(
+                opts.config, opts.checkpoint, image_size=opts.image_size, seed=opts.seed,
+                object_score_bias=5.0, quiet=True)
+            export_graphs(cpu_model, graphs_dir, router_stage=TokenRouter.for_model(cpu_model).eval(),
+                          validate=False)
+        meta["graphs"] = graphs_dir
+        # official predictor
+        if opts.official:
+            variants = [False] + ([True] if opts.official_offload else [])
+            for offload in variants:
+                stage_ms = None
+                if opts.warmup_frames:
+                    log(f"bench: official warm-up ({opts.warmup_frames} frames)")
+                    stage_ms = run_official(model, frames, opts.warmup_frames, opts, tmp, offload=offload,
+                                            profile_last=opts.profile_frames)["stage_ms"]
+                for n in opts.frames:
+                    row = run_official(model, frames, n, opts, tmp, offload=offload)
+                    if stage_ms is not None:
+                        row["stage_ms"] = stage_ms
+                    rows.append(row)
+                    log(_row_line(row))
+        # fastsam2
+        backend = None
+        for keep in opts.keep:
+            # a fresh backend per keep ratio: CUDA graphs captured for another ratio are released
+            if backend is not None:
+                backend.close()
+                del tracker, backend
+                gc.collect()
+            backend = _make_fastsam2(model, opts, graphs_dir)
+            tracker = _tracker(backend, keep, opts)
+            stage_ms = None
+            if opts.warmup_frames:
+                log(f"bench: fastsam2 keep {keep} warm-up ({opts.warmup_frames} frames)")
+                stage_ms = run_fastsam2(tracker, frames, opts.warmup_frames, opts, keep,
+                                        profile_last=opts.profile_frames)["stage_ms"]
+            for n in opts.frames:
+                row = run_fastsam2(tracker, frames, n, opts, keep)
+                if stage_ms is not None:
+                    row["stage_ms"] = stage_ms
+                rows.append(row)
+                log(_row_line(row))
+            graphs_count = {
+                name: len(getattr(r, "graphs", {})) for name, r in backend.runners.items()
+                if getattr(r, "cuda_graphs", False)
+            }
+            if graphs_count:
+                meta.setdefault("cuda_graphs_captured", {})[str(keep)] = graphs_count
+    meta["loadavg_end"] = _loadavg()
+    meta["wall_s"] = time.perf_counter() - t_start
+    report = {"meta": meta, "runs": rows}
+    report["comparisons"] = compare(rows)
+    return report
+
+
+def _row_line(r: dict[str, Any]) -> str:
+    return (f"  {r['variant']:<34} keep {r['keep']:.2f} frames {r['frames']:>5}: "
+            f"{r['ms_median']:8.2f} ms median ({r['fps']:7.2f} fps), p90 {r['ms_p90']:8.2f} ms, "
+            f"peak {r['peak_mem_mb']:9.1f} MiB")
+
+
+def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """fastsam2 vs the official predictor (default variant) at each video length."""
+    official = {r["frames"]: r for r in rows if r["variant"] == "official"}
+    out = []
+    for r in rows:
+        ref = official.get(r["frames"])
+        if r["impl"] != "fastsam2" or ref is None:
+            continue
+        out.append({
+            "keep": r["keep"],
+            "frames": r["frames"],
+            "fps_ratio": r["fps"] / ref["fps"] if ref["fps"] else None,
+            "peak_mem_ratio": r["peak_mem_mb"] / ref["peak_mem_mb"] if ref["peak_mem_mb"] > 0 else None,
+        })
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    m = report["meta"]
+    mem = "peak GPU MiB" if m["device"] == "cuda" else "peak RSS+ MiB"
+    lines = [
+        f"{m['config']} @ {m['image_size']} on {m['device_name']} ({m['backend']}, {m['dtype']}"
+        f"{', cuda graphs' if m['cuda_graphs'] else ''}); weights: {m['weights']}",
+        f"| side | keep | frames | ms/frame median | p90 | fps | {mem} | speedup | mem ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    cmp = {(c["keep"], c["frames"]): c for c in report["comparisons"]}
+    for r in report["runs"]:
+        c = cmp.get((r["keep"], r["frames"])) if r["impl"] == "fastsam2" else None
+        sp = f"{c['fps_ratio']:.2f}x" if c and c["fps_ratio"] else "-"
+        mr = f"{c['peak_mem_ratio']:.2f}" if c and c["peak_mem_ratio"] else "-"
+        keep = f"{r['keep']:.2f}" + (f" (K={r['kept_tokens']})" if r.get("kept_tokens") else "")
+        lines.append(
+            f"| {r['variant']} | {keep} | {r['frames']} | {r['ms_median']:.2f} | {r['ms_p90']:.2f} | "
+            f"{r['fps']:.2f} | {r['peak_mem_mb']:.1f} | {sp} | {mr} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_report(report: dict[str, Any], path: str | Path) -> str:
+    """fps vs keep ratio (at the video length closest to 200) and peak memory vs video length."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install matplotlib)"
+    runs, m = report["runs"], report["meta"]
+    lengths = sorted({r["frames"] for r in runs})
+    n_ref = min(lengths, key=lambda n: abs(n - 200))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ours = sorted((r for r in runs if r["impl"] == "fastsam2" and r["frames"] == n_ref), key=lambda r: r["keep"])
+    a1.plot([r["keep"] for r in ours], [r["fps"] for r in ours], "o-", label="fastsam2")
+    for r in runs:
+        if r["impl"] == "official" and r["frames"] == n_ref:
+            a1.axhline(r["fps"], ls="--", color="gray" if "offload" not in r["variant"] else "silver",
+                       label=r["variant"])
+    a1.set_xlabel("keep ratio")
+    a1.set_ylabel("frames per second (1000 / median ms)")
+    a1.set_title(f"speed, {n_ref}-frame video")
+    a1.set_ylim(bottom=0)
+    a1.legend()
+    variants = sorted({(r["variant"], r["keep"]) for r in runs})
+    for variant, keep in variants:
+        rs = sorted((r for r in runs if r["variant"] == variant and r["keep"] == keep), key=lambda r: r["frames"])
+        label = variant if variant.startswith("official") else f"{variant} keep {keep:g}"
+        a2.plot([r["frames"] for r in rs], [r["peak_mem_mb"] for r in rs], "o-", label=label)
+    a2.set_xscale("log")
+    a2.set_xlabel("video length (frames)")
+    a2.set_ylabel("peak GPU memory (MiB)" if m["device"] == "cuda" else "peak RSS increase (MiB)")
+    a2.set_title("memory vs video length")
+    a2.set_ylim(bottom=0)
+    a2.legend(fontsize=7)
+    fig.suptitle(f"SAM2 {m['config']} @ {m['image_size']}, {m['device_name']} (random weights)", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote {path}"
