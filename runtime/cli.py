@@ -35,6 +35,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ("fastsam2.runtime.output", "OutputError"),
         ("fastsam2.runtime.backends.base", "StageError"),
         ("fastsam2.runtime.backends.ort", "GraphLoadError"),
+        ("fastsam2.runtime.manifest", "ManifestError"),
         ("fastsam2.runtime.router", "RouterError"),
         ("fastsam2.runtime.eval_run", "EvalRunError"),
         ("fastsam2.export.models", "ModelLoadError"),
@@ -125,14 +126,17 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         from .backends.ort import load_ort_backend
 
         backend = load_ort_backend(Path(args.graphs))
-        info["weights"] = backend.description
+        info["weights"] = getattr(backend, "manifest", None) and backend.manifest.weights
+        info["runtime"] = backend.description
     else:
         if not args.graphs:
             raise CliError("--backend trt needs --graphs DIR with engines (fastsam2-export --trt)")
         from .backends.trt import load_trt_backend
 
         backend = load_trt_backend(Path(args.graphs))
-        info["weights"] = backend.description
+        info["runtime"] = backend.description
+    if info.get("weights") == "random-init" and "note" not in info:
+        info["note"] = "random weights: masks are meaningless (timings are real)"
     router = None
     if args.keep < 1.0:
         from .router import make_router
@@ -263,7 +267,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict) -> di
                 t0 = time.perf_counter()
                 res = tracker.track(frame.image, prompts if n == 0 else None)
                 frame_ms.append((time.perf_counter() - t0) * 1e3)
-                kept.extend(res.kept_tokens.values())
+                kept.extend(k for k in res.kept_tokens.values() if k > 0)  # 0: prompted frame
                 labels = labels_from_masks(res.masks, shape=frame.image.shape[:2])
                 save_indexed_png(tmp / "masks" / f"{frame.name}.png", labels)
                 if writer is not None:
@@ -304,26 +308,63 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict) -> di
 # ------------------------------------------------------------------------------------------------
 # demo
 def add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="track the bundled sample clip (no download needed)")
+    p = sub.add_parser(
+        "demo",
+        help="export tiny, then track the bundled sample clip with pruned ONNX Runtime (no download needed)",
+    )
     p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
     p.add_argument("--config", default="tiny")
-    p.add_argument("--out", default="fastsam2_demo", help="output directory (default ./fastsam2_demo)")
-    p.add_argument("--backend", choices=["torch", "ort"], default="torch")
-    p.add_argument("--keep", type=float, default=1.0)
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--out", default="fastsam2_demo", help="output directory (default ./fastsam2_demo; replaced)")
+    p.add_argument("--backend", choices=["ort", "torch"], default="ort",
+                   help="ort: export ONNX graphs into OUT/graphs and run them (default); torch: no export")
+    p.add_argument("--keep", type=float, default=0.3, help="router keep ratio (default 0.3; 1.0 = plain SAM2)")
+    p.add_argument("--image-size", type=int, default=None, help="model input size (default 1024)")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--video", default=str(SAMPLE_CLIP), help="frames to track (default: the bundled sample clip)")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """fastsam2-export + fastsam2 track in one command, with the sample clip's prompts."""
+    import tempfile
+
     ns = argparse.Namespace(
         config=args.config, checkpoint=args.checkpoint, backend=args.backend, graphs=None,
         device="cpu", dtype="float32", image_size=args.image_size, keep=args.keep, text=None,
-        texts=None, router=None, video=str(SAMPLE_CLIP), prompts=[("point", [480.0, 300.0]), ("box", [100.0, 100.0, 300.0, 400.0])],
+        texts=None, router=None, video=args.video,
+        prompts=[("point", [480.0, 300.0]), ("box", [100.0, 100.0, 300.0, 400.0])],
         obj_id=None, out=args.out, overwrite=True, max_frames=args.max_frames, on_bad_frame="stop",
         no_overlay=False, fps=None,
     )
-    return run_track(ns)
+    if args.backend == "torch":
+        return run_track(ns)
+    try:
+        from fastsam2.export.models import build_sam2
+        from fastsam2.export.onnx_export import export_graphs
+        from fastsam2.export.router import TokenRouter
+    except ImportError as e:
+        raise CliError(f"demo exports ONNX first and needs fastsam2[export]: {e}") from None
+    with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
+        graphs = Path(tmp) / "graphs"
+        random_init = args.checkpoint is None
+        model = build_sam2(args.config, args.checkpoint, image_size=args.image_size,
+                           object_score_bias=5.0 if random_init else None)
+        router = TokenRouter.for_model(model)
+        router.fastsam2_weights = "default-weights"
+        t0 = time.perf_counter()
+        print(f"exporting {args.config} to ONNX ...", file=sys.stderr)
+        export_graphs(model, graphs, router_stage=router, validate=False)
+        print(f"exported in {time.perf_counter() - t0:.0f} s; tracking with ONNX Runtime at keep {args.keep}",
+              file=sys.stderr)
+        del model
+        ns.graphs = str(graphs)
+        code = run_track(ns)
+        if code == 0:
+            shutil.copytree(graphs, Path(args.out) / "graphs")
+        if random_init:
+            print("fastsam2 demo: RANDOM weights (no --checkpoint): masks are meaningless, timings are real",
+                  file=sys.stderr)
+        return code
 
 
 # ------------------------------------------------------------------------------------------------
