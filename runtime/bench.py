@@ -48,6 +48,14 @@ from .cli import CliError
 DEFAULT_FRAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bedroom"
 PROMPT_BOX = (100.0, 100.0, 300.0, 400.0)  # x0, y0, x1, y1 in video pixels
 PROMPT_POINT = (200.0, 250.0)  # a positive click inside the box
+# --objects 2 adds a second object (SAM2 runs memory attention once per object and frame)
+SECOND_BOX = (600.0, 150.0, 900.0, 450.0)
+SECOND_POINT = (750.0, 300.0)
+
+
+def object_prompts(n: int) -> list[tuple[int, tuple[float, float], tuple[float, float, float, float]]]:
+    """[(obj_id, click, box)] for the first n benchmark objects."""
+    return [(1, PROMPT_POINT, PROMPT_BOX), (2, SECOND_POINT, SECOND_BOX)][:n]
 OBJ_ID = 1
 STAGES_OFFICIAL = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
@@ -110,6 +118,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--official-offload", action="store_true",
                    help="also run the official predictor with offload_video_to_cpu=True")
     p.add_argument("--no-official", action="store_true", help="skip the official predictor")
+    p.add_argument("--objects", type=int, choices=(1, 2), default=1,
+                   help="objects prompted on frame 0 (default 1; 2 adds a second box + click)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", required=True, metavar="OUT.json", help="write the results here")
     p.add_argument("--plot", metavar="OUT.png", help="fps vs keep ratio and peak memory vs frames (matplotlib)")
@@ -135,6 +145,7 @@ class BenchOptions:
     profile_frames: int = 10
     official: bool = True
     official_offload: bool = False
+    objects: int = 1
     seed: int = 0
     command: str = ""
 
@@ -170,6 +181,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         profile_frames=min(args.profile_frames, max(0, (args.warmup_frames or 30) - 17)) if on_gpu else 0,
         official=not args.no_official,
         official_offload=args.official_offload,
+        objects=args.objects,
         seed=args.seed,
         command=shlex.join(["fastsam2", *sys.argv[1:]]) if "bench" in sys.argv[1:2] else "",
     )
@@ -375,9 +387,8 @@ def run_official(model, frames: SampleFrames, n: int, opts: BenchOptions, tmp: P
         sync()
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model.add_new_points_or_box(
-            state, 0, OBJ_ID, points=[PROMPT_POINT], labels=[1], box=list(PROMPT_BOX)
-        )
+        for obj_id, point, box in object_prompts(opts.objects):
+            model.add_new_points_or_box(state, 0, obj_id, points=[point], labels=[1], box=list(box))
         sync()
         prompt_ms = (time.perf_counter() - t0) * 1e3
         for t, _ids, _logits in model.propagate_in_video(state):
@@ -477,7 +488,10 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
 
     cuda = opts.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    prompt = Prompt(points=[PROMPT_POINT], labels=[1], box=list(PROMPT_BOX))
+    prompts = {
+        obj_id: Prompt(points=[point], labels=[1], box=list(box))
+        for obj_id, point, box in object_prompts(opts.objects)
+    }
     first_profiled = n - profile_last if cuda else 1
     frames.preload(n)
     tracker.reset()
@@ -486,7 +500,7 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
     ms: list[float] = []
     with meter:
         t0 = time.perf_counter()
-        tracker.track(frames.image(0), {OBJ_ID: prompt})
+        tracker.track(frames.image(0), prompts)
         sync()
         prompt_ms = (time.perf_counter() - t0) * 1e3
         for t in range(1, n):
@@ -564,7 +578,10 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
             f"RANDOM (seed {opts.seed}, object-score bias +5.0): timings are real, masks meaningless"
             if opts.checkpoint is None else str(opts.checkpoint)
         ),
-        "prompt": f"1 object on frame 0: box {list(PROMPT_BOX)} + positive click {list(PROMPT_POINT)}",
+        "prompt": "; ".join(
+            f"object {i} on frame 0: box {list(b)} + positive click {list(p)}"
+            for i, p, b in object_prompts(opts.objects)
+        ),
         "frames_dir": str(opts.frames_dir),
         "unique_frames": len(frames),
         "warmup_frames": opts.warmup_frames,
