@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import shlex
@@ -118,6 +117,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--official-offload", action="store_true",
                    help="also run the official predictor with offload_video_to_cpu=True")
     p.add_argument("--no-official", action="store_true", help="skip the official predictor")
+    p.add_argument("--ort-int8", action="store_true",
+                   help="ORT: also run the INT8 graphs (quantized and accepted per graph by "
+                        "calibration/ort_quant's report; built from --frames-dir if the export has none)")
     p.add_argument("--objects", type=int, choices=(1, 2), default=1,
                    help="objects prompted on frame 0 (default 1; 2 adds a second box + click)")
     p.add_argument("--seed", type=int, default=0)
@@ -146,6 +148,7 @@ class BenchOptions:
     official: bool = True
     official_offload: bool = False
     objects: int = 1
+    ort_int8: bool = False
     seed: int = 0
     command: str = ""
 
@@ -156,6 +159,8 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda: torch sees no CUDA device")
+    if args.ort_int8 and args.backend != "ort":
+        raise CliError("--ort-int8 needs --backend ort")
     if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32"):
         raise CliError("--cuda-graphs and --dtype are torch-backend options")
     if args.cuda_graphs and device != "cuda":
@@ -182,6 +187,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         official=not args.no_official,
         official_offload=args.official_offload,
         objects=args.objects,
+        ort_int8=args.ort_int8,
         seed=args.seed,
         command=shlex.join(["fastsam2", *sys.argv[1:]]) if "bench" in sys.argv[1:2] else "",
     )
@@ -433,7 +439,7 @@ def _official_bank_bytes(state) -> int:
 
 # ------------------------------------------------------------------------------------------------
 # fastsam2
-def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None):
+def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision: str = "fp32"):
     """The fastsam2 backend over ``model``'s weights (torch stages, or ONNX graphs of ``model``)."""
     if opts.backend == "torch":
         from .backends.torch_backend import build_torch_backend
@@ -446,7 +452,7 @@ def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None):
         )
     from .backends.ort import load_ort_backend
 
-    return load_ort_backend(graphs_dir, check_inputs=False)
+    return load_ort_backend(graphs_dir, check_inputs=False, precision=precision)
 
 
 def _tracker(backend, keep: float, opts: BenchOptions):
@@ -620,6 +626,17 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
             export_graphs(cpu_model, graphs_dir, router_stage=TokenRouter.for_model(cpu_model).eval(),
                           validate=False)
         meta["graphs"] = graphs_dir
+        precisions = ["fp32"]
+        if opts.ort_int8:
+            precisions.append("int8")
+            if not (Path(graphs_dir) / "int8" / "report.json").is_file():
+                from fastsam2.calibration.ort_quant import build_int8, record_feeds
+
+                log("bench: building INT8 graphs (calibration feeds from the torch tracker) ...")
+                calib = tmp / "calib_feeds"
+                record_feeds(model, opts.frames_dir, calib)
+                int8_report = build_int8(graphs_dir, calib, opts.frames_dir, log=log)
+                meta["int8_report"] = int8_report.to_json()
         # official predictor
         if opts.official:
             variants = [False] + ([True] if opts.official_offload else [])
@@ -637,13 +654,13 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                     log(_row_line(row))
         # fastsam2
         backend = None
-        for keep in opts.keep:
+        for precision, keep in [(p, k) for p in precisions for k in opts.keep]:
             # a fresh backend per keep ratio: CUDA graphs captured for another ratio are released
             if backend is not None:
                 backend.close()
                 del tracker, backend
                 gc.collect()
-            backend = _make_fastsam2(model, opts, graphs_dir)
+            backend = _make_fastsam2(model, opts, graphs_dir, precision)
             tracker = _tracker(backend, keep, opts)
             stage_ms = None
             if opts.warmup_frames:
@@ -652,6 +669,9 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                                         profile_last=opts.profile_frames)["stage_ms"]
             for n in opts.frames:
                 row = run_fastsam2(tracker, frames, n, opts, keep)
+                if precision != "fp32":
+                    row["variant"] += f" {precision} ({getattr(backend, 'precisions', '')})"
+                row["precision"] = precision
                 if stage_ms is not None:
                     row["stage_ms"] = stage_ms
                 rows.append(row)
@@ -684,6 +704,7 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["impl"] != "fastsam2" or ref is None:
             continue
         out.append({
+            "variant": r["variant"],
             "keep": r["keep"],
             "frames": r["frames"],
             "fps_ratio": r["fps"] / ref["fps"] if ref["fps"] else None,
@@ -701,9 +722,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"| side | keep | frames | ms/frame median | p90 | fps | {mem} | speedup | mem ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    cmp = {(c["keep"], c["frames"]): c for c in report["comparisons"]}
+    cmp = {(c.get("variant"), c["keep"], c["frames"]): c for c in report["comparisons"]}
     for r in report["runs"]:
-        c = cmp.get((r["keep"], r["frames"])) if r["impl"] == "fastsam2" else None
+        c = cmp.get((r["variant"], r["keep"], r["frames"])) if r["impl"] == "fastsam2" else None
         sp = f"{c['fps_ratio']:.2f}x" if c and c["fps_ratio"] else "-"
         mr = f"{c['peak_mem_ratio']:.2f}" if c and c["peak_mem_ratio"] else "-"
         keep = f"{r['keep']:.2f}" + (f" (K={r['kept_tokens']})" if r.get("kept_tokens") else "")
