@@ -1,4 +1,4 @@
-"""The ``fastsam2`` command: track, demo, eval (and the commands other modules register).
+"""The fastsam2 command: track, demo, eval, bench, train-router, fit-text-projection, check-engines.
 
 User errors end with one line on stderr and exit code 1; bugs keep their traceback. Output
 directories are written under a temporary name and renamed when complete, so a failed run leaves
@@ -457,13 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     add_eval_parser(sub)
     for name in PLUGIN_COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # the module exists but a dependency of its top level is missing
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
