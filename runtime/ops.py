@@ -66,6 +66,11 @@ class NumpyOps:
 
         return resize_bilinear(x, size)
 
+    def non_overlapping(self, masks: np.ndarray) -> np.ndarray:
+        from .postprocess import non_overlapping
+
+        return non_overlapping(masks)
+
     def nbytes(self, x: np.ndarray) -> int:
         return int(x.nbytes)
 
@@ -121,6 +126,15 @@ class TorchOps:
         import torch.nn.functional as F
 
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def non_overlapping(self, masks):
+        """SAM2's _apply_non_overlapping_constraints: [O,1,H,W] logits, only the best object per pixel
+        keeps its score, the others are clamped to at most -10."""
+        if masks.shape[0] == 1:
+            return masks
+        winner = self.torch.argmax(masks, dim=0, keepdim=True)
+        idx = self.arange(masks.shape[0]).reshape(-1, 1, 1, 1)
+        return self.torch.where(winner == idx, masks, self.torch.clamp(masks, max=-10.0))
 
     def nbytes(self, x) -> int:
         return int(x.numel() * x.element_size())

@@ -264,14 +264,17 @@ class SAM2Tracker:
     def flush_memory(self, state: VideoState) -> None:
         """Encode the memory of every prompted frame still pending (SAM2's propagation preflight)."""
         for obj in state.objects.values():
-            for out in (*obj.cond.values(), *obj.recent.values()):
-                p = out.pending
-                if p is not None:
-                    out.memory = self._encode_memory(
-                        p.vision_feats, p.mask_logits, out.object_score_logits, p.binarize, p.kept_idx
-                    )
-                    out.memory_pos_idx = p.kept_idx
-                    out.pending = None
+            self._flush_object(obj)
+
+    def _flush_object(self, obj: ObjectState) -> None:
+        for out in (*obj.cond.values(), *obj.recent.values()):
+            p = out.pending
+            if p is not None:
+                out.memory = self._encode_memory(
+                    p.vision_feats, p.mask_logits, out.object_score_logits, p.binarize, p.kept_idx
+                )
+                out.memory_pos_idx = p.kept_idx
+                out.pending = None
 
     # ------------------------------------------------------------------------------------------
     # memory selection (SAM2Base._prepare_memory_conditioned_features, forward direction)
@@ -386,11 +389,6 @@ class SAM2Tracker:
         feed.update(self._gather_memory(state, obj, feats.frame_idx))
         return self._run(MEMORY_ATTENTION, feed)["pix_feat"]
 
-    def _flush_object(self, obj: ObjectState) -> None:
-        if any(o.pending is not None for o in (*obj.cond.values(), *obj.recent.values())):
-            tmp = VideoState(0, 0, objects={obj.obj_id: obj})
-            self.flush_memory(tmp)
-
     def _track_object(self, state: VideoState, obj: ObjectState, feats: FrameFeatures) -> FrameOutput:
         """A non-prompted frame: memory attention, decoder, memory encoder (SAM2's track_step)."""
         kept = self._kept_idx(state, obj, feats, prompted=False)
@@ -503,20 +501,9 @@ class SAM2Tracker:
         if not masks:
             return np.zeros((0, 1, state.video_height, state.video_width), np.float32)
         res = ops.resize_bilinear(ops.cat(masks, axis=0), (state.video_height, state.video_width))
-        if not to_host and ops.name == "torch":
-            if self.non_overlap_masks and len(masks) > 1:
-                # SAM2's _apply_non_overlapping_constraints, on the device
-                torch = ops.torch
-                winner = torch.argmax(res, dim=0, keepdim=True)
-                idx = ops.arange(res.shape[0]).reshape(-1, 1, 1, 1)
-                res = torch.where(winner == idx, res, torch.clamp(res, max=-10.0))
-            return res
-        res = ops.to_numpy(res)
         if self.non_overlap_masks:
-            from .postprocess import non_overlapping
-
-            res = non_overlapping(res)
-        return res
+            res = ops.non_overlapping(res)
+        return res if not to_host else ops.to_numpy(res)
 
     def memory_bytes(self, state: VideoState) -> int:
         """Bytes held by the memory bank (memory tokens, masks, pointers) of ``state``."""
@@ -606,31 +593,13 @@ class SAM2Tracker:
 
         Returns ``(frame_idx, obj_ids, logits [O,1,H,W])`` like SAM2VideoPredictor.
         """
-        if box is not None and not clear_old_points:
-            raise TrackerError("a box must come before any point: use clear_old_points=True")
-        obj = self._object(state, obj_id)
-        new = self._point_prompt(state, points, labels, box, normalize_coords)
-        old = None if clear_old_points else obj.points.get(frame_idx)
-        if old is not None:
-            new = PointPrompt(
-                np.concatenate([old.coords, new.coords]), np.concatenate([old.labels, new.labels])
-            )
-        self._check_prompt_frame(obj, frame_idx)
-        feats = self._features(state, frame_idx)
-        self._prompt_object(state, obj, feats, points=new)
-        obj.points[frame_idx] = new
+        prompt = Prompt(points=points, labels=labels, box=box)
+        self._apply_prompt(state, obj_id, frame_idx, prompt, clear_old_points, normalize_coords)
         return frame_idx, state.obj_ids, self._video_res(state, frame_idx)
 
     def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int, mask: Any) -> tuple[int, list[int], np.ndarray]:
         """Add a binary mask [H,W] (any size; resized like SAM2) for ``obj_id`` on ``frame_idx``."""
-        m = np.asarray(mask)
-        if m.ndim != 2:
-            raise TrackerError(f"a mask prompt is a 2-D array, got shape {m.shape}")
-        obj = self._object(state, obj_id)
-        self._check_prompt_frame(obj, frame_idx)
-        feats = self._features(state, frame_idx)
-        self._prompt_object(state, obj, feats, mask=m.astype(bool))
-        obj.points.pop(frame_idx, None)
+        self._apply_prompt(state, obj_id, frame_idx, Prompt(mask=mask))
         return frame_idx, state.obj_ids, self._video_res(state, frame_idx)
 
     def _check_prompt_frame(self, obj: ObjectState, frame_idx: int) -> None:
@@ -724,7 +693,7 @@ class SAM2Tracker:
         t = state.last_frame_idx + 1
         feats = self._features(state, t, frame)
         for obj_id, prompt in (prompts or {}).items():
-            self._apply_prompt(state, obj_id, feats, prompt)
+            self._apply_prompt(state, obj_id, t, prompt)
         if not state.objects:
             raise TrackerError("no object to track: pass prompts={obj_id: Prompt(...)} on a frame")
         self.flush_memory(state)
@@ -748,39 +717,52 @@ class SAM2Tracker:
         if obj_id not in state.objects:
             raise TrackerError(f"unknown object {obj_id}; objects: {state.obj_ids}")
         t0 = time.perf_counter()
-        feats = state.cached
+        t = state.last_frame_idx
         prompt = Prompt(points=points, labels=labels, box=box, mask=mask)
-        self._apply_prompt(state, obj_id, feats, prompt, clear_old_points=clear_old_points)
-        return self._result(state, feats.frame_idx, t0)
+        self._apply_prompt(state, obj_id, t, prompt, clear_old_points=clear_old_points)
+        return self._result(state, t, t0)
 
     def _apply_prompt(
-        self, state: VideoState, obj_id: int, feats: FrameFeatures, prompt: Prompt, clear_old_points: bool = True
+        self,
+        state: VideoState,
+        obj_id: int,
+        frame_idx: int,
+        prompt: Prompt,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
     ) -> None:
+        """Run ``prompt`` for ``obj_id`` on ``frame_idx`` (SAM on the frame, or a correction)."""
         if not isinstance(prompt, Prompt):
-            raise TrackerError(f"prompts are fastsam2.runtime.Prompt objects, got {type(prompt).__name__}")
-        obj = self._object(state, obj_id)
-        t = feats.frame_idx
+            raise TrackerError(f"prompts are fastsam2.runtime.tracker.Prompt objects, got {type(prompt).__name__}")
+        # validate everything before the object exists: a bad prompt must not leave a ghost object
         if prompt.mask is not None:
             if prompt.points is not None or prompt.box is not None:
                 raise TrackerError("give either a mask or points/box for one object, not both")
-            m = np.asarray(prompt.mask)
-            if m.shape != (state.video_height, state.video_width):
-                raise TrackerError(
-                    f"mask prompt is {m.shape}, the frame is {(state.video_height, state.video_width)}"
-                )
-            self._prompt_object(state, obj, feats, mask=m.astype(bool))
-            obj.points.pop(t, None)
+            mask = np.asarray(prompt.mask)
+            if mask.ndim != 2:
+                raise TrackerError(f"a mask prompt is a 2-D array, got shape {mask.shape}")
+            points = None
+        else:
+            if prompt.box is not None and not clear_old_points:
+                raise TrackerError("a box must come before any point: use clear_old_points=True")
+            mask = None
+            points = self._point_prompt(state, prompt.points, prompt.labels, prompt.box, normalize_coords)
+        existing = state.objects.get(obj_id)
+        if existing is not None:
+            self._check_prompt_frame(existing, frame_idx)
+        feats = self._features(state, frame_idx)
+        obj = self._object(state, obj_id)
+        if mask is not None:
+            self._prompt_object(state, obj, feats, mask=mask.astype(bool))
+            obj.points.pop(frame_idx, None)
             return
-        if prompt.box is not None and not clear_old_points:
-            raise TrackerError("a box must come before any point: use clear_old_points=True")
-        new = self._point_prompt(state, prompt.points, prompt.labels, prompt.box)
-        old = None if clear_old_points else obj.points.get(t)
+        old = None if clear_old_points else obj.points.get(frame_idx)
         if old is not None:
-            new = PointPrompt(
-                np.concatenate([old.coords, new.coords]), np.concatenate([old.labels, new.labels])
+            points = PointPrompt(
+                np.concatenate([old.coords, points.coords]), np.concatenate([old.labels, points.labels])
             )
-        self._prompt_object(state, obj, feats, points=new)
-        obj.points[t] = new
+        self._prompt_object(state, obj, feats, points=points)
+        obj.points[frame_idx] = points
 
     def _result(self, state: VideoState, t: int, t0: float) -> TrackResult:
         on_host = not self.options.device_results

@@ -67,3 +67,16 @@ def onnx_tiny512(tiny512, tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op torch thread for a module (use: pytestmark = usefixtures("single_thread")).
+    Measured on the shared 2-core machine: under contention, OpenMP threads waiting on each other
+    made torch reference runs ~7x slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

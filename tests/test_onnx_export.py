@@ -31,16 +31,7 @@ SAM2_GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_enco
 ALL_GRAPHS = (*SAM2_GRAPHS, "router")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for torch: CI shares 2 cores, and OpenMP threads that wait on each
-    other under contention made the torch runs ~7x slower than one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

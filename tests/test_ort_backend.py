@@ -31,16 +31,7 @@ POINT = [[480.0, 300.0]]
 BOX = [100.0, 100.0, 300.0, 400.0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for torch: CI shares 2 cores, and OpenMP threads that wait on each
-    other under contention made the torch runs ~7x slower than one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

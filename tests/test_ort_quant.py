@@ -14,16 +14,7 @@ from fastsam2.runtime.backends.ort import load_ort_backend
 from fastsam2.runtime.manifest import ManifestError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for torch: CI shares 2 cores, and OpenMP threads that wait on each
-    other under contention made the torch runs ~7x slower than one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def shared_export(tmp_path_factory, model) -> Path:

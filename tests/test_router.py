@@ -165,3 +165,17 @@ def test_pruning_without_router_is_refused(tiny512):
         SAM2Tracker(build_torch_backend(tiny512), TrackerOptions(keep_ratio=0.5))
     with pytest.raises(TrackerError, match="keep_ratio"):
         TrackerOptions(keep_ratio=0.0)
+
+
+def test_bad_prompt_leaves_no_ghost_object(tiny512, clip25):
+    from fastsam2.runtime.frames import open_frames
+
+    tracker = SAM2Tracker(build_torch_backend(tiny512), TrackerOptions(fill_hole_area=0))
+    frame = next(iter(open_frames(str(clip25)))).image
+    with pytest.raises(TrackerError, match="outside the 960x540 frame"):
+        tracker.track(frame, {1: Prompt(points=[[2000, 10]], labels=[1])})
+    assert tracker.stream_state.objects == {}
+    with pytest.raises(TrackerError, match="2-D"):
+        tracker.track(frame, {1: Prompt(mask=np.zeros((2, 3, 4), bool))})
+    res = tracker.track(frame, {1: Prompt(mask=np.ones((540, 960), bool))})  # the stream goes on
+    assert res.obj_ids == [1] and res.masks[1].mean() > 0.5
