@@ -17,18 +17,9 @@ from fastsam2.runtime.manifest import ManifestError
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def shared_export(tmp_path_factory, model) -> Path:
-    from fastsam2.export.onnx_export import export_graphs
-
-    out = tmp_path_factory.getbasetemp() / "onnx_tiny512"
-    if not (out / "manifest.json").is_file():
-        export_graphs(model, out, validate=False)
-    return out
-
-
 @pytest.fixture(scope="module")
-def export_copy(tmp_path_factory, tiny512) -> Path:
-    src = shared_export(tmp_path_factory, tiny512)
+def export_copy(tmp_path_factory, onnx_tiny512) -> Path:
+    src = onnx_tiny512
     dst = tmp_path_factory.mktemp("int8") / "export"
     dst.mkdir()
     for f in src.iterdir():
@@ -56,7 +47,8 @@ def test_int8_memory_encoder_report_and_loading(export_copy, tiny512, bedroom, t
     assert data["graphs"]["memory_encoder"]["accepted"] is True
     backend = load_ort_backend(export_copy, precision="int8")
     assert backend.precisions == {
-        "image_encoder": "fp32", "memory_attention": "fp32", "mask_decoder": "fp32", "memory_encoder": "int8"
+        "image_encoder": "fp32", "router": "fp32", "memory_attention": "fp32", "mask_decoder": "fp32",
+        "memory_encoder": "int8",
     }
     ops = {n.op_type for n in __import__("onnx").load(str(export_copy / "int8" / "memory_encoder.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
