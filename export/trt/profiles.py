@@ -153,14 +153,14 @@ def symbol_ranges(
     cond = max_cond_frames if kind == "desktop" else min(max_cond_frames, EDGE_MAX_COND_FRAMES)
     recent = config.num_maskmem - 1
     max_frames = recent + cond
-    # Steady state: all recent frames plus one conditioning frame, each at the opt keep ratio.
-    opt_frames = min(max_frames, recent + 1)
+    # Steady state: one conditioning frame with every token (prompted frames are not pruned) plus
+    # all recent frames at the opt keep ratio.
     max_ptrs = cond + config.max_obj_ptrs_in_encoder - 1
     opt_ptrs = min(max_ptrs, config.max_obj_ptrs_in_encoder)
     ranges = {
         BATCH: (1, 1, max_batch),
         KEPT: (keep_min, keep_opt, hw),
-        MEMORY: (keep_min, opt_frames * keep_opt, max_frames * hw),
+        MEMORY: (keep_min, hw + recent * keep_opt, max_frames * hw),
         POINTERS: (1, opt_ptrs, max_ptrs),
         POINTS: (1, 1, max_points),
     }
