@@ -13,7 +13,7 @@ symbol      min                  opt desktop / edge         max desktop / edge
 batch       1                    1 / 1                      max_batch
 kept        ceil(0.1*4096)=410   0.5*4096=2048 / 0.3*4096   4096
 memory      410 (1 frame)        1 prompted frame (all tokens) + 6 frames at opt keep 10 frames / 8 frames
-            (14336 / 8603)       (40960 / 32768)
+            (16384 / 11470)      (40960 / 32768)
 pointers    1                    16 / 16                    19 / 17
 points      1                    1                          16
 ==========  ===================  ========================  ========================
