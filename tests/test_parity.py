@@ -164,3 +164,30 @@ def test_full_resolution_1024(bedroom, tmp_path):
         worst = max(worst, float(np.abs(ref[t] - ours[t]).max()))
         assert np.abs(ref[t] - ours[t]).max() <= TOL, t
     print(f"1024: max |Δ| over 4 frames = {worst:.2e}")
+
+
+@pytest.mark.parametrize("config", ["sam2.0-tiny", "small"])
+def test_other_configs_equal_official(config, clip25, tmp_path):
+    """SAM 2.0 (no pointer temporal encoding, no spatial no-object embedding) and another 2.1 size,
+    at 256 to stay cheap: 18 frames so the memory window and pointer window are both exceeded."""
+    import shutil
+
+    from fastsam2.export.models import build_sam2
+
+    for f in sorted(clip25.glob("*.jpg"))[:18]:
+        shutil.copy(f, tmp_path / f.name)
+    model = build_sam2(config, image_size=256, object_score_bias=5.0, quiet=True, seed=2)
+    with torch.inference_mode():
+        state = model.init_state(str(tmp_path))
+        model.add_new_points_or_box(state, 0, 1, points=POINT, labels=[1])
+        model.add_new_points_or_box(state, 0, 2, box=BOX)
+        ref = {t: m.numpy() for t, _, m in model.propagate_in_video(state)}
+    tracker = SAM2Tracker(build_torch_backend(model), TrackerOptions(fill_hole_area=0))
+    st = tracker.init_state(str(tmp_path))
+    tracker.add_new_points_or_box(st, 0, 1, points=POINT, labels=[1])
+    tracker.add_new_points_or_box(st, 0, 2, box=BOX)
+    ours = {t: m for t, _, m in tracker.propagate_in_video(st)}
+    assert sorted(ours) == list(range(18))
+    for t in ours:
+        assert 0.001 < (ref[t] > 0).mean() < 0.999
+        assert np.abs(ref[t] - ours[t]).max() <= TOL, (config, t)
