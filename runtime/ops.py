@@ -22,6 +22,9 @@ class NumpyOps:
     name = "numpy"
     device = "cpu"
 
+    def synchronize(self) -> None:
+        """Host arrays: nothing runs asynchronously."""
+
     def asarray(self, x: np.ndarray, dtype: str | None = None) -> np.ndarray:
         x = np.asarray(x)
         return np.ascontiguousarray(x if dtype is None else x.astype(dtype, copy=False))
@@ -85,6 +88,11 @@ class TorchOps:
 
         self.torch = torch
         self.device = torch.device(device)
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (timing); a no-op on the CPU."""
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
 
     def asarray(self, x: Any, dtype: str | None = None):
         t = self.torch.as_tensor(x) if not isinstance(x, self.torch.Tensor) else x

@@ -179,11 +179,9 @@ class SAM2Tracker:
     def _run(self, graph: str, feed: dict[str, Any]) -> dict[str, Any]:
         if not self.options.profile_stages:
             return self.backend.runners[graph].infer(feed)
-        sync = getattr(self.ops, "synchronize", None)
         t0 = time.perf_counter()
         out = self.backend.runners[graph].infer(feed)
-        if sync is not None:
-            sync()
+        self.ops.synchronize()
         self.times.add(graph, (time.perf_counter() - t0) * 1e3)
         return out
 
@@ -197,9 +195,7 @@ class SAM2Tracker:
         else:
             x = preprocess_frame(image, cfg.image_size, cfg.img_mean, cfg.img_std)
         if self.options.profile_stages:
-            sync = getattr(self.ops, "synchronize", None)
-            if on_device and sync is not None:
-                sync()
+            self.ops.synchronize()
             self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
         out = self._run(IMAGE_ENCODER, {"image": x if on_device else self.ops.asarray(x)})
         return FrameFeatures(frame_idx, out["vision_feats"], out["fpn_s0"], out["fpn_s1"])

@@ -194,8 +194,6 @@ def build_torch_backend(
         for name, m in stages.items()
     }
     ops = DeviceTorchOps(device) if on_cuda else TorchOps(device)
-    if on_cuda:
-        ops.synchronize = lambda: ops.torch.cuda.synchronize()
     return Backend(
         name="torch",
         runners=runners,

@@ -325,7 +325,6 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     for runner in runners.values():
         runner.activate()  # fail at load time, not at the first frame
     ops = TorchOps(device)
-    ops.synchronize = lambda: torch.cuda.synchronize(torch.device(device))
     return Backend(
         name="tensorrt",
         runners=runners,
