@@ -166,7 +166,7 @@ def test_add_profiles_translates_every_input():
     builder, config = FakeBuilder(), FakeConfig()
     add_profiles(builder, net, config, profiles, spec.name)
     (p,) = config.profiles
-    assert p.shapes["memory"] == ((1, 410, 64), (1, 14336, 64), (1, 40960, 64))
+    assert p.shapes["memory"] == ((1, 410, 64), (1, 4096 + 6 * 2048, 64), (1, 40960, 64))
     assert set(p.shapes) == set(spec.input_names)
 
 

@@ -62,7 +62,7 @@ class ShapeTuple(NamedTuple):
 class Profile:
     """One optimization profile: an ordered ``{input name: ShapeTuple(min, opt, max)}``.
 
-    ``Profile().add("memory", (1, 410, 64), (1, 14336, 64), (1, 40960, 64))``; :meth:`add` validates
+    ``Profile().add("memory", (1, 410, 64), (1, 16384, 64), (1, 40960, 64))``; :meth:`add` validates
     ranks and ``min <= opt <= max`` per axis and returns ``self`` so calls chain.
     """
 
