@@ -21,18 +21,19 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from fastsam2.runtime.args import ArgumentParser, run_cli
+from fastsam2.runtime.args import positive
+from fastsam2.runtime.errors import UsageError, UserError, one_line
+from fastsam2.runtime.outdir import check_output_dir
+
 PROG = "fastsam2-export"
-
-
-class CliError(Exception):
-    """One-line user error."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import CONFIG_NAMES
     from .stages import FILL_MODES
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Export SAM2 video tracking to ONNX graphs (+ manifest, validation). "
         f"Subcommand: `{PROG} text ...` encodes object descriptions with CLIP.",
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token-router weights (.safetensors); default: the built-in hand-set weights")
     p.add_argument("--no-router", action="store_true",
                    help="export without router.onnx (tracking then runs at keep ratio 1.0 only)")
-    p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the config's 1024)")
+    p.add_argument("--image-size", type=positive(int), metavar="N", help="model input size (default: the config's 1024)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; default 17)")
     p.add_argument("--fill", choices=FILL_MODES, default="norm", help="fill of pruned tokens (default norm)")
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     trt.add_argument("--fp16", action="store_true", help="FP16 engines (LayerNorm, softmax, RoPE kept FP32)")
     trt.add_argument("--int8", action="store_true", help="INT8 engines with entropy calibration (needs --calib)")
     trt.add_argument("--calib", metavar="FRAMES_DIR", help="real frames to calibrate INT8 with (the same reader as ORT INT8)")
-    trt.add_argument("--calib-frames", type=int, default=12, help="frames tracked to record calibration feeds (default 12)")
-    trt.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT workspace limit in MiB (default 1024)")
+    trt.add_argument("--calib-frames", type=positive(int), default=12, help="frames tracked to record calibration feeds (default 12)")
+    trt.add_argument("--workspace", type=positive(int), metavar="MiB", help="TensorRT workspace limit in MiB (default 1024)")
     trt.add_argument("--profile", choices=("edge", "desktop"), default="desktop",
                      help="shape profiles: edge (Jetson: fewer memory frames) or desktop (default)")
     return p
@@ -67,37 +68,40 @@ def _check_args(args: argparse.Namespace) -> None:
     trt_only = [f for f, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--calib", args.calib),
                                 ("--workspace", args.workspace is not None)) if on]
     if trt_only and not args.trt:
-        raise CliError(f"{', '.join(trt_only)} only apply with --trt")
+        raise UsageError(f"{', '.join(trt_only)} only apply with --trt")
     if args.int8 and not args.calib:
-        raise CliError("--int8 needs --calib FRAMES_DIR")
-    if args.calib and not Path(args.calib).is_dir():
-        raise CliError(f"--calib: not a directory: {args.calib}")
-    if args.frames and not Path(args.frames).exists():
-        raise CliError(f"--frames: not found: {args.frames}")
+        raise UsageError("--int8 needs --calib FRAMES_DIR")
+    for flag, folder in (("--calib", args.calib), ("--frames", args.frames)):
+        if folder:  # open it now: a bad frame folder fails before minutes of export, not after
+            from fastsam2.runtime.frames import open_frames
+
+            try:
+                open_frames(folder).close()
+            except UserError as e:
+                raise UsageError(f"{flag}: {e}") from None
     if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise CliError(f"checkpoint not found: {args.checkpoint}")
+        raise UsageError(f"checkpoint not found: {args.checkpoint}")
     if args.router and not Path(args.router).is_file():
-        raise CliError(f"router weights not found: {args.router}")
+        raise UsageError(f"router weights not found: {args.router}")
     if args.router and args.no_router:
-        raise CliError("--router and --no-router contradict each other")
+        raise UsageError("--router and --no-router contradict each other")
     if args.fp16 and args.int8:
-        raise CliError("choose one of --fp16 and --int8 (INT8 engines fall back to FP16 kernels where faster)")
+        raise UsageError("choose one of --fp16 and --int8 (INT8 engines fall back to FP16 kernels where faster)")
     if not 17 <= args.opset <= 20:
-        raise CliError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CliError(f"{out} already exists (pass --overwrite to replace it)")
+        raise UsageError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
+    check_output_dir(args.out, overwrite=args.overwrite,
+                     protect=[args.checkpoint, args.router, args.frames, args.calib])
 
 
 def _load_router(path: str, model):
     try:
         from .router import load_router
     except ImportError as e:
-        raise CliError(f"--router needs fastsam2.export.router, which cannot be imported: {e}") from e
+        raise UsageError(f"--router needs fastsam2.export.router, which cannot be imported: {e}") from e
     try:
         return load_router(path, model)
     except (ValueError, OSError, KeyError, RuntimeError) as e:
-        raise CliError(f"cannot load router {path}: {e}") from e
+        raise UsageError(f"cannot load router {path}: {e}") from e
 
 
 def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
@@ -148,21 +152,16 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
             check_calib_dir(plan, calib_dir)
         build_all(plan, calib_dir=calib_dir, log=lambda msg: print(msg, file=sys.stderr))
     except (PlanError, BuildError, CalibrationError) as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
     print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "
           f"verify them with: fastsam2 check-engines {out}")
     return 0
 
 
-def _one_line(e: Exception) -> str:
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
 def run_export(args: argparse.Namespace) -> int:
-    from .models import ModelLoadError, build_sam2
-    from .onnx_export import ExportError, export_graphs, export_summary
+    from .models import build_sam2
+    from .onnx_export import export_graphs, export_summary
     from .validate import ValidationError
 
     try:
@@ -188,12 +187,8 @@ def run_export(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             log=lambda msg: print(msg, file=sys.stderr),
         )
-    except (CliError, ModelLoadError, ExportError) as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
     except ValidationError as e:
-        print(f"{PROG}: error: validation failed: " + "; ".join(e.report.failures), file=sys.stderr)
-        return 1
+        raise UsageError("validation failed: " + "; ".join(e.report.failures)) from None
     out = Path(args.out)
     print(f"wrote {len(manifest.graphs)} graphs to {out} (config {manifest.config_name}, "
           f"weights {manifest.weights[:16]}, opset {manifest.opset})")
@@ -206,15 +201,19 @@ def run_export(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    parsed: list[argparse.Namespace] = []
     if argv and argv[0] == "text":
         from .text import add_text_parser
 
-        parser = argparse.ArgumentParser(prog=PROG)
+        parser = ArgumentParser(prog=PROG)
         add_text_parser(parser.add_subparsers(dest="command", required=True))
-        args = parser.parse_args(argv)
-        return args.func(args)
-    args = build_parser().parse_args(argv)
-    return run_export(args)
+    else:
+        parser = build_parser()
+        parser.set_defaults(func=run_export)
+    code = run_cli(PROG, lambda: parsed.append(parser.parse_args(argv)))
+    if code:
+        return code
+    return run_cli(PROG, parsed[0].func, parsed[0])
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastsam2.runtime.config import ModelConfig
+from fastsam2.runtime.errors import UserError
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A config name or checkpoint the user gave cannot be used (one-line message)."""
 
 
@@ -168,6 +169,12 @@ def load_checkpoint(model, checkpoint: str | Path, config_name: str) -> None:
         raise ModelLoadError(
             f"checkpoint {Path(checkpoint).name} does not fit config {config_name!r}{hint}: "
             + "; ".join(parts)
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ModelLoadError(
+            f"checkpoint {Path(checkpoint).name} has NaN or infinite values in {len(bad)} tensors, "
+            f"e.g. {bad[0]} (a corrupt or diverged checkpoint)"
         )
     model.load_state_dict(state, strict=True)
 

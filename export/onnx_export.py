@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,8 @@ from fastsam2.runtime.specs import (
     ROUTER,
     GraphSpec,
 )
+from fastsam2.runtime.errors import UserError
+from fastsam2.runtime.outdir import atomic_output_dir
 
 DEFAULT_OPSET = 17
 GRAPH_ORDER = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
@@ -41,7 +41,7 @@ GRAPH_ORDER = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENC
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export that cannot be done or failed a check (one-line message for the CLI)."""
 
 
@@ -170,6 +170,11 @@ def _optimize(model):
         return onnxscript.optimizer.optimize(model)
 
 
+def graph_metadata(config: ModelConfig) -> dict[str, str]:
+    """The model facts written into every exported graph's ``metadata_props``."""
+    return {"fastsam2.config_name": config.config_name, "fastsam2.image_size": str(config.image_size)}
+
+
 def export_graph(
     module: Any,
     spec: GraphSpec,
@@ -212,6 +217,9 @@ def export_graph(
         model = _optimize(model)
     _set_io_shapes(model, spec)
     model.producer_name = "fastsam2"
+    # The graph names the model it came from, so a runtime can refuse a manifest edited to another.
+    for key, value in graph_metadata(config).items():
+        model.metadata_props.add(key=key, value=value)
     path = Path(path)
     if model.ByteSize() > _EXTERNAL_DATA_BYTES:
         onnx.save(model, path, save_as_external_data=True, location=path.name + ".data")
@@ -248,24 +256,6 @@ def package_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _atomic_dir(out_dir: Path, overwrite: bool) -> Path:
-    if out_dir.exists() and not overwrite:
-        raise ExportError(f"{out_dir} already exists (pass --overwrite / overwrite=True to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        old.rmdir()
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
 
 
 def export_graphs(
@@ -310,8 +300,7 @@ def export_graphs(
     order = [n for n in GRAPH_ORDER if n in stages] + [n for n in stages if n not in GRAPH_ORDER]
 
     out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir, overwrite)
-    try:
+    with atomic_output_dir(out_dir, overwrite=overwrite, kind="export") as tmp:
         entries: dict[str, GraphEntry] = {}
         compat: dict[str, list[str]] = {}
         for name in order:
@@ -348,10 +337,6 @@ def export_graphs(
             report = validate_graphs(tmp, stages, frames, manifest=manifest)
             manifest.validation = report.to_json()
         manifest.write(tmp)
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

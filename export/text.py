@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fastsam2.runtime.text_embeddings import RANDOM_WEIGHTS_ID, load_vocabulary
+from fastsam2.runtime.errors import UserError
 
 DEFAULT_CLIP = "ViT-B-32"
 PROMPT_TEMPLATE = "a photo of a {}."
@@ -36,7 +37,7 @@ _RANDOM_WARNING = (
 )
 
 
-class TextExportError(ValueError):
+class TextExportError(UserError, ValueError):
     """A user error (bad path, unknown model, bad texts): reported as one line by the CLI."""
 
 

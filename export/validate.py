@@ -27,9 +27,10 @@ import numpy as np
 
 from fastsam2.runtime.manifest import Manifest
 from fastsam2.runtime.specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec
+from fastsam2.runtime.errors import UserError
 
 
-class ValidationError(ValueError):
+class ValidationError(UserError, ValueError):
     """Exported graphs differ from their torch stages; the message lists every failure."""
 
     def __init__(self, report: "ValidationReport"):

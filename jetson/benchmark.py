@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from fastsam2.runtime.errors import UserError
 
 STAGE_ORDER = ("preprocess", "image_encoder", "router", "memory_attention", "mask_decoder", "memory_encoder")
 PROG = "benchmark"
 
 
-class BenchError(ValueError):
+class BenchError(UserError, ValueError):
     """A setup the benchmark cannot run (one-line message)."""
 
 

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from .cli import CliError
+from .args import keep_ratios, non_negative_int, positive
+from .errors import UsageError
 
 DEFAULT_FRAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bedroom"
 PROMPT_BOX = (100.0, 100.0, 300.0, 400.0)  # x0, y0, x1, y1 in video pixels
@@ -61,16 +62,6 @@ STAGES_OFFICIAL = ("image_encoder", "memory_attention", "mask_decoder", "memory_
 
 # ------------------------------------------------------------------------------------------------
 # CLI
-def _floats(text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-    if not vals or any(not 0.0 < v <= 1.0 for v in vals):
-        raise argparse.ArgumentTypeError(f"keep ratios are in (0, 1], got {text!r}")
-    return vals
-
-
 def _ints(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
@@ -91,28 +82,28 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="official SAM2 .pt (omitted: random weights)")
     p.add_argument("--backend", choices=("torch", "ort"), default="torch")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if available")
-    p.add_argument("--keep", type=_floats, default=[1.0, 0.5, 0.3], metavar="R,R,..",
+    p.add_argument("--keep", type=keep_ratios, default=[1.0, 0.5, 0.3], metavar="R,R,..",
                    help="fastsam2 keep ratios (default 1.0,0.5,0.3)")
     p.add_argument("--frames", type=_ints, default=[60, 200, 1000], metavar="N,N,..",
                    help="video lengths in frames (default 60,200,1000)")
-    p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the config's)")
+    p.add_argument("--image-size", type=positive(int), metavar="N", help="model input size (default: the config's)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="fastsam2 torch autocast dtype (default float32; the official side stays eager fp32 "
                         "as its predictor runs by default)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="fastsam2 GPU path: CUDA graphs per shape bucket, device preprocessing, "
                         "device-resident results, kept count rounded up to --k-multiple")
-    p.add_argument("--k-multiple", type=int, default=None, metavar="N",
+    p.add_argument("--k-multiple", type=positive(int), default=None, metavar="N",
                    help="round the kept token count up to a multiple of N (default 128 with --cuda-graphs)")
     p.add_argument("--graphs", metavar="DIR", help="ORT: exported graphs (default: export the same model to a temp dir)")
     p.add_argument("--frames-dir", default=str(DEFAULT_FRAMES_DIR), metavar="DIR",
                    help="sample frames, repeated to each video length (default ../shared/data/bedroom)")
-    p.add_argument("--warmup-frames", type=int, default=None, metavar="N",
+    p.add_argument("--warmup-frames", type=non_negative_int, default=None, metavar="N",
                    help="untimed warm-up run per side/keep before timing, its last --profile-frames "
                         "give the per-stage times (default 30 on cuda, 0 on cpu)")
-    p.add_argument("--skip", type=int, default=None, metavar="N",
+    p.add_argument("--skip", type=non_negative_int, default=None, metavar="N",
                    help="tracked frames not counted at the start of each run (default 5 on cuda, 1 on cpu)")
-    p.add_argument("--profile-frames", type=int, default=10, metavar="N",
+    p.add_argument("--profile-frames", type=non_negative_int, default=10, metavar="N",
                    help="GPU: warm-up frames timed per stage with synchronization (default 10)")
     p.add_argument("--official-offload", action="store_true",
                    help="also run the official predictor with offload_video_to_cpu=True")
@@ -158,15 +149,15 @@ def run_bench_cli(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda: torch sees no CUDA device")
+        raise UsageError("--device cuda: torch sees no CUDA device")
     if args.ort_int8 and args.backend != "ort":
-        raise CliError("--ort-int8 needs --backend ort")
+        raise UsageError("--ort-int8 needs --backend ort")
     if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32"):
-        raise CliError("--cuda-graphs and --dtype are torch-backend options")
+        raise UsageError("--cuda-graphs and --dtype are torch-backend options")
     if args.cuda_graphs and device != "cuda":
-        raise CliError("--cuda-graphs needs --device cuda")
+        raise UsageError("--cuda-graphs needs --device cuda")
     if not Path(args.frames_dir).is_dir():
-        raise CliError(f"frames folder not found: {args.frames_dir}")
+        raise UsageError(f"frames folder not found: {args.frames_dir}")
     on_gpu = device == "cuda"
     opts = BenchOptions(
         config=args.config,
@@ -192,7 +183,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         command=shlex.join(["fastsam2", *sys.argv[1:]]) if "bench" in sys.argv[1:2] else "",
     )
     if max(opts.frames) <= opts.skip + 1:
-        raise CliError(f"--frames must exceed --skip + 1 = {opts.skip + 1} so that some frames are timed")
+        raise UsageError(f"--frames must exceed --skip + 1 = {opts.skip + 1} so that some frames are timed")
     report = run_bench(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +206,7 @@ class SampleFrames:
             p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg")
         )
         if not self.files:
-            raise CliError(f"no JPEG frames in {folder}")
+            raise UsageError(f"no JPEG frames in {folder}")
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:

@@ -13,48 +13,26 @@ import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
 import numpy as np
 
+from .args import ArgumentParser, finite_float, keep_ratios, non_negative_int, positive, run_cli
+from .errors import UsageError
+from .outdir import atomic_output_dir, check_output_dir, check_output_file, write_text_atomic
+
 SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample"
-
-
-class CliError(ValueError):
-    """A user error the CLI reports in one line."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that are the user's fault (reported in one line, exit 1)."""
-    errors: list[type[BaseException]] = [CliError, FileNotFoundError]
-    for module, name in [
-        ("fastsam2.runtime.tracker", "TrackerError"),
-        ("fastsam2.runtime.frames", "FrameSourceError"),
-        ("fastsam2.runtime.output", "OutputError"),
-        ("fastsam2.runtime.backends.base", "StageError"),
-        ("fastsam2.runtime.backends.ort", "GraphLoadError"),
-        ("fastsam2.runtime.manifest", "ManifestError"),
-        ("fastsam2.runtime.router", "RouterError"),
-        ("fastsam2.runtime.eval_run", "EvalRunError"),
-        ("fastsam2.export.models", "ModelLoadError"),
-    ]:
-        try:
-            mod = __import__(module, fromlist=[name])
-            errors.append(getattr(mod, name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(errors)
 
 
 # ------------------------------------------------------------------------------------------------
 # argument helpers
 def parse_xy(text: str) -> list[float]:
+    """Finite numbers separated by commas ("480,300", "480,300,0")."""
     try:
         vals = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not all(np.isfinite(vals)):
+        raise argparse.ArgumentTypeError(f"coordinates must be finite numbers, got {text!r}")
     return vals
 
 
@@ -68,47 +46,110 @@ class _PromptAction(argparse.Action):
             parser.error(
                 f"{option_string} takes {'X0,Y0,X1,Y1' if kind == 'box' else 'X,Y[,LABEL]'}, got {values}"
             )
+        if kind == "point" and len(values) == 3 and values[2] not in (0.0, 1.0):
+            parser.error(f"{option_string}: the label is 1 (positive) or 0 (negative), got {values[2]:g}")
         getattr(namespace, "prompts").append((kind, values))
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     from fastsam2.runtime.config import ModelConfig  # noqa: F401  (keeps the runtime import light)
 
-    p.add_argument("--config", default="tiny", help="SAM2 config: tiny, small, base_plus, large "
-                   "(SAM 2.1) or sam2.0-tiny ... (default: tiny)")
+    p.add_argument("--config", default=None, help="SAM2 config: tiny, small, base_plus, large "
+                   "(SAM 2.1) or sam2.0-tiny ... (default: tiny; with ort/trt: the export's)")
     p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
     p.add_argument("--backend", choices=["torch", "ort", "trt"], default="torch",
                    help="torch (needs fastsam2[export]); ort/trt run exported graphs/engines")
     p.add_argument("--graphs", help="directory written by fastsam2-export (for --backend ort/trt)")
-    p.add_argument("--device", default="cpu", help="torch device for --backend torch (cpu, cuda)")
+    p.add_argument("--device", default=None, help="torch device for --backend torch: cpu (default), cuda, cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                    help="torch autocast dtype on CUDA (default float32)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size (default: the config's 1024)")
-    p.add_argument("--keep", type=float, default=1.0, help="keep ratio of the token router (1.0 = SAM2, no pruning)")
+    p.add_argument("--image-size", type=positive(int), default=None,
+                   help="model input size (default: the config's 1024; with ort/trt: the export's)")
+    p.add_argument("--fill-hole-area", type=non_negative_int, default=None, metavar="N",
+                   help="fill mask holes up to N pixels (default: SAM2VideoPredictor's 8; 0 = as the official "
+                   "predictor without its CUDA extension, i.e. as pip installs it on CPU)")
+    p.add_argument("--keep", type=finite_float, default=1.0, help="keep ratio of the token router (1.0 = SAM2, no pruning)")
     p.add_argument("--text", default=None, help="text description of the object(s) for the router")
     p.add_argument("--texts", default=None, help="text embeddings .npz from `fastsam2-export text`")
     p.add_argument("--router", default=None, help="router weights .safetensors (default: built-in heuristic weights)")
+
+
+TORCH_ONLY = ("checkpoint", "device", "dtype")  # options an exported graph directory has fixed
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """Refuse contradictory or impossible model options before anything heavy is built."""
+    if not 0.0 < args.keep <= 1.0:
+        raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
+    for name in ("checkpoint", "texts", "router"):
+        path = getattr(args, name, None)
+        if path and not Path(path).is_file():
+            raise UsageError(f"--{name}: file not found: {path}")
+    if args.backend == "torch":
+        if args.graphs:
+            raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")
+        torch_device(args.device or "cpu")
+        return
+    if not args.graphs:
+        made_by = "fastsam2-export" if args.backend == "ort" else "fastsam2-export --trt"
+        raise UsageError(f"--backend {args.backend} needs --graphs DIR (made by {made_by})")
+    given = [f"--{n}" for n in TORCH_ONLY if getattr(args, n, None) not in (None, "float32")]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)}: fixed when the graphs were exported; with --backend {args.backend} "
+            "re-export instead (or use --backend torch)"
+        )
+    if args.backend == "trt":
+        require_cuda("--backend trt")
+
+
+def torch_device(name: str):
+    """A torch.device for --device, refusing unknown names and a CUDA device that is not there."""
+    try:
+        import torch
+    except ImportError as e:
+        raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r}: fastsam2 runs on cpu or cuda")
+    if device.type == "cuda":
+        require_cuda(f"--device {name}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def require_cuda(what: str) -> None:
+    """Refuse ``what`` in one line where torch sees no CUDA GPU (the GPU paths hold torch CUDA buffers)."""
+    try:
+        import torch
+    except ImportError:
+        raise UsageError(f"{what} needs torch with CUDA (torch is not installed)") from None
+    if not torch.cuda.is_available():
+        raise UsageError(f"{what} needs a CUDA GPU, and torch sees none on this machine")
 
 
 def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     """A SAM2Tracker for the backend the arguments name, plus a description for reports."""
     from .tracker import SAM2Tracker, TrackerOptions
 
-    info: dict = {"backend": args.backend, "config": args.config, "keep_ratio": args.keep}
+    check_model_args(args)
     if args.backend == "torch":
         try:
             import sam2  # noqa: F401
-            import torch  # noqa: F401
 
             from fastsam2.export.models import RANDOM_INIT, build_sam2
             from .backends.torch_backend import build_torch_backend
         except ImportError as e:
-            raise CliError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
+            raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
         random_init = args.checkpoint is None
         model = build_sam2(
-            args.config,
+            args.config or "tiny",
             args.checkpoint,
-            device=args.device,
+            device=args.device or "cpu",
             image_size=args.image_size,
             # random weights make SAM2's object-score head say "absent" and blank every mask; a
             # positive bias keeps demo masks visible (they remain meaningless)
@@ -117,54 +158,38 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         )
         autocast = None if args.dtype == "float32" else args.dtype
         backend = build_torch_backend(model, autocast_dtype=autocast)
-        info["weights"] = RANDOM_INIT if random_init else model.fastsam2_weights
-        if random_init:
-            info["note"] = "random weights (object-score bias +5 so masks are non-empty): masks are meaningless"
+        weights = RANDOM_INIT if random_init else model.fastsam2_weights
     elif args.backend == "ort":
-        if not args.graphs:
-            raise CliError("--backend ort needs --graphs DIR (made by fastsam2-export)")
         from .backends.ort import load_ort_backend
 
         backend = load_ort_backend(Path(args.graphs))
-        info["weights"] = getattr(backend, "manifest", None) and backend.manifest.weights
-        info["runtime"] = backend.description
+        weights = backend.manifest.weights
     else:
-        if not args.graphs:
-            raise CliError("--backend trt needs --graphs DIR with engines (fastsam2-export --trt)")
         from .backends.trt import load_trt_backend
 
         backend = load_trt_backend(Path(args.graphs))
+        weights = getattr(getattr(backend, "manifest", None), "weights", None)
+    cfg = backend.config
+    if args.config is not None and args.config != cfg.config_name:
+        raise UsageError(f"--config {args.config}: the graphs in {args.graphs} are {cfg.config_name!r}")
+    if args.image_size is not None and args.image_size != cfg.image_size:
+        raise UsageError(f"--image-size {args.image_size}: the graphs in {args.graphs} take {cfg.image_size}")
+    info: dict = {"backend": args.backend, "config": cfg.config_name, "image_size": cfg.image_size,
+                  "keep_ratio": args.keep, "weights": weights}
+    if args.backend != "torch":
         info["runtime"] = backend.description
-    if info.get("weights") == "random-init" and "note" not in info:
+    if weights == "random-init":
         info["note"] = "random weights: masks are meaningless (timings are real)"
+        if args.backend == "torch":
+            info["note"] = "random weights (object-score bias +5 so masks are non-empty): masks are meaningless"
     router = None
     if args.keep < 1.0:
         from .router import make_router
 
         router = make_router(backend, text=args.text, texts_path=args.texts, weights_path=args.router)
-    options = TrackerOptions(keep_ratio=args.keep)
-    info["image_size"] = backend.config.image_size
+    options = TrackerOptions(keep_ratio=args.keep, fill_hole_area=args.fill_hole_area)
+    info["fill_hole_area"] = options.fill_hole_area if options.fill_hole_area is not None else cfg.fill_hole_area
     return SAM2Tracker(backend, options, router=router), info
-
-
-@contextmanager
-def atomic_output_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``out`` only if the block completes."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise CliError(f"output directory exists: {out} (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
 
 
 def prompts_from_args(args: argparse.Namespace):
@@ -172,24 +197,24 @@ def prompts_from_args(args: argparse.Namespace):
     from .tracker import Prompt
 
     if not args.prompts:
-        raise CliError("give at least one --point X,Y or --box X0,Y0,X1,Y1")
+        raise UsageError("give at least one --point X,Y or --box X0,Y0,X1,Y1")
     ids = args.obj_id or list(range(1, len(args.prompts) + 1))
     if len(ids) != len(args.prompts):
-        raise CliError(f"{len(args.prompts)} prompts but {len(ids)} --obj-id values (give one per prompt, or none)")
+        raise UsageError(f"{len(args.prompts)} prompts but {len(ids)} --obj-id values (give one per prompt, or none)")
     for oid in ids:
         if not 1 <= oid <= 255:
-            raise CliError(f"--obj-id must be in 1..255 (it is the mask PNG's pixel value), got {oid}")
+            raise UsageError(f"--obj-id must be in 1..255 (it is the mask PNG's pixel value), got {oid}")
     per_obj: dict[int, dict] = {}
     for oid, (kind, vals) in zip(ids, args.prompts):
         p = per_obj.setdefault(oid, {"points": [], "labels": [], "box": None})
         if kind == "box":
             if p["box"] is not None:
-                raise CliError(f"object {oid} has two boxes; give one box per object")
+                raise UsageError(f"object {oid} has two boxes; give one box per object")
             p["box"] = vals
         else:
             label = int(vals[2]) if len(vals) == 3 else 1
             if label not in (0, 1):
-                raise CliError(f"point label must be 1 (positive) or 0 (negative), got {label}")
+                raise UsageError(f"point label must be 1 (positive) or 0 (negative), got {label}")
             p["points"].append(vals[:2])
             p["labels"].append(label)
     return {
@@ -211,21 +236,26 @@ def add_track_parser(sub) -> None:
     p.add_argument("--obj-id", type=int, action="append", help="object id of each prompt, in order (default 1, 2, ...)")
     p.add_argument("--out", required=True, help="output directory (masks/, overlay.mp4, report.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--max-frames", type=positive(int), default=None, help="stop after this many frames")
     p.add_argument("--on-bad-frame", choices=["stop", "skip"], default="stop",
                    help="an unreadable frame: stop with an error (default) or skip it with a warning")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--fps", type=float, default=None, help="overlay frame rate (default: the video's, else 24)")
+    p.add_argument("--fps", type=positive(float), default=None, help="overlay frame rate (default: the video's, else 24)")
     p.set_defaults(func=run_track)
 
 
-def run_track(args: argparse.Namespace) -> int:
+def track_inputs(args: argparse.Namespace) -> list:
+    """The paths a track run reads: --overwrite may never remove a directory holding one of them."""
+    return [args.video, args.graphs, args.checkpoint, args.texts, args.router]
+
+
+def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = None) -> int:
+    """``extra_dirs``: {name: folder} copied into the output directory before it is published."""
     from .frames import open_frames
 
     prompts = prompts_from_args(args)
-    out_dir = Path(args.out)
-    if out_dir.exists() and not args.overwrite:
-        raise CliError(f"output directory exists: {out_dir} (pass --overwrite to replace it)")
+    out_dir = check_output_dir(args.out, overwrite=args.overwrite, protect=track_inputs(args))
+    check_model_args(args)
     source = open_frames(args.video, on_bad_frame=args.on_bad_frame)
     with source:
         h, w = source.height, source.width
@@ -233,15 +263,16 @@ def run_track(args: argparse.Namespace) -> int:
             coords = list(pr.points or []) + ([pr.box[:2], pr.box[2:]] if pr.box else [])
             for x, y in coords:
                 if not (0 <= x <= w and 0 <= y <= h):
-                    raise CliError(f"object {oid}: point ({x:g}, {y:g}) is outside the {w}x{h} frame")
+                    raise UsageError(f"object {oid}: point ({x:g}, {y:g}) is outside the {w}x{h} frame")
         tracker, info = build_tracker(args)
-        report = track_video(tracker, source, prompts, out_dir, args, info)
+        report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
     print(f"wrote {report['frames']} frames to {out_dir} "
           f"({report['ms_per_frame']['mean']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
     return 0
 
 
-def track_video(tracker, source, prompts, out_dir: Path, args, info: dict) -> dict:
+def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
+                extra_dirs: dict[str, Path] | None = None) -> dict:
     """Run the streaming tracker over ``source``; write masks, overlay and report atomically."""
     from tqdm import tqdm
 
@@ -255,7 +286,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict) -> di
     if args.max_frames is not None:
         total = args.max_frames if total is None else min(total, args.max_frames)
     fps = args.fps or getattr(source, "fps", None) or 24.0
-    with atomic_output_dir(out_dir, args.overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=args.overwrite, kind="track", protect=track_inputs(args)) as tmp:
         (tmp / "masks").mkdir()
         writer = None if args.no_overlay else OverlayVideoWriter(tmp / "overlay.mp4", fps=fps)
         try:
@@ -281,7 +312,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict) -> di
             if writer is not None:
                 writer.close()
         if n == 0:
-            raise CliError(f"no frames could be read from {args.video}")
+            raise UsageError(f"no frames could be read from {args.video}")
         rss.append((n - 1, round(rss_mb(), 1)))
         times = tracker.times
         warm = frame_ms[1:] if len(frame_ms) > 1 else frame_ms
@@ -302,6 +333,8 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict) -> di
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        for name, folder in (extra_dirs or {}).items():
+            shutil.copytree(folder, tmp / name)
     return report
 
 
@@ -317,9 +350,9 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--out", default="fastsam2_demo", help="output directory (default ./fastsam2_demo; replaced)")
     p.add_argument("--backend", choices=["ort", "torch"], default="ort",
                    help="ort: export ONNX graphs into OUT/graphs and run them (default); torch: no export")
-    p.add_argument("--keep", type=float, default=0.3, help="router keep ratio (default 0.3; 1.0 = plain SAM2)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size (default 1024)")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--keep", type=finite_float, default=0.3, help="router keep ratio (default 0.3; 1.0 = plain SAM2)")
+    p.add_argument("--image-size", type=positive(int), default=None, help="model input size (default 1024)")
+    p.add_argument("--max-frames", type=positive(int), default=None)
     p.add_argument("--video", default=str(SAMPLE_CLIP), help="frames to track (default: the bundled sample clip)")
     p.set_defaults(func=run_demo)
 
@@ -330,20 +363,23 @@ def run_demo(args: argparse.Namespace) -> int:
 
     ns = argparse.Namespace(
         config=args.config, checkpoint=args.checkpoint, backend=args.backend, graphs=None,
-        device="cpu", dtype="float32", image_size=args.image_size, keep=args.keep, text=None,
-        texts=None, router=None, video=args.video,
+        device=None, dtype="float32", image_size=args.image_size, keep=args.keep, text=None,
+        texts=None, router=None, video=args.video, fill_hole_area=None,
         prompts=[("point", [480.0, 300.0]), ("box", [100.0, 100.0, 300.0, 400.0])],
         obj_id=None, out=args.out, overwrite=True, max_frames=args.max_frames, on_bad_frame="stop",
         no_overlay=False, fps=None,
     )
+    check_output_dir(args.out, overwrite=True, protect=track_inputs(ns))  # before the export
     if args.backend == "torch":
         return run_track(ns)
+    if not 0.0 < args.keep <= 1.0:
+        raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
     try:
         from fastsam2.export.models import build_sam2
         from fastsam2.export.onnx_export import export_graphs
         from fastsam2.export.router import TokenRouter
     except ImportError as e:
-        raise CliError(f"demo exports ONNX first and needs fastsam2[export]: {e}") from None
+        raise UsageError(f"demo exports ONNX first and needs fastsam2[export]: {e}") from None
     with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
         graphs = Path(tmp) / "graphs"
         random_init = args.checkpoint is None
@@ -357,10 +393,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"exported in {time.perf_counter() - t0:.0f} s; tracking with ONNX Runtime at keep {args.keep}",
               file=sys.stderr)
         del model
-        ns.graphs = str(graphs)
-        code = run_track(ns)
-        if code == 0:
-            shutil.copytree(graphs, Path(args.out) / "graphs")
+        # the graphs now fix the config, size and weights
+        ns.graphs, ns.config, ns.image_size, ns.checkpoint = str(graphs), None, None, None
+        code = run_track(ns, extra_dirs={"graphs": graphs})
         if random_init:
             print("fastsam2 demo: RANDOM weights (no --checkpoint): masks are meaningless, timings are real",
                   file=sys.stderr)
@@ -381,8 +416,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--run", action="store_true",
                    help="track --dataset with first-frame masks as prompts at each --keeps ratio, then evaluate")
     p.add_argument("--dataset", help="DAVIS-layout root (JPEGImages/480p, Annotations/480p) for --run")
-    p.add_argument("--keeps", default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
+    p.add_argument("--keeps", type=keep_ratios, default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
     p.add_argument("--out", default=None, help="where --run writes its masks (default: a temp dir)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous --run output at --out")
     add_model_args(p)
     p.set_defaults(func=run_eval)
 
@@ -390,17 +426,16 @@ def add_eval_parser(sub) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_dirs, format_table
 
+    if args.json:
+        check_output_file(args.json)
     if args.run:
         return run_eval_tracking(args)
     if not args.pred or not args.gt:
-        raise CliError("eval needs --pred DIR and --gt DIR (or --run --dataset DIR)")
-    try:
-        report = evaluate_dirs(args.pred, args.gt, args.sequences)
-    except ValueError as e:  # evaluation's input errors are one-line ValueErrors
-        raise CliError(str(e)) from None
+        raise UsageError("eval needs --pred DIR and --gt DIR (or --run --dataset DIR)")
+    report = evaluate_dirs(args.pred, args.gt, args.sequences)
     print(format_table(report))
     if args.json:
-        Path(args.json).write_text(report.to_json() + "\n")
+        write_text_atomic(args.json, report.to_json() + "\n")
     return 0
 
 
@@ -410,11 +445,17 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     from .eval_run import format_results, results_json, run_dataset
 
     if not args.dataset:
-        raise CliError("eval --run needs --dataset DIR (DAVIS layout)")
-    try:
-        keeps = [float(k) for k in args.keeps.split(",")]
-    except ValueError:
-        raise CliError(f"--keeps takes comma-separated ratios, got {args.keeps!r}") from None
+        raise UsageError("eval --run needs --dataset DIR (DAVIS layout)")
+    keeps = args.keeps
+    args.keep = 1.0
+    check_model_args(args)
+    protect = [args.dataset, args.graphs, args.checkpoint, args.texts, args.router]
+    scratch = None
+    if args.out is None:  # masks go to a fresh temporary folder, removed again if the run fails
+        scratch = Path(tempfile.mkdtemp(prefix="fastsam2_eval_"))
+        out = scratch / "masks"
+    else:
+        out = check_output_dir(args.out, overwrite=args.overwrite, protect=protect)
     built = {}
 
     def factory(keep: float):
@@ -423,18 +464,23 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
         from .tracker import SAM2Tracker, TrackerOptions
 
         if "tracker" not in built:
-            args.keep = 1.0
             built["tracker"], built["info"] = build_tracker(args)
         base = built["tracker"]
         router = make_router(base.backend, text=args.text, texts_path=args.texts, weights_path=args.router) if keep < 1 else None
-        return SAM2Tracker(base.backend, TrackerOptions(keep_ratio=keep), router=router)
+        return SAM2Tracker(base.backend, TrackerOptions(keep_ratio=keep, fill_hole_area=args.fill_hole_area),
+                           router=router)
 
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fastsam2_eval_"))
-    results = run_dataset(factory, Path(args.dataset), keeps, out, args.sequences)
+    try:
+        with atomic_output_dir(out, overwrite=args.overwrite, kind="eval-run", protect=protect) as tmp:
+            results = run_dataset(factory, Path(args.dataset), keeps, tmp, args.sequences)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     print(format_results(results))
     print(f"masks and per-keep eval.json under {out}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(results_json(results, built.get("info", {})) + "\n")
+        write_text_atomic(args.json, results_json(results, built.get("info", {})) + "\n")
     return 0
 
 
@@ -451,7 +497,7 @@ PLUGIN_COMMANDS = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="fastsam2", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="fastsam2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_track_parser(sub)
     add_demo_parser(sub)
@@ -462,17 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except user_errors() as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"fastsam2 {args.command}: error: {msg}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("fastsam2: interrupted", file=sys.stderr)
-        return 130
+    parsed: list[argparse.Namespace] = []
+    code = run_cli("fastsam2", lambda: parsed.append(build_parser().parse_args(argv)))
+    if code:
+        return code
+    args = parsed[0]
+    return run_cli(f"fastsam2 {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from .errors import UserError
 
 
-class EvalRunError(ValueError):
+class EvalRunError(UserError, ValueError):
     """A dataset that cannot be evaluated (one-line message)."""
 
 
@@ -47,19 +48,41 @@ def dataset_layout(root: Path) -> tuple[Path, Path]:
 
 def first_frame_prompts(anno_dir: Path):
     """{obj_id: Prompt(mask)} from a sequence's first annotation PNG (ids 1..max, as DAVIS)."""
-    from PIL import Image
-
+    from .evaluation import mask_files, read_object_ids
     from .tracker import Prompt
 
-    pngs = sorted(anno_dir.glob("*.png"))
+    pngs = mask_files(anno_dir)
     if not pngs:
         raise EvalRunError(f"no annotation PNGs in {anno_dir}")
-    labels = np.array(Image.open(pngs[0]))
+    labels = read_object_ids(pngs[0]).copy()
     labels[labels == 255] = 0
     ids = [i for i in range(1, int(labels.max()) + 1) if (labels == i).any()]
     if not ids:
         raise EvalRunError(f"{pngs[0]}: the first frame has no object")
     return {i: Prompt(mask=labels == i) for i in ids}
+
+
+def check_sequence(images: Path, annos: Path) -> None:
+    """Refuse a sequence whose annotations do not pair up with its frames (count, names, size)."""
+    from .evaluation import mask_files, read_object_ids
+    from .frames import open_frames
+
+    if not images.is_dir():
+        raise EvalRunError(f"no frames for sequence {annos.name!r}: {images} is not a folder")
+    with open_frames(images) as source:
+        names = [p.stem for p in source.files]
+        size = (source.height, source.width)
+    pngs = mask_files(annos)
+    if [p.stem for p in pngs] != names:
+        raise EvalRunError(
+            f"sequence {annos.name!r}: {len(pngs)} annotations in {annos} do not match its {len(names)} "
+            "frames by name (DAVIS: one annotation PNG per frame)"
+        )
+    first = read_object_ids(pngs[0])
+    if first.shape != size:
+        raise EvalRunError(
+            f"{pngs[0]}: annotation is {first.shape[1]}x{first.shape[0]}, the frames are {size[1]}x{size[0]}"
+        )
 
 
 def run_dataset(tracker_factory, dataset: Path, keep_ratios: list[float], out_dir: Path,
@@ -75,6 +98,8 @@ def run_dataset(tracker_factory, dataset: Path, keep_ratios: list[float], out_di
     seqs = sequences or sorted(p.name for p in annos_root.iterdir() if p.is_dir())
     if not seqs:
         raise EvalRunError(f"no sequences in {annos_root}")
+    for seq in seqs:  # before any tracking: a bad sequence fails now, not after the others ran
+        check_sequence(images_root / seq, annos_root / seq)
     results: list[KeepResult] = []
     base_jf = None
     for keep in keep_ratios:

@@ -3,7 +3,9 @@
 Re-implemented from the definitions of the official ``davis2017-evaluation`` code (metrics.py,
 evaluation.py, davis.py, results.py, utils.py); the conventions kept from it are:
 
-* **Frames.** Per sequence the ground-truth PNGs (sorted by name) define the frames. The first frame
+* **Frames.** Per sequence the ground-truth PNGs define the frames, in the order ``fastsam2 track``
+  reads frame folders (numeric when every name is a number, else natural: ``2.png`` before ``10.png``;
+  the reference sorts by name, which agrees for DAVIS's zero-padded names). The first frame
   (the one given to a semi-supervised method) and the last frame are *not* scored; predictions are
   read only for the frames in between, named like the ground truth (``00001.png`` ...).
 * **Objects.** The objects are the ids ``1..max(first ground-truth frame)`` (so an id missing from the
@@ -32,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .errors import UserError, one_line
+from .frames import sort_frame_files
 
 BOUND_TH = 0.008
 VOID_LABEL = 255
@@ -312,16 +317,30 @@ def evaluate_sequence(
 
 
 # -- DAVIS folders --------------------------------------------------------------------------------
-def _read_ids(path: Path) -> np.ndarray:
-    """Object-id image [H, W] from an indexed (palette) or grayscale PNG."""
+class EvaluationError(UserError, ValueError):
+    """Masks that cannot be evaluated: missing, unreadable, or not matching the ground truth."""
+
+
+def read_object_ids(path: Path) -> np.ndarray:
+    """Object-id image [H, W] from an indexed (palette) or grayscale PNG (DAVIS annotations, our masks)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L", "1", "I", "I;16"):
-            raise ValueError(f"{path}: expected an indexed or grayscale PNG of object ids, "
-                             f"got mode {im.mode}")
-        ids = np.array(im)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L", "1", "I", "I;16"):
+                raise EvaluationError(f"{path}: expected an indexed or grayscale PNG of object ids, "
+                                      f"got mode {im.mode}")
+            ids = np.array(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, EvaluationError):
+            raise
+        raise EvaluationError(f"{path}: cannot read the PNG ({one_line(e)})") from None
     return ids.astype(np.uint8) if ids.dtype == bool else ids
+
+
+def mask_files(folder: Path) -> list[Path]:
+    """A sequence's PNGs in frame order (the rule frame folders use: numeric, else natural)."""
+    return sort_frame_files([p for p in folder.glob("*.png") if not p.name.startswith(".")])
 
 
 def _has_png(folder: Path) -> bool:
@@ -331,14 +350,14 @@ def _has_png(folder: Path) -> bool:
 def _gt_sequences(gt_dir: Path) -> tuple[dict[str, Path], bool]:
     """({name: folder}, whether gt_dir is itself one sequence folder)."""
     if not gt_dir.is_dir():
-        raise ValueError(f"ground-truth folder not found: {gt_dir}")
+        raise EvaluationError(f"ground-truth folder not found: {gt_dir}")
     davis = gt_dir.joinpath(*_DAVIS_ANNOTATIONS)
     root = davis if davis.is_dir() else gt_dir
     if _has_png(root):
         return {root.name: root}, True
     found = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and _has_png(d)}
     if not found:
-        raise ValueError(f"no sequence folders with PNG masks in {root}")
+        raise EvaluationError(f"no sequence folders with PNG masks in {root}")
     return found, False
 
 
@@ -346,15 +365,15 @@ def _read_sequence(
     seq: str, gt_seq: Path, pred_seq: Path
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Ground truth and prediction of the scored frames (first and last left out) as bool masks."""
-    gt_files = sorted(gt_seq.glob("*.png"))
+    gt_files = mask_files(gt_seq)
     if len(gt_files) < 3:
-        raise ValueError(f"sequence {seq!r} has {len(gt_files)} ground-truth frames; at least 3 "
+        raise EvaluationError(f"sequence {seq!r} has {len(gt_files)} ground-truth frames; at least 3 "
                          f"are needed since the first and last are not scored")
     gt_ids = []
     for path in gt_files:
-        ids = _read_ids(path)
+        ids = read_object_ids(path)
         if gt_ids and ids.shape != gt_ids[0].shape:
-            raise ValueError(f"{path}: frame is {ids.shape[1]}x{ids.shape[0]}, the sequence's first "
+            raise EvaluationError(f"{path}: frame is {ids.shape[1]}x{ids.shape[0]}, the sequence's first "
                              f"is {gt_ids[0].shape[1]}x{gt_ids[0].shape[0]}")
         # Void is background, as in the reference reader.
         gt_ids.append(np.where(ids == VOID_LABEL, 0, ids))
@@ -366,14 +385,14 @@ def _read_sequence(
     for t in scored:
         path = pred_seq / gt_files[t].name
         if not path.is_file():
-            raise ValueError(f"missing prediction frame: {path}")
-        ids = _read_ids(path)
+            raise EvaluationError(f"missing prediction frame: {path}")
+        ids = read_object_ids(path)
         if ids.shape != (height, width):
-            raise ValueError(f"{path}: prediction is {ids.shape[1]}x{ids.shape[0]}, "
+            raise EvaluationError(f"{path}: prediction is {ids.shape[1]}x{ids.shape[0]}, "
                              f"ground truth is {width}x{height}")
         top = int(ids.max())
         if top > num_objects:
-            raise ValueError(f"{path}: object id {top} is not in the ground truth of {seq!r} "
+            raise EvaluationError(f"{path}: object id {top} is not in the ground truth of {seq!r} "
                              f"(ids 1..{num_objects})")
         pred_ids.append(ids)
 
@@ -402,19 +421,19 @@ def evaluate_dirs(
         names = list(available)
     else:
         if not sequences:
-            raise ValueError("sequences is empty; pass None to evaluate all")
+            raise EvaluationError("sequences is empty; pass None to evaluate all")
         missing = [s for s in sequences if s not in available]
         if missing:
-            raise ValueError(f"sequences {missing} not in the ground truth at {gt_dir}")
+            raise EvaluationError(f"sequences {missing} not in the ground truth at {gt_dir}")
         names = list(sequences)
     if not pred_dir.is_dir():
-        raise ValueError(f"prediction folder not found: {pred_dir}")
+        raise EvaluationError(f"prediction folder not found: {pred_dir}")
 
     objects: list[ObjectScore] = []
     for seq in names:
         pred_seq = pred_dir if single and _has_png(pred_dir) else pred_dir / seq
         if not pred_seq.is_dir():
-            raise ValueError(f"no predictions for sequence {seq!r}: {pred_seq} is not a folder")
+            raise EvaluationError(f"no predictions for sequence {seq!r}: {pred_seq} is not a folder")
         gt_masks, pred_masks = _read_sequence(seq, available[seq], pred_seq)
         objects += evaluate_sequence(gt_masks, pred_masks, sequence=seq, bound_th=bound_th,
                                      skip_first_last=False)

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Iterator
 
 import numpy as np
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ BAD_FRAME_POLICIES = ("stop", "skip")
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
-class FrameSourceError(ValueError):
+class FrameSourceError(UserError, ValueError):
     """A frame source cannot be opened or read; the message names the path and the problem."""
 
 
@@ -136,6 +137,17 @@ def sort_frame_files(paths: list[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (_natural_key(p.name), p.name))
 
 
+def image_to_rgb8(img) -> np.ndarray:
+    """A PIL image as HxWx3 uint8 RGB; 16-bit grayscale is scaled to 8 bits (PIL's convert would clip it)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        wide = np.asarray(img).astype(np.int64)
+        if wide.min() < 0 or wide.max() > 65535:
+            raise ValueError(f"{img.mode} pixel values outside 0..65535")
+        gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    return np.array(img.convert("RGB"))
+
+
 class FolderSource(FrameSource):
     """A folder of .jpg/.jpeg/.png files (any case; hidden files ignored), decoded with PIL."""
 
@@ -153,6 +165,14 @@ class FolderSource(FrameSource):
         if not files:
             raise FrameSourceError(f"{self.path}: no .jpg/.jpeg/.png frames in folder")
         self.files = sort_frame_files(files)
+        by_stem: dict[str, Path] = {}
+        for f in self.files:  # masks are written as <stem>.png: two frames may not share a stem
+            if f.stem in by_stem:
+                raise FrameSourceError(
+                    f"{self.path}: {by_stem[f.stem].name} and {f.name} are both frame {f.stem!r} "
+                    "(results are named by the file's stem): keep one of them"
+                )
+            by_stem[f.stem] = f
         self.num_frames = len(self.files)
         first = self._decode(0)
         self.height, self.width = first.shape[:2]
@@ -165,7 +185,7 @@ class FolderSource(FrameSource):
             with Image.open(path) as img:
                 # convert() forces a full decode, so a truncated JPEG raises here (as long as
                 # ImageFile.LOAD_TRUNCATED_IMAGES is False, PIL's default) instead of yielding gray rows.
-                image = np.array(img.convert("RGB"))
+                image = image_to_rgb8(img)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise BadFrameError(
                 f"{path}: cannot decode frame {index}: {e}", index=index, name=path.stem
@@ -234,16 +254,45 @@ class _CaptureSource(FrameSource):
             index = self._pos
             image = self._read_next()
             if image is None:
-                if self.num_frames is not None and index < self.num_frames:
-                    # Containers' frame counts can be estimates, so this is worth a log line, not an error.
-                    logger.warning("%s: decoded %d frames, container reported %d", self.name, index, self.num_frames)
-                return
+                image, index = self._after_failed_read(index)
+                if image is None:
+                    return
             try:
                 self._check_size(image, index, f"{self.name} frame {index}")
             except BadFrameError as e:
                 self._handle_bad(e)
                 continue
             yield Frame(index, image, f"{index:05d}")
+
+    def _after_failed_read(self, index: int) -> tuple[np.ndarray | None, int]:
+        """A read failed at ``index``: the end, or frames the container has but cannot decode.
+
+        Containers' frame counts can be estimates, so a failure within the last 1% (at least 2
+        frames) of the reported count is the end. Earlier, it is a bad frame for ``on_bad_frame``:
+        ``stop`` raises; ``skip`` reads on and resumes at the next decodable frame (each frame in
+        between is skipped), or records the rest as skipped if none decodes. Returns (image, index)
+        of the frame to resume with, or (None, index) at the end.
+        """
+        count = self.num_frames
+        if count is None or count - index <= max(2, count // 100):
+            if count is not None and index < count:
+                logger.warning("%s: decoded %d frames, container reported %d", self.name, index, count)
+            return None, index
+        bad = BadFrameError(
+            f"{self.name}: frame {index} of the {count} the container reports cannot be decoded "
+            "(corrupt or truncated video)",
+            index=index,
+            name=f"{index:05d}",
+        )
+        self._handle_bad(bad)  # raises for "stop"
+        for later in range(index + 1, count):
+            ok, bgr = self._cap.read()
+            if ok and bgr is not None:
+                self._pos = later + 1
+                return self._to_rgb(bgr), later
+            self.skipped.append(later)
+        self._pos = count
+        return None, count
 
     def _seek(self, index: int) -> None:
         raise FrameSourceError(f"{self.name}: cannot seek in a live stream")

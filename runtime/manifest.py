@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig
-from .specs import GraphSpec, TensorSpec
+from .specs import REQUIRED_GRAPHS, GraphSpec, TensorSpec
+from .errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 CONSTANTS_NAME = "constants.npz"
 MANIFEST_FORMAT = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest is missing, unreadable, or does not match what the caller expects (one line)."""
 
 
@@ -116,6 +117,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Manifest":
+        if not isinstance(data, dict) or not isinstance(data.get("graphs"), dict):
+            raise ManifestError("not a fastsam2 manifest (expected an object with a \"graphs\" object)")
         if data.get("format") != MANIFEST_FORMAT:
             raise ManifestError(
                 f"manifest format {data.get('format')!r} is not {MANIFEST_FORMAT} "
@@ -148,8 +151,12 @@ class Manifest:
         if not path.is_file():
             raise ManifestError(f"no {MANIFEST_NAME} in {directory} (not a fastsam2 export directory?)")
         try:
-            return cls.from_json(json.loads(path.read_text()))
-        except ManifestError:
-            raise
-        except (ValueError, KeyError, TypeError) as e:
+            manifest = cls.from_json(json.loads(path.read_text()))
+        except ManifestError as e:
+            raise ManifestError(f"{path}: {e}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ManifestError(f"{path}: unreadable manifest ({type(e).__name__}: {e})") from e
+        missing = [g for g in REQUIRED_GRAPHS if g not in manifest.graphs]
+        if missing:
+            raise ManifestError(f"{path}: no {', '.join(missing)} graph listed (incomplete export): re-export")
+        return manifest

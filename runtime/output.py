@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .frames import require_cv2
+from .outdir import OutputError
 
 
 def _voc_palette() -> list[int]:
@@ -28,10 +29,6 @@ DAVIS_PALETTE: list[int] = _voc_palette()
 """Flat [r0, g0, b0, r1, ...] list of 768 ints: 0 black, 1 (128,0,0), 2 (0,128,0), 3 (128,128,0), ..."""
 
 _PALETTE_RGB = np.array(DAVIS_PALETTE, dtype=np.uint8).reshape(256, 3)
-
-
-class OutputError(OSError):
-    """A result file or video cannot be written; the message names the path."""
 
 
 def labels_from_masks(masks: dict[int, np.ndarray], *, shape: tuple[int, int] | None = None) -> np.ndarray:

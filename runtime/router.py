@@ -18,9 +18,10 @@ import numpy as np
 
 from .config import NO_OBJ_SCORE
 from .specs import ROUTER
+from .errors import UserError
 
 
-class RouterError(ValueError):
+class RouterError(UserError, ValueError):
     """A router setup the user asked for cannot work (one-line message)."""
 
 

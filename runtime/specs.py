@@ -150,6 +150,7 @@ MEMORY_ATTENTION = "memory_attention"
 MASK_DECODER = "mask_decoder"
 MEMORY_ENCODER = "memory_encoder"
 GRAPH_NAMES = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
+REQUIRED_GRAPHS = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)  # the router is optional
 
 
 def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UserError
+
 REQUIRED_KEYS = ("texts", "embeddings", "clip_model", "weights", "dim")
 # float32 CLIP outputs normalized in float32 are within ~1e-6 of unit norm; 1e-3 only catches real errors.
 NORM_TOLERANCE = 1e-3
@@ -18,6 +20,10 @@ RANDOM_WEIGHTS_ID = "random-init"
 
 
 @dataclass
+class TextEmbeddingError(UserError, ValueError):
+    """A text-embedding file or vocabulary that cannot be used (one line naming the file)."""
+
+
 class TextEmbeddings:
     """Object descriptions and their CLIP text embeddings [N, D] float32, one L2-normalized row each."""
 
@@ -50,34 +56,34 @@ def load_text_embeddings(path: str | os.PathLike) -> TextEmbeddings:
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"text embeddings file not found: {path}")
+        raise TextEmbeddingError(f"text embeddings file not found: {path}")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"cannot read text embeddings {path}: not an .npz archive")
+        raise TextEmbeddingError(f"cannot read text embeddings {path}: not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as data:
             files = list(data.files)
             missing = [k for k in REQUIRED_KEYS if k not in files]
             arrays = {} if missing else {k: data[k] for k in REQUIRED_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:  # object arrays -> ValueError
-        raise ValueError(f"cannot read text embeddings {path}: {exc}") from None
+        raise TextEmbeddingError(f"cannot read text embeddings {path}: {exc}") from None
     if missing:
-        raise ValueError(f"{path} is not a text-embedding file: missing keys {missing} (has {sorted(files)})")
+        raise TextEmbeddingError(f"{path} is not a text-embedding file: missing keys {missing} (has {sorted(files)})")
 
     texts, emb = arrays["texts"], arrays["embeddings"]
     if texts.ndim != 1 or texts.dtype.kind != "U":
-        raise ValueError(f"{path}: 'texts' must be a 1-D unicode array, got {texts.dtype} {texts.shape}")
+        raise TextEmbeddingError(f"{path}: 'texts' must be a 1-D unicode array, got {texts.dtype} {texts.shape}")
     if emb.ndim != 2 or emb.dtype != np.float32:
-        raise ValueError(f"{path}: 'embeddings' must be [N, D] float32, got {emb.dtype} {emb.shape}")
+        raise TextEmbeddingError(f"{path}: 'embeddings' must be [N, D] float32, got {emb.dtype} {emb.shape}")
     if emb.shape[0] != texts.shape[0]:
-        raise ValueError(f"{path}: {texts.shape[0]} texts but {emb.shape[0]} embedding rows")
+        raise TextEmbeddingError(f"{path}: {texts.shape[0]} texts but {emb.shape[0]} embedding rows")
     if int(arrays["dim"]) != emb.shape[1]:
-        raise ValueError(f"{path}: metadata dim={int(arrays['dim'])} but embeddings have D={emb.shape[1]}")
+        raise TextEmbeddingError(f"{path}: metadata dim={int(arrays['dim'])} but embeddings have D={emb.shape[1]}")
     if not np.all(np.isfinite(emb)):
-        raise ValueError(f"{path}: embeddings contain NaN or inf")
+        raise TextEmbeddingError(f"{path}: embeddings contain NaN or inf")
     norms = np.linalg.norm(emb.astype(np.float64), axis=1)
     bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
     if bad.size:
-        raise ValueError(
+        raise TextEmbeddingError(
             f"{path}: embedding rows are not L2-normalized (row {int(bad[0])} has norm {norms[bad[0]]:.4f})"
         )
     return TextEmbeddings(
@@ -97,11 +103,11 @@ def load_vocabulary(path: str | os.PathLike | None = None) -> list[str]:
         text = files("fastsam2.runtime").joinpath("data/vocabulary.txt").read_text(encoding="utf-8")
     else:
         if not os.path.isfile(path):
-            raise ValueError(f"vocabulary file not found: {os.fspath(path)}")
+            raise TextEmbeddingError(f"vocabulary file not found: {os.fspath(path)}")
         with open(path, encoding="utf-8") as f:
             text = f.read()
     names = [line.strip() for line in text.splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
-        raise ValueError("vocabulary is empty")
+        raise TextEmbeddingError("vocabulary is empty")
     return list(dict.fromkeys(names))

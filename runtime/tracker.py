@@ -37,12 +37,13 @@ from .state import (
     StageTimes,
     VideoState,
 )
+from .errors import UserError
 
 # SAM2 clamps previous mask logits fed back with correction clicks to avoid rare numerical issues.
 PREV_LOGITS_CLAMP = 32.0
 
 
-class TrackerError(ValueError):
+class TrackerError(UserError, ValueError):
     """A call the tracker cannot honour (bad prompt, unknown object, frame out of range)."""
 
 
@@ -499,7 +500,14 @@ class SAM2Tracker:
         res = ops.resize_bilinear(ops.cat(masks, axis=0), (state.video_height, state.video_width))
         if self.non_overlap_masks:
             res = ops.non_overlapping(res)
-        return res if not to_host else ops.to_numpy(res)
+        if not to_host:
+            return res
+        res = ops.to_numpy(res)
+        if not np.isfinite(res).all():  # NaN logits threshold to "no object": never pass them as masks
+            raise TrackerError(
+                f"frame {frame_idx}: the model produced NaN/inf mask logits (corrupt weights or engine?)"
+            )
+        return res
 
     def memory_bytes(self, state: VideoState) -> int:
         """Bytes held by the memory bank (memory tokens, masks, pointers) of ``state``."""

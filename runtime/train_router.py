@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from .cli import CliError
+from .args import bounded, finite_float, non_negative_int, positive
+from .errors import UsageError
 from .frames import IMAGE_EXTENSIONS
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
@@ -67,7 +68,7 @@ def find_videos(root: str | Path) -> list[tuple[str, Path]]:
     """[(name, path)] of the videos under ``root`` (frame folders and video files, sorted by name)."""
     root = Path(root)
     if not root.is_dir():
-        raise CliError(f"videos folder not found: {root}")
+        raise UsageError(f"videos folder not found: {root}")
     if _has_frames(root):
         return [(root.name, root)]
     found = []
@@ -79,7 +80,7 @@ def find_videos(root: str | Path) -> list[tuple[str, Path]]:
         elif p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS:
             found.append((p.stem, p))
     if not found:
-        raise CliError(f"no videos in {root} (frame folders of .jpg/.png, or video files)")
+        raise UsageError(f"no videos in {root} (frame folders of .jpg/.png, or video files)")
     return found
 
 
@@ -87,13 +88,13 @@ def read_json_labels(path: str | Path) -> dict[str, str]:
     """labels.json: {"<video or seq>/<obj_id>": "text"}."""
     path = Path(path)
     if not path.is_file():
-        raise CliError(f"labels file not found: {path}")
+        raise UsageError(f"labels file not found: {path}")
     try:
         labels = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CliError(f"cannot read labels {path}: {e}") from None
+        raise UsageError(f"cannot read labels {path}: {e}") from None
     if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-        raise CliError(f'{path}: expected a JSON object {{"<seq>/<obj_id>": "text", ...}}')
+        raise UsageError(f'{path}: expected a JSON object {{"<seq>/<obj_id>": "text", ...}}')
     return labels
 
 
@@ -104,10 +105,10 @@ def read_texts(path: str | Path, labels: dict[str, str]):
     try:
         texts = load_text_embeddings(path)
     except ValueError as e:
-        raise CliError(str(e)) from None
+        raise UsageError(str(e)) from None
     missing = sorted({t for t in labels.values() if t not in texts.texts})
     if missing:
-        raise CliError(f"{len(missing)} label texts are not in {path}, e.g. {missing[0]!r} (add them with fastsam2-export text)")
+        raise UsageError(f"{len(missing)} label texts are not in {path}, e.g. {missing[0]!r} (add them with fastsam2-export text)")
     return texts
 
 
@@ -119,7 +120,7 @@ def read_text_projection(path: str | Path):
 
     weights = read_router_file(path)
     if weights.text_proj_weight is None:
-        raise CliError(f"{path} has no text projection (make one with fastsam2 fit-text-projection)")
+        raise UsageError(f"{path} has no text projection (make one with fastsam2 fit-text-projection)")
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as f:
@@ -136,7 +137,7 @@ def build_model(config: str, checkpoint: str | None, image_size: int | None):
 
         from .backends.torch_backend import build_torch_backend
     except ImportError as e:
-        raise CliError(f"this command needs torch and sam2 (pip install fastsam2[export]): {e}") from None
+        raise UsageError(f"this command needs torch and sam2 (pip install fastsam2[export]): {e}") from None
     resolve_config(config)
     model = build_sam2(config, checkpoint, image_size=image_size,
                        object_score_bias=5.0 if checkpoint is None else None)
@@ -351,13 +352,13 @@ def train_mlp(router, store: SampleStore, cfg: TrainConfig, ckpt_path: Path, fin
     last = {"loss": float("nan"), "bce": float("nan"), "listwise": float("nan")}
     if resume:
         if not ckpt_path.is_file():
-            raise CliError(f"--resume: no checkpoint {ckpt_path}")
+            raise UsageError(f"--resume: no checkpoint {ckpt_path}")
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck.get("format") != CKPT_FORMAT:
-            raise CliError(f"{ckpt_path} is not a train-router checkpoint")
+            raise UsageError(f"{ckpt_path} is not a train-router checkpoint")
         diff = sorted(k for k in set(fingerprint) | set(ck["fingerprint"]) if fingerprint.get(k) != ck["fingerprint"].get(k))
         if diff:
-            raise CliError(f"--resume: {ckpt_path} was made with other options or data (differs in: {', '.join(diff)})")
+            raise UsageError(f"--resume: {ckpt_path} was made with other options or data (differs in: {', '.join(diff)})")
         router.mlp.load_state_dict(ck["mlp"])
         opt.load_state_dict(ck["optimizer"])
         step, perm, pos = ck["step"], np.asarray(ck["perm"]), ck["pos"]
@@ -423,40 +424,40 @@ def _check_resume_options(ckpt: Path, options: dict) -> None:
     import torch
 
     if not ckpt.is_file():
-        raise CliError(f"--resume: no checkpoint {ckpt}")
+        raise UsageError(f"--resume: no checkpoint {ckpt}")
     saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("fingerprint", {})
     keys = [k for k in options if k not in DATA_KEYS and not (k == "steps" and options[k] is None)]
     diff = [k for k in keys if saved.get(k) != options[k]]
     if diff:
-        raise CliError(f"--resume: {ckpt} was made with other options (differs in: {', '.join(diff)})")
+        raise UsageError(f"--resume: {ckpt} was made with other options (differs in: {', '.join(diff)})")
 
 
 def run_train_router(args: argparse.Namespace) -> int:
     """fastsam2 train-router."""
     for name in ("frames_per_video", "objects_per_video", "batch_size", "ckpt_every"):
         if getattr(args, name) < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if args.frames_per_video < 2:
-        raise CliError("--frames-per-video must be >= 2 (samples are the frames after the first)")
+        raise UsageError("--frames-per-video must be >= 2 (samples are the frames after the first)")
     if not 0.0 <= args.min_area < args.max_area <= 1.0:
-        raise CliError(f"need 0 <= --min-area < --max-area <= 1, got {args.min_area}, {args.max_area}")
+        raise UsageError(f"need 0 <= --min-area < --max-area <= 1, got {args.min_area}, {args.max_area}")
     if args.steps is not None and args.epochs is not None:
-        raise CliError("give --steps or --epochs, not both")
+        raise UsageError("give --steps or --epochs, not both")
     if not args.lr > 0:
-        raise CliError(f"--lr must be > 0, got {args.lr}")
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
     videos = find_videos(args.videos)
     out = Path(args.out)
     if not out.parent.is_dir():
-        raise CliError(f"output folder does not exist: {out.parent}")
+        raise UsageError(f"output folder does not exist: {out.parent}")
     labels = read_json_labels(args.labels) if args.labels else {}
     if labels and not (args.texts and args.text_projection):
-        raise CliError("--labels needs --texts FILE.npz and --text-projection FILE (made by fit-text-projection)")
+        raise UsageError("--labels needs --texts FILE.npz and --text-projection FILE (made by fit-text-projection)")
     proj = read_text_projection(args.text_projection) if args.text_projection else None
     text_vectors: dict[str, np.ndarray] = {}
     if labels:
         texts = read_texts(args.texts, labels)
         if texts.dim != proj.text_dim:
-            raise CliError(f"{args.texts} has {texts.dim}-d embeddings, the projection expects {proj.text_dim}")
+            raise UsageError(f"{args.texts} has {texts.dim}-d embeddings, the projection expects {proj.text_dim}")
         text_vectors = {k: proj.apply(texts.get(v)) for k, v in labels.items()}
 
     ckpt = Path(f"{out}.ckpt")
@@ -478,7 +479,7 @@ def run_train_router(args: argparse.Namespace) -> int:
             text_vectors=text_vectors, store=store, area=(args.min_area, args.max_area),
         )
         if len(store) == 0:
-            raise CliError("no training samples: no seeded object could be tracked (see messages above)")
+            raise UsageError("no training samples: no seeded object could be tracked (see messages above)")
         print(f"collected {len(store)} samples ({stats.frames} tracked frames x objects of {stats.videos} "
               f"videos, {stats.objects} objects; {store.positives} of {store.tokens} target tokens positive, "
               f"{store.empty_targets} empty targets; {store.spilled} samples on disk) in "
@@ -507,19 +508,19 @@ def davis_frames(root: str | Path) -> list[tuple[str, Path, Path]]:
     """[(sequence, image .jpg, annotation .png)] of a DAVIS-layout dataset."""
     root = Path(root)
     if not root.is_dir():
-        raise CliError(f"dataset folder not found: {root}")
+        raise UsageError(f"dataset folder not found: {root}")
     ann_root, img_root = root / "Annotations" / "480p", root / "JPEGImages" / "480p"
     if not ann_root.is_dir() or not img_root.is_dir():
-        raise CliError(f"{root} is not in the DAVIS layout (needs JPEGImages/480p and Annotations/480p)")
+        raise UsageError(f"{root} is not in the DAVIS layout (needs JPEGImages/480p and Annotations/480p)")
     out = []
     for seq in sorted(p for p in ann_root.iterdir() if p.is_dir()):
         for png in sorted(seq.glob("*.png")):
             jpg = img_root / seq.name / f"{png.stem}.jpg"
             if not jpg.is_file():
-                raise CliError(f"annotation {png} has no frame {jpg}")
+                raise UsageError(f"annotation {png} has no frame {jpg}")
             out.append((seq.name, jpg, png))
     if not out:
-        raise CliError(f"no annotated frames in {ann_root}")
+        raise UsageError(f"no annotated frames in {ann_root}")
     return out
 
 
@@ -528,7 +529,7 @@ def _read_object_ids(path: Path) -> np.ndarray:
 
     with Image.open(path) as im:
         if im.mode not in ("P", "L"):
-            raise CliError(f"{path}: expected an indexed or grayscale PNG of object ids, got mode {im.mode}")
+            raise UsageError(f"{path}: expected an indexed or grayscale PNG of object ids, got mode {im.mode}")
         return np.array(im)
 
 
@@ -542,11 +543,11 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
     texts = read_texts(args.texts, labels)
     out = Path(args.out)
     if not out.parent.is_dir():
-        raise CliError(f"output folder does not exist: {out.parent}")
+        raise UsageError(f"output folder does not exist: {out.parent}")
     if not args.ridge >= 0:
-        raise CliError(f"--ridge must be >= 0, got {args.ridge}")
+        raise UsageError(f"--ridge must be >= 0, got {args.ridge}")
     if args.every < 1:
-        raise CliError("--every must be >= 1")
+        raise UsageError("--every must be >= 1")
     from fastsam2.calibration.projection import PairCollector, mean_token_in_mask
     from fastsam2.export.router import TokenRouter, load_router, save_router
 
@@ -572,7 +573,7 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
         with Image.open(jpg) as im:
             image = np.asarray(im.convert("RGB"))
         if image.shape[:2] != ids.shape:
-            raise CliError(f"{png} is {ids.shape[1]}x{ids.shape[0]} but {jpg} is {image.shape[1]}x{image.shape[0]}")
+            raise UsageError(f"{png} is {ids.shape[1]}x{ids.shape[0]} but {jpg} is {image.shape[1]}x{image.shape[0]}")
         feats = tracker.ops.to_numpy(tracker.encode_image(image, i).vision_feats)[0]
         used_frames += 1
         for o, key in keys:
@@ -585,7 +586,7 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
     try:
         proj = collector.fit(ridge=args.ridge)
     except ValueError as e:
-        raise CliError(f"{e} (labels.json keys are '<seq>/<obj_id>')") from None
+        raise UsageError(f"{e} (labels.json keys are '<seq>/<obj_id>')") from None
     save_router(out, router, proj)
     print(f"wrote {out}: text projection [{proj.text_dim} -> {proj.visual_dim}] fitted on {proj.num_pairs} pairs "
           f"from {used_frames} frames (ridge {args.ridge}; skipped {unlabeled} unlabelled objects, {too_small} "
@@ -601,25 +602,25 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", required=True, help="SAM2 config (tiny, small, base_plus, large, sam2.0-...)")
     p.add_argument("--checkpoint", default=None, help="official SAM2 .pt (default: RANDOM weights, for tests)")
     p.add_argument("--out", required=True, help="router weights to write (.safetensors)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size (default 1024)")
+    p.add_argument("--image-size", type=positive(int), default=None, help="model input size (default 1024)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=int, default=None, help="optimizer steps")
-    g.add_argument("--epochs", type=int, default=None, help="passes over the samples (default 10)")
-    p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine schedule to 0)")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per step")
-    p.add_argument("--listwise", type=float, default=0.1, help="weight of the listwise softmax term (0: BCE only)")
-    p.add_argument("--frames-per-video", type=int, default=32)
-    p.add_argument("--objects-per-video", type=int, default=3)
-    p.add_argument("--min-area", type=float, default=0.001, help="a seeded object's mask covers at least this fraction")
-    p.add_argument("--max-area", type=float, default=0.8, help="... and at most this fraction of the first frame")
-    p.add_argument("--target-radius", type=int, default=1, help="target = teacher mask dilated by this many tokens")
+    g.add_argument("--steps", type=positive(int), default=None, help="optimizer steps")
+    g.add_argument("--epochs", type=positive(int), default=None, help="passes over the samples (default 10)")
+    p.add_argument("--lr", type=positive(float), default=1e-2, help="peak learning rate (cosine schedule to 0)")
+    p.add_argument("--batch-size", type=positive(int), default=8, help="samples per step")
+    p.add_argument("--listwise", type=bounded(float, low=0), default=0.1, help="weight of the listwise softmax term (0: BCE only)")
+    p.add_argument("--frames-per-video", type=positive(int), default=32)
+    p.add_argument("--objects-per-video", type=positive(int), default=3)
+    p.add_argument("--min-area", type=finite_float, default=0.001, help="a seeded object's mask covers at least this fraction")
+    p.add_argument("--max-area", type=finite_float, default=0.8, help="... and at most this fraction of the first frame")
+    p.add_argument("--target-radius", type=non_negative_int, default=1, help="target = teacher mask dilated by this many tokens")
     p.add_argument("--texts", default=None, help="text embeddings .npz (with --labels)")
     p.add_argument("--labels", default=None, help='JSON {"<video>/<obj_id>": "text"} for the seeded objects')
     p.add_argument("--text-projection", default=None, help="router .safetensors holding a text projection")
-    p.add_argument("--cache-mb", type=float, default=1024, help="samples held in memory; the rest go to a temp dir")
-    p.add_argument("--ckpt-every", type=int, default=100, help="write <out>.ckpt every N steps")
+    p.add_argument("--cache-mb", type=bounded(float, low=0), default=1024, help="samples held in memory; the rest go to a temp dir")
+    p.add_argument("--ckpt-every", type=positive(int), default=100, help="write <out>.ckpt every N steps")
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
-    p.add_argument("--stop-after", type=int, default=None, help="end this run at step N (checkpoint only)")
+    p.add_argument("--stop-after", type=positive(int), default=None, help="end this run at step N (checkpoint only)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train_router)
 
@@ -629,9 +630,9 @@ def add_parser(subparsers) -> None:
     q.add_argument("--texts", required=True, help="text embeddings .npz holding every label")
     q.add_argument("--config", required=True)
     q.add_argument("--checkpoint", default=None)
-    q.add_argument("--image-size", type=int, default=None)
+    q.add_argument("--image-size", type=positive(int), default=None)
     q.add_argument("--router", default=None, help="router weights to keep (default: the hand-set weights)")
     q.add_argument("--out", required=True, help="router .safetensors to write (router + projection)")
-    q.add_argument("--ridge", type=float, default=0.01)
-    q.add_argument("--every", type=int, default=1, help="use every N-th annotated frame of a sequence")
+    q.add_argument("--ridge", type=bounded(float, low=0), default=0.01)
+    q.add_argument("--every", type=positive(int), default=1, help="use every N-th annotated frame of a sequence")
     q.set_defaults(func=run_fit_text_projection)

@@ -156,12 +156,16 @@ def test_existing_output_dir_refused_unless_overwrite(clip5, tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     code, err = run(["track", "--video", str(clip5), "--point", "480,300", "--out", str(out)], capsys)
-    assert code == 1 and "output directory exists" in err and "Traceback" not in err
+    assert code == 1 and "already exists" in err and "Traceback" not in err
+    # --overwrite replaces only what fastsam2 wrote: a user's folder is refused, not emptied
+    code, err = run(["track", "--video", str(clip5), "--point", "480,300", "--out", str(out), "--overwrite"],
+                    capsys)
+    assert code == 1 and "was not written by fastsam2" in err and "Traceback" not in err
     assert (out / "keep.txt").read_text() == "user data"
-    code, err = run(
-        ["track", "--video", str(clip5), "--point", "480,300", "--out", str(out), "--overwrite",
-         "--max-frames", "2", *FAST],
-        capsys,
-    )
+    out2 = tmp_path / "out2"
+    argv = ["track", "--video", str(clip5), "--point", "480,300", "--out", str(out2), "--max-frames", "2", *FAST]
+    assert run(argv, capsys)[0] == 0
+    (out2 / "masks" / "00000.png").unlink()
+    code, err = run([*argv, "--overwrite", "--max-frames", "3"], capsys)
     assert code == 0, err
-    assert not (out / "keep.txt").exists() and len(list((out / "masks").glob("*.png"))) == 2
+    assert len(list((out2 / "masks").glob("*.png"))) == 3

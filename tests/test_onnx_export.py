@@ -186,7 +186,9 @@ def test_failed_export_leaves_nothing(tmp_path, tiny512):
 
 def test_existing_out_dir_is_refused(tmp_path, tiny512):
     (tmp_path / "x").mkdir()
-    with pytest.raises(ExportError, match="already exists"):
+    from fastsam2.runtime.outdir import OutputError
+
+    with pytest.raises(OutputError, match="already exists"):
         export_graphs(tiny512, tmp_path / "x", validate=False)
     assert [p.name for p in tmp_path.iterdir()] == ["x"]
 

@@ -31,6 +31,7 @@ from .calibrator import read_cache, write_atomic
 from .compat import check_onnx_for_trt
 from .metadata import PRECISIONS, EngineMetadata, metadata_path
 from .profiles import Profile, check_profiles_cover
+from fastsam2.runtime.errors import UserError
 
 # Kept in FP32 under FP16/INT8: each pattern is a regular expression searched in the layer's name
 # and in its output tensor names (the ONNX parser names layers and tensors after the ONNX nodes and
@@ -48,7 +49,7 @@ DEFAULT_FP32_LAYERS = frozenset({
 })  # fmt: skip
 
 
-class BuildError(RuntimeError):
+class BuildError(UserError, RuntimeError):
     """TensorRT could not build the engine; the message names the graph and the failing step."""
 
 

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from fastsam2.runtime.specs import GraphSpec
+from fastsam2.runtime.errors import UserError
 
 Shapes = dict[str, tuple[int, ...]]
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(UserError, RuntimeError):
     """The calibration data cannot drive a TensorRT calibration."""
 
 

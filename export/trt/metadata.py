@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .profiles import Profile
+from fastsam2.runtime.errors import UserError
 
 METADATA_SUFFIX = ".engine.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class EngineMismatchError(RuntimeError):
+class EngineMismatchError(UserError, RuntimeError):
     """An engine does not fit this machine or this export; the message says how to rebuild."""
 
 

@@ -28,6 +28,7 @@ from typing import Sequence
 from fastsam2.export.trt.profiles import KINDS, Profile, profiles_for, symbol_ranges
 from fastsam2.runtime.manifest import CONSTANTS_NAME, MANIFEST_NAME, Manifest
 from fastsam2.runtime.specs import GraphSpec
+from fastsam2.runtime.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BUILD_INFO = "jetson_build.json"
@@ -36,7 +37,7 @@ CALIB_CACHE_DIR = "calib"
 DEFAULT_WORKSPACE_MIB = 1024  # Orin Nano 8 GB shares this with the CPU; AGX Orin can take more
 
 
-class PlanError(ValueError):
+class PlanError(UserError, ValueError):
     """The export directory or the options cannot make a build plan (one-line message)."""
 
 

@@ -13,9 +13,10 @@ from typing import Any, Mapping
 
 from ..config import ModelConfig
 from ..specs import GraphSpec
+from ..errors import UserError
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A feed does not fit a graph's spec, or a backend failed to run it."""
 
 

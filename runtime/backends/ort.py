@@ -26,13 +26,14 @@ from ..manifest import CONSTANTS_NAME, MANIFEST_NAME, GraphEntry, Manifest, Mani
 from ..ops import NumpyOps
 from ..specs import GraphSpec, graph_specs
 from .base import Backend, StageError, StageRunner
+from ..errors import UserError
 
 INT8_DIR = "int8"
 INT8_REPORT = "report.json"
 PRECISIONS = ("fp32", "int8")
 
 
-class GraphLoadError(ValueError):
+class GraphLoadError(UserError, ValueError):
     """A graph file that is missing, corrupt, or not the one the manifest names (one line)."""
 
 
@@ -226,6 +227,12 @@ def load_ort_backend(
             check_inputs=check_inputs,
         )
         runner.activate()
+        made_for = runner.session.get_modelmeta().custom_metadata_map.get("fastsam2.config_name")
+        if made_for is not None and made_for != manifest.config_name:
+            raise ManifestError(
+                f"{path.name} was exported from {made_for!r}, but {graph_dir / MANIFEST_NAME} says "
+                f"{manifest.config_name!r} (edited?): re-export"
+            )
         runners[name] = runner
         chosen[name] = "int8" if path.parent.name == INT8_DIR else "fp32"
     first = next(iter(runners.values()), None)

@@ -1,0 +1,203 @@
+"""Output directories and files written atomically, and never over anything fastsam2 did not write.
+
+A run writes into ``.<name>.partial-<host>-<pid>`` beside ``out`` and renames it to ``out`` when it
+completes, so a failed or interrupted run leaves nothing at ``out``. Every completed directory holds a
+marker file (:data:`MARKER`); ``--overwrite`` replaces only a directory that has it, and never one
+that is or contains the working directory or an input of the run. Partial directories of processes
+that no longer run (killed with SIGKILL, a power cut) are removed by the next run at the same path.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import UserError
+
+MARKER = ".fastsam2-output"
+_HOST = socket.gethostname().replace("-", "_") or "host"
+_KINDS = ("partial", "old", "tmp")
+
+
+class OutputError(UserError, OSError):
+    """An output path that cannot or must not be written; the message names the user's path."""
+
+
+def _scratch(out: Path, kind: str) -> Path:
+    return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove scratch entries beside ``out`` left by dead processes of this host; returns them."""
+    removed = []
+    prefix = f".{out.name}."
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        kind, _, owner = entry.name[len(prefix):].partition("-")
+        host, _, pid = owner.rpartition("-")
+        if kind not in _KINDS or host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return p
+    return Path(path.anchor)
+
+
+def check_output_dir(out: str | Path, *, overwrite: bool, protect: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse ``out`` now (before any heavy work) unless the run may write it; returns it as a Path.
+
+    Refused: an existing path without ``overwrite``; with ``overwrite``, a symbolic link, a file, a
+    directory without fastsam2's marker, the working directory or one of its parents, a directory
+    holding one of ``protect`` (the run's inputs); and a place where no directory can be created.
+    """
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        out = Path(os.path.abspath(out))
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputError(f"{out} already exists (pass --overwrite to replace a previous fastsam2 output)")
+        if out.is_symlink():
+            raise OutputError(f"--overwrite: {out} is a symbolic link; give the directory itself")
+        if not out.is_dir():
+            raise OutputError(f"--overwrite: {out} is a file, not a fastsam2 output directory")
+        real = out.resolve()
+        if _is_within(Path.cwd().resolve(), real):
+            raise OutputError(f"--overwrite: {out} is the working directory or one of its parents")
+        for item in protect:
+            if item is not None and not str(item).isdigit() and "://" not in str(item) \
+                    and _is_within(Path(item).resolve(), real):
+                raise OutputError(f"--overwrite: {out} holds the input {item}; choose another output directory")
+        if not (out / MARKER).is_file():
+            raise OutputError(
+                f"--overwrite: {out} was not written by fastsam2 (no {MARKER} in it); remove it yourself "
+                "or choose another output directory"
+            )
+    ancestor = _existing_ancestor(out.parent.resolve() if out.parent.exists() else out.parent)
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot create {out}: {ancestor} is not a directory")
+    try:  # the only reliable writability test (root ignores permission bits, not read-only mounts)
+        Path(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=ancestor)).rmdir()
+    except OSError as e:
+        raise OutputError(f"cannot create {out}: {ancestor}: {e.strerror or e}") from None
+    return out
+
+
+def _write_marker(directory: Path, kind: str) -> None:
+    from .manifest import fastsam2_version
+
+    (directory / MARKER).write_text(json.dumps({"kind": kind, "fastsam2_version": fastsam2_version()}) + "\n")
+
+
+def _rename_messages(e: BaseException, tmp: Path, out: Path) -> str:
+    return str(e).replace(str(tmp), str(out))
+
+
+@contextmanager
+def atomic_output_dir(
+    out: str | Path, *, overwrite: bool, kind: str, protect: Iterable[str | Path | None] = ()
+) -> Iterator[Path]:
+    """Yield an empty scratch directory that becomes ``out`` (with the marker) if the block completes.
+
+    The checks of :func:`check_output_dir` run first. An OSError inside the block (disk full, a file
+    that cannot be written) becomes an :class:`OutputError` naming ``out``, not the scratch path.
+    """
+    out = check_output_dir(out, overwrite=overwrite, protect=protect)
+    remove_stale(out)
+    tmp = _scratch(out, "partial")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
+    try:
+        yield tmp
+        _write_marker(tmp, kind)
+        publish(tmp, out)
+    except OutputError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(_rename_messages(e, tmp, out)) from None
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {out}: {_rename_messages(e, tmp, out)}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``, replacing a previous ``out`` (moved aside, then removed)."""
+    if out.exists():
+        old = _scratch(out, "old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Refuse a file path that cannot be written (a directory, a missing or read-only folder), now."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: {path.parent} is not a directory")
+    try:
+        Path(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=path.parent)).rmdir()
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to the file ``path`` through a scratch file and a rename (never half a file)."""
+    path = check_output_file(path)
+    remove_stale(path)
+    tmp = _scratch(path, "tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
