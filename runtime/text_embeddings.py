@@ -19,11 +19,11 @@ NORM_TOLERANCE = 1e-3
 RANDOM_WEIGHTS_ID = "random-init"
 
 
-@dataclass
 class TextEmbeddingError(UserError, ValueError):
     """A text-embedding file or vocabulary that cannot be used (one line naming the file)."""
 
 
+@dataclass
 class TextEmbeddings:
     """Object descriptions and their CLIP text embeddings [N, D] float32, one L2-normalized row each."""
 

@@ -16,6 +16,7 @@ from fastsam2.runtime.evaluation import (
     evaluate_dirs,
     evaluate_sequence,
     format_table,
+    mask_files,
     seg2bmap,
 )
 
@@ -300,3 +301,18 @@ def test_folder_errors(tmp_path):
         evaluate_dirs(tmp_path, tmp_path / "DAVIS", ["alpha"])
     with pytest.raises(ValueError, match="no objects"):
         EvalReport.from_objects([])
+
+
+def test_frames_are_ordered_like_track_reads_them(tmp_path):
+    # 1.png ... 12.png: 12 is the last frame (not scored); a name sort would score it and leave 2 out.
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 1
+    for i in range(1, 13):
+        Image.fromarray(mask).save(gt / f"{i}.png")
+        Image.fromarray(mask if i != 12 else np.zeros_like(mask)).save(pred / f"{i}.png")
+    report = evaluate_dirs(pred, gt)
+    assert report.jf_mean == pytest.approx(1.0)
+    assert [p.name for p in mask_files(gt)][:3] == ["1.png", "2.png", "3.png"]

@@ -185,3 +185,21 @@ def test_missing_cv2_message(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install fastsam2\[video\]"):
         require_cv2("reading a video file")
 
+
+
+def test_16bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    # PIL's convert("RGB") clips I;16 to 255 (an all-white video); frames must keep their contrast.
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "00000.png")
+    with FolderSource(tmp_path) as src:
+        img = src.get(0).image
+    assert img.dtype == np.uint8 and img.shape == (64, 64, 3)
+    np.testing.assert_array_equal(img[..., 0], np.round(ramp / 257.0).astype(np.uint8))
+    assert img.min() == 0 and (img == 255).mean() < 0.01  # clipping made ~100% white
+
+
+def test_same_stem_in_two_formats_is_refused(tmp_path):
+    for name in ("a.jpg", "a.png", "b.jpg"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    with pytest.raises(FrameSourceError, match="a.jpg and a.png are both frame 'a'"):
+        FolderSource(tmp_path)

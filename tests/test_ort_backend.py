@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tolerances import network_atol
 
 from fastsam2.runtime.backends.ort import GraphLoadError, load_ort_backend
 from fastsam2.runtime.manifest import ManifestError
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
 
-# Measured ORT (CPU, fp32) vs torch (CPU, fp32) on this clip: max |Δ| ~1e-6 on video-res logits.
-LOGIT_TOL = 1e-4
+# ORT (CPU, fp32) vs torch (CPU, fp32): rounding-level differences, bounded relative to the logits'
+# magnitude (tests/tolerances.py; measured max |Δ| ~1e-6 on this clip). IoU guards the masks.
 MIN_IOU = 0.99
 N_FRAMES = 20
 POINT = [[480.0, 300.0]]
@@ -61,12 +62,14 @@ def streaming_run(tracker: SAM2Tracker, video: str, n: int) -> dict[int, np.ndar
 
 
 def compare(ref: dict, ours: dict) -> tuple[float, float]:
-    """(max |Δ| of logits, min mask IoU) over every frame and object; checks non-trivial masks."""
+    """(max |Δ| of logits, min mask IoU) over every frame and object; checks non-trivial masks and
+    every frame's |Δ| against its tolerance (tests/tolerances.py)."""
     assert sorted(ref) == sorted(ours)
     worst, min_iou = 0.0, 1.0
     for t in ref:
         a, b = ref[t], ours[t]
         assert a.shape == b.shape, (t, a.shape, b.shape)
+        assert np.abs(a - b).max() <= network_atol(a), (t, float(np.abs(a - b).max()), network_atol(a))
         worst = max(worst, float(np.abs(a - b).max()))
         for i in range(a.shape[0]):
             ma, mb = a[i] > 0, b[i] > 0
@@ -108,7 +111,6 @@ def test_ort_tracker_equals_torch_streaming(export_dir, torch_reference, torch_s
     ms = {k: v / max(1, tracker.times.calls[k]) for k, v in tracker.times.ms.items()}
     print(f"\nORT streaming vs torch at keep {keep_ratio}, {N_FRAMES} frames x 2 objects: max |Δ| {worst:.2e}, "
           f"min IoU {min_iou:.5f}; ms/call {ms}")
-    assert worst <= LOGIT_TOL
     assert min_iou >= MIN_IOU
 
 
@@ -116,7 +118,7 @@ def test_ort_tracker_offline_api(export_dir, torch_reference, clip25):
     tracker = SAM2Tracker(load_ort_backend(export_dir, intra_op_threads=1), TrackerOptions(fill_hole_area=0))
     ours = offline_run(tracker, str(clip25), 5)
     worst, min_iou = compare({t: torch_reference[t] for t in range(5)}, ours)
-    assert worst <= LOGIT_TOL and min_iou >= MIN_IOU
+    assert min_iou >= MIN_IOU
 
 
 # -- load errors -----------------------------------------------------------------------------------

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tolerances import network_atol
 import torch
 
 from fastsam2.runtime.backends.torch_backend import build_torch_backend
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
 
-TOL = 1e-3  # max |Δ| on mask logits, every frame, every object
+# max |Δ| on mask logits, every frame, every object: rounding between two fp32 runs of the same
+# network, relative to the logits' magnitude (tests/tolerances.py; measured 2.7e-7).
 POINT = [[480.0, 300.0]]
 BOX = [100.0, 100.0, 300.0, 400.0]
 CLICK = [[520.0, 260.0]]  # correction for object 1
@@ -93,7 +95,7 @@ def assert_equal_runs(ref: dict, ours: dict, n_frames: int) -> float:
             frac = (a[i] > 0).mean()
             assert 0.001 < frac < 0.999, f"frame {t} object {i}: trivial mask ({frac:.4f})"
         worst = max(worst, float(np.abs(a - b).max()))
-        assert np.abs(a - b).max() <= TOL, f"frame {t}: max |Δ| {np.abs(a - b).max():.2e}"
+        assert np.abs(a - b).max() <= network_atol(a), f"frame {t}: max |Δ| {np.abs(a - b).max():.2e}"
     # objects 1 and 2 are present on every frame, object 3 from NEW_AT on
     assert ref[0].shape[0] == 2 and ref[n_frames - 1].shape[0] == 3
     return worst
@@ -140,7 +142,7 @@ def test_memory_bank_is_bounded(tracker_512, clip25):
 
 def two_object_parity(config: str, frames_src, n: int, tmp_path, **build) -> float:
     """Point + box on frame 0, propagate through n frames with the official predictor and with
-    fastsam2 (same weights); asserts non-trivial masks and max |Δ| ≤ TOL on every frame."""
+    fastsam2 (same weights); asserts non-trivial masks and max |Δ| ≤ network_atol on every frame."""
     import shutil
 
     from fastsam2.export.models import build_sam2
@@ -163,7 +165,7 @@ def two_object_parity(config: str, frames_src, n: int, tmp_path, **build) -> flo
     for t in ours:
         assert 0.001 < (ref[t] > 0).mean() < 0.999, (config, t)
         worst = max(worst, float(np.abs(ref[t] - ours[t]).max()))
-        assert np.abs(ref[t] - ours[t]).max() <= TOL, (config, t)
+        assert np.abs(ref[t] - ours[t]).max() <= network_atol(ref[t]), (config, t)
     return worst
 
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from tolerances import magnitude, reduction_atol
 import torch
 
 from fastsam2.export.router import CUES, TokenRouter, load_router, save_router, token_targets
@@ -35,7 +36,8 @@ def test_default_router_keeps_dilated_previous_mask_and_band():
     with torch.no_grad():
         scores = router(feats, torch.zeros(1, 256), prev)
     assert scores.shape == (1, H * W)
-    assert torch.allclose(scores.sum(), torch.tensor(1.0), atol=1e-5)
+    # a softmax over H*W float32 terms sums to 1 up to one ulp per term (tests/tolerances.py)
+    assert abs(float(scores.sum()) - 1.0) <= reduction_atol(1.0, H * W, safety=1.0)
     near = set()
     for y in range(10 - 2, 16 + 2):
         for x in range(12 - 2, 20 + 2):
@@ -84,7 +86,8 @@ def test_router_file_round_trip(tmp_path, tiny512):
         assert torch.equal(a, b)
     weights = read_router_file(path)
     t = rng.normal(size=512).astype(np.float32)
-    np.testing.assert_allclose(weights.project(t), proj.apply(t), rtol=1e-5, atol=1e-5)
+    ref = proj.apply(t)  # a 512-term matrix-vector product evaluated by another code path
+    np.testing.assert_allclose(weights.project(t), ref, rtol=0, atol=reduction_atol(magnitude(ref), 512))
     with pytest.raises(RouterError, match="not found"):
         read_router_file(tmp_path / "nope.safetensors")
 

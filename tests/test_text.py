@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from tolerances import network_atol, reduction_atol
 
 pytest.importorskip("open_clip")
 pytest.importorskip("torch")
@@ -69,9 +70,10 @@ def test_encode_texts_shape_norm_determinism(clip):
     texts = ["red car", "person", "a yellow robot arm"]
     emb = encode_texts(texts, model, tokenizer)
     assert emb.shape == (3, 512) and emb.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=reduction_atol(1.0, 512, safety=1.0))
     np.testing.assert_array_equal(emb, encode_texts(texts, model, tokenizer))
-    np.testing.assert_allclose(encode_texts(["person"], model, tokenizer)[0], emb[1], atol=1e-5)
+    # batch of 1 vs 3 through the text transformer: another GEMM order (unit vectors: magnitude 1)
+    np.testing.assert_allclose(encode_texts(["person"], model, tokenizer)[0], emb[1], atol=network_atol(emb[1]))
     assert not np.allclose(emb[0], emb[1])
     with pytest.raises(TextExportError, match="no texts"):
         encode_texts([], model, tokenizer)
@@ -95,7 +97,7 @@ def test_local_checkpoint_and_errors(clip, tmp_path, capsys):
     expected = encode_texts(["red car"], model, tokenizer)[0]
     got = encode_texts(["red car"], loaded, tok2)[0]
     ref = model.encode_text(tokenizer(["red car"])).detach().flip(1)
-    np.testing.assert_allclose(got, (ref / ref.norm()).numpy()[0], atol=1e-5)
+    np.testing.assert_allclose(got, (ref / ref.norm()).numpy()[0], atol=network_atol(got))
     assert not np.allclose(got, expected)
 
     img = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
