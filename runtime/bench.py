@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from .args import keep_ratios, non_negative_int, positive
+from .outdir import check_output_file, write_text_atomic
 from .errors import UsageError
 
 DEFAULT_FRAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bedroom"
@@ -158,6 +159,9 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--cuda-graphs needs --device cuda")
     if not Path(args.frames_dir).is_dir():
         raise UsageError(f"frames folder not found: {args.frames_dir}")
+    for path in (args.json, args.plot):  # refuse an unwritable report path now, not after the run
+        if path:
+            check_output_file(path, create_parent=True)
     on_gpu = device == "cuda"
     opts = BenchOptions(
         config=args.config,
@@ -185,9 +189,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     if max(opts.frames) <= opts.skip + 1:
         raise UsageError(f"--frames must exceed --skip + 1 = {opts.skip + 1} so that some frames are timed")
     report = run_bench(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     print(format_table(report))
     print(f"wrote {out}")
     if args.plot:

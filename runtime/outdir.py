@@ -141,26 +141,39 @@ def atomic_output_dir(
     that cannot be written) becomes an :class:`OutputError` naming ``out``, not the scratch path.
     """
     out = check_output_dir(out, overwrite=overwrite, protect=protect)
-    remove_stale(out)
+    created = [d for d in out.parents if not d.exists()]  # folders this run makes, innermost first
     tmp = _scratch(out, "partial")
     try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out)
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp.mkdir()
     except OSError as e:
+        _undo(tmp, created)
         raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
     try:
         yield tmp
         _write_marker(tmp, kind)
         publish(tmp, out)
     except OutputError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _undo(tmp, created)
         raise OutputError(_rename_messages(e, tmp, out)) from None
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _undo(tmp, created)
         raise OutputError(f"cannot write {out}: {_rename_messages(e, tmp, out)}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _undo(tmp, created)
         raise
+
+
+def _undo(tmp: Path, created: list[Path]) -> None:
+    """Remove the scratch directory and the (empty) parent folders a failed run created."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def publish(tmp: Path, out: Path) -> None:
@@ -175,11 +188,21 @@ def publish(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-def check_output_file(path: str | Path) -> Path:
-    """Refuse a file path that cannot be written (a directory, a missing or read-only folder), now."""
+def check_output_file(path: str | Path, *, create_parent: bool = False) -> Path:
+    """Refuse a file path that cannot be written (a directory, a missing or read-only folder), now.
+
+    ``create_parent``: make missing parent folders (refused where a file stands in the way)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name")
+    if create_parent and not path.parent.exists():
+        ancestor = _existing_ancestor(path.parent)
+        if not ancestor.is_dir():
+            raise OutputError(f"cannot write {path}: {ancestor} is not a directory")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: {path.parent} is not a directory")
     try:

@@ -191,6 +191,8 @@ CASES = [
     # output paths
     Case("track --out FILE --overwrite", M, lambda t: _track(t, "--overwrite", out=str(t / "a_file")), "is a file",
          keep=("a_file",), out="a_file"),
+    Case("export --out FILE --overwrite", E, lambda t: ["--config", "tiny", "--out", str(t / "a_file"), "--overwrite"],
+         "is a file", keep=("a_file",), out="a_file"),
     Case("track --out FILE/sub", M, lambda t: _track(t, out=str(t / "a_file" / "sub")), "is not a directory",
          keep=("a_file",), out="a_file/sub"),
     Case("export --out FILE/sub", E, lambda t: ["--config", "tiny", "--out", str(t / "a_file" / "sub")],
@@ -319,11 +321,11 @@ def test_write_failure_names_the_output_not_the_scratch_dir(work, monkeypatch, c
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(output, "save_indexed_png", full)
-    code, err = call(fastsam2_cli.main, _track(work), capsys)
+    out = work / "new" / "deeper" / "out"
+    code, err = call(fastsam2_cli.main, _track(work, out=str(out)), capsys)
     assert_one_line_error(code, err, "No space left on device")
-    assert str(work / "out") in err and "partial" not in err
-    assert not (work / "out").exists()
-    assert_nothing_beside(work / "out")
+    assert str(out) in err and "partial" not in err
+    assert not (work / "new").exists(), "the folders made for the output were left behind"
 
 
 def test_duplicate_frame_names_are_refused(work, capsys):

@@ -166,6 +166,8 @@ def test_existing_output_dir_refused_unless_overwrite(clip5, tmp_path, capsys):
     argv = ["track", "--video", str(clip5), "--point", "480,300", "--out", str(out2), "--max-frames", "2", *FAST]
     assert run(argv, capsys)[0] == 0
     (out2 / "masks" / "00000.png").unlink()
-    code, err = run([*argv, "--overwrite", "--max-frames", "3"], capsys)
+    assert json.loads((out2 / "report.json").read_text())["fill_hole_area"] == 8  # SAM2VideoPredictor's
+    code, err = run([*argv, "--overwrite", "--max-frames", "3", "--fill-hole-area", "0"], capsys)
     assert code == 0, err
     assert len(list((out2 / "masks").glob("*.png"))) == 3
+    assert json.loads((out2 / "report.json").read_text())["fill_hole_area"] == 0
