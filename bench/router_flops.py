@@ -143,8 +143,7 @@ def run_config(config: str, keeps: list[float], image_size: int, frames: list[np
     from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
 
     model = build_sam2(config, image_size=image_size, object_score_bias=5.0, quiet=True)
-    backend = build_torch_backend(model)
-    make_router(backend)  # adds the torch router stage (default weights)
+    backend = build_torch_backend(model)  # the router stage included (default weights)
     encoder = ReusedEncoder(backend.runners[IMAGE_ENCODER])
     backend.runners[IMAGE_ENCODER] = encoder
     counter = Counter()

@@ -22,7 +22,6 @@ Steps:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import statistics
@@ -34,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsam2.runtime.backends.ort import INT8_DIR, INT8_REPORT, load_ort_backend
-from fastsam2.runtime.manifest import MANIFEST_NAME, Manifest
+from fastsam2.runtime.manifest import MANIFEST_NAME, Manifest, file_sha256
 from fastsam2.runtime.specs import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
 
 from .reader import DirectoryCalibrationReader, FeedRecorder
@@ -224,10 +223,6 @@ def _mask_stats(ref: list[np.ndarray], ours: list[np.ndarray]) -> tuple[float, f
     return min(ious), float(np.mean(ious)), worst
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_int8(
     export_dir: str | Path,
     calib_dir: str | Path,
@@ -254,7 +249,7 @@ def build_int8(
         topts = TrackerOptions(fill_hole_area=0, profile_stages=False)
         ref = track_frames(SAM2Tracker(fp32, topts), eval_frames)
         report = Int8Report(
-            manifest_sha256=_sha256(export_dir / MANIFEST_NAME),
+            manifest_sha256=file_sha256(export_dir / MANIFEST_NAME),
             options=asdict(options),
             frames=str(frames) if isinstance(frames, (str, Path)) else f"{len(eval_frames)} arrays",
         )
@@ -283,7 +278,7 @@ def build_int8(
                 why.append(f"not faster ({int8_ms:.1f} vs {fp32_ms:.1f} ms)")
             report.graphs[name] = GraphQuantResult(
                 file=entry.file,
-                sha256=_sha256(dst),
+                sha256=file_sha256(dst),
                 fp32_ms=fp32_ms,
                 int8_ms=int8_ms,
                 min_iou=min_iou,

@@ -7,12 +7,12 @@ masks are then meaningless (that is what tests and demos on machines without wei
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastsam2.runtime.config import ModelConfig
+from fastsam2.runtime.manifest import file_sha256
 from fastsam2.runtime.errors import UserError
 
 
@@ -59,14 +59,6 @@ def warn_random_weights(config_name: str) -> None:
         f"!! Masks are meaningless; timings are real. Pass --checkpoint PATH for real results.\n{bar}",
         file=sys.stderr,
     )
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_sam2(

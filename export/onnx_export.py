@@ -53,37 +53,13 @@ def graph_file(name: str) -> str:
 
 
 def dummy_inputs(spec: GraphSpec, config: ModelConfig, *, seed: int = 0) -> dict[str, Any]:
-    """Valid torch inputs for tracing ``spec``: dynamic axes at ``spec.trace_sizes`` (never 1), index
-    inputs in range (token indices < H*W, temporal indices < num_maskmem), point labels in
-    {-1, 0, 1, 2, 3}, flags both 0 and 1 across the batch."""
+    """Valid torch inputs for tracing ``spec``: :meth:`GraphSpec.sample` at ``spec.trace_sizes``
+    (never 1 on a dynamic axis, so that the trace freezes none)."""
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    hw = config.num_tokens
-    feeds: dict[str, Any] = {}
-    for t in spec.inputs:
-        shape = t.concrete(spec.trace_sizes)
-        n = int(np.prod(shape)) if shape else 1
-        if t.name in ("kept_idx",):
-            value = torch.sort(torch.randperm(hw, generator=g)[: shape[0]]).values
-        elif t.name == "memory_pos_idx":
-            value = torch.randint(0, hw, shape, generator=g)
-        elif t.name == "memory_tpos_idx":
-            value = torch.randint(0, config.num_maskmem, shape, generator=g)
-        elif t.name == "point_labels":
-            value = torch.tensor([-1, 0, 1, 2, 3] * (n // 5 + 1))[:n].reshape(shape)
-        elif t.name == "point_coords":
-            value = torch.rand(shape, generator=g) * config.image_size
-        elif t.name in ("has_mask_input", "binarize", "multimask_output"):
-            value = (torch.arange(n) % 2 == 0).float().reshape(shape)
-        elif t.name == "obj_ptr_tpos":
-            value = torch.linspace(-1.0, 1.0, n).reshape(shape)
-        elif t.dtype.startswith("float"):
-            value = torch.randn(shape, generator=g)
-        else:
-            value = torch.zeros(shape)
-        feeds[t.name] = value.to(getattr(torch, t.dtype))
-    return feeds
+    del config  # the spec carries every size and value range
+    sample = spec.sample(spec.trace_sizes, np.random.default_rng(seed))
+    return {name: torch.from_numpy(value) for name, value in sample.items()}
 
 
 # -- one graph ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ file; the BPE vocabulary ships inside open_clip.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import weakref
@@ -46,11 +45,9 @@ class TextExportError(UserError, ValueError):
 
 def weights_id(path: str | os.PathLike) -> str:
     """First 16 hex chars of the checkpoint's sha256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    from fastsam2.runtime.manifest import file_sha256
+
+    return file_sha256(path)[:16]
 
 
 def _is_torchscript_archive(path: str) -> bool:

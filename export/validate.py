@@ -171,51 +171,29 @@ class RealInputs:
         reps = math.ceil(B / x.shape[0])
         return np.ascontiguousarray(np.concatenate([x] * reps)[:B])
 
-    def _kept(self, k: int) -> np.ndarray:
-        return np.sort(self.rng.permutation(self.config.num_tokens)[:k]).astype(np.int64)
-
     def feed(self, spec: GraphSpec, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+        """Valid inputs of ``spec`` (:meth:`GraphSpec.sample`) with the tensors a real frame gives
+        (features, pointers, memory, object scores) taken from that frame instead of noise."""
         cfg = self.config
         B = sizes[BATCH]
         hw = cfg.num_tokens
-        feed: dict[str, np.ndarray] = {}
-        kept = self._kept(sizes[KEPT]) if KEPT in sizes else None
+        feed = spec.sample(sizes, self.rng)
         for t in spec.inputs:
             shape = t.concrete(sizes)
             name = t.name
-            if name == "kept_idx":
-                value = kept
-            elif name == "memory" and "memory_pos_idx" in spec.input_names:
-                value = None  # filled below with its position indices
-            elif name in ("memory_pos_idx", "memory_tpos_idx"):
-                value = None
-            elif name == "obj_ptrs":
+            if name == "obj_ptrs":
                 ptr = self._batch(self.obj_ptr, B)[:, None]
                 noise = self.rng.standard_normal((B, shape[1], ptr.shape[-1])).astype(np.float32)
-                value = (ptr + 0.1 * noise).astype(np.float32)
-            elif name == "obj_ptr_tpos":
-                value = (np.arange(shape[0], dtype=np.float32) / max(1, cfg.max_obj_ptrs_in_encoder - 1))
-                value = value.astype(np.float32)
-            elif name == "point_coords":
-                value = (self.rng.random(shape) * cfg.image_size).astype(np.float32)
-            elif name == "point_labels":
-                value = np.resize(np.asarray([1, 0, 2, 3, -1], np.int32), shape)
-            elif name in ("has_mask_input", "binarize"):
-                value = (np.arange(B) % 2 == 0).astype(np.float32)
-            elif name == "multimask_output":
-                value = np.asarray([float(B % 2 == 0)], np.float32)
+                feed[name] = (ptr + 0.1 * noise).astype(np.float32)
             elif name == "object_score_logits":
                 value = self._batch(self.object_score_logits, B).copy()
                 if B > 1:  # exercise SAM2's "object absent" path too
                     value[-1] = -abs(value[-1]) - 1.0
+                feed[name] = value
             elif name in self.by_name and self.by_name[name].shape[1:] == tuple(shape[1:]):
-                value = self._batch(self.by_name[name], B)
-            elif t.dtype.startswith("float"):
-                value = self.rng.standard_normal(shape).astype(np.float32)
-            else:
-                value = np.zeros(shape, dtype=t.dtype)
-            if value is not None:
-                feed[name] = np.ascontiguousarray(value.astype(t.dtype, copy=False))
+                feed[name] = self._batch(self.by_name[name], B)
+            elif name == "multimask_output":  # the two shape sets (B = 1, 2) take both branches
+                feed[name] = np.asarray([float(B % 2 == 0)], np.float32)
         if "memory_pos_idx" in spec.input_names:
             M = sizes[MEMORY]
             chunks = [self.rng.permutation(hw) for _ in range(math.ceil(M / hw))]
@@ -225,7 +203,7 @@ class RealInputs:
             feed["memory_tpos_idx"] = (frame_of + 1) % cfg.num_maskmem
             mem = self._batch(self.memory_full, B)  # [B, HW, Cm]
             feed["memory"] = np.ascontiguousarray(mem[:, pos])
-        return {n: feed[n] for n in spec.input_names}
+        return {n: np.ascontiguousarray(feed[n].astype(spec.input(n).dtype, copy=False)) for n in spec.input_names}
 
 
 def _as_tuple(x):

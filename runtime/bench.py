@@ -204,11 +204,9 @@ class SampleFrames:
     """The sample clip's frames, repeated: frame i is file i mod n. Decoded once, kept in RAM."""
 
     def __init__(self, folder: str | Path):
-        self.files = sorted(
-            p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg")
-        )
-        if not self.files:
-            raise UsageError(f"no JPEG frames in {folder}")
+        from .frames import FolderSource
+
+        self.files = FolderSource(folder).files
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -218,10 +216,9 @@ class SampleFrames:
         j = i % len(self.files)
         img = self._cache.get(j)
         if img is None:
-            from PIL import Image
+            from .frames import read_image
 
-            with Image.open(self.files[j]) as im:
-                img = self._cache[j] = np.asarray(im.convert("RGB"))
+            img = self._cache[j] = read_image(self.files[j])
         return img
 
     def preload(self, n: int) -> None:
@@ -453,17 +450,7 @@ def _tracker(backend, keep: float, opts: BenchOptions):
     from .specs import ROUTER
     from .tracker import SAM2Tracker, TrackerOptions
 
-    router = None
-    if keep < 1.0:
-        router = make_router(backend)
-        runner = backend.runners[ROUTER]
-        if opts.backend == "torch" and opts.cuda_graphs and not getattr(runner, "cuda_graphs", False):
-            from .backends.torch_backend import TorchStageRunner
-
-            pool = next(iter(backend.runners.values())).graph_pool
-            backend.runners[ROUTER] = TorchStageRunner(
-                runner.module, runner.spec, check_inputs=False, cuda_graphs=True, graph_pool=pool
-            )
+    router = make_router(backend) if keep < 1.0 else None  # the backend's router stage, graphs too
     gpu_path = opts.cuda_graphs
     options = TrackerOptions(
         keep_ratio=keep,
@@ -482,7 +469,6 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
     """One streaming run over n frames (prompt on frame 0); per-stage times as in run_official."""
     import torch
 
-    from .state import StageTimes
     from .tracker import Prompt
 
     cuda = opts.device == "cuda"
@@ -494,7 +480,7 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
     first_profiled = n - profile_last if cuda else 1
     frames.preload(n)
     tracker.reset()
-    tracker.options.profile_stages = False
+    times = tracker.set_profiling(False)
     meter = MemoryMeter(opts.device)
     ms: list[float] = []
     with meter:
@@ -504,8 +490,7 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
         prompt_ms = (time.perf_counter() - t0) * 1e3
         for t in range(1, n):
             if t == first_profiled:
-                tracker.options.profile_stages = True
-                tracker.times = StageTimes()
+                times = tracker.set_profiling(True)
             t0 = time.perf_counter()
             res = tracker.track(frames.image(t))
             sync()
@@ -514,9 +499,8 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
         kept = res.kept_tokens.get(OBJ_ID, 0)
         bank = tracker.memory_bytes(tracker.stream_state)
         del res
-    tracker.options.profile_stages = False
-    profiled = n - first_profiled
-    stage_ms = {k: v / profiled for k, v in tracker.times.ms.items()} if profiled > 0 else {}
+    stage_ms = {k: v / (n - first_profiled) for k, v in times.ms.items()} if n > first_profiled else {}
+    tracker.set_profiling(False)
     tracker.reset()
     return {
         "impl": "fastsam2",
@@ -663,7 +647,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
             for n in opts.frames:
                 row = run_fastsam2(tracker, frames, n, opts, keep)
                 if precision != "fp32":
-                    row["variant"] += f" {precision} ({getattr(backend, 'precisions', '')})"
+                    row["variant"] += f" {precision} ({backend.precisions})"
                 row["precision"] = precision
                 if stage_ms is not None:
                     row["stage_ms"] = stage_ms

@@ -141,7 +141,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         try:
             import sam2  # noqa: F401
 
-            from fastsam2.export.models import RANDOM_INIT, build_sam2
+            from fastsam2.export.models import build_sam2
             from .backends.torch_backend import build_torch_backend
         except ImportError as e:
             raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
@@ -158,18 +158,15 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         )
         autocast = None if args.dtype == "float32" else args.dtype
         backend = build_torch_backend(model, autocast_dtype=autocast)
-        weights = RANDOM_INIT if random_init else model.fastsam2_weights
     elif args.backend == "ort":
         from .backends.ort import load_ort_backend
 
         backend = load_ort_backend(Path(args.graphs))
-        weights = backend.manifest.weights
     else:
         from .backends.trt import load_trt_backend
 
         backend = load_trt_backend(Path(args.graphs))
-        weights = getattr(getattr(backend, "manifest", None), "weights", None)
-    cfg = backend.config
+    cfg, weights = backend.config, backend.weights
     if args.config is not None and args.config != cfg.config_name:
         raise UsageError(f"--config {args.config}: the graphs in {args.graphs} are {cfg.config_name!r}")
     if args.image_size is not None and args.image_size != cfg.image_size:

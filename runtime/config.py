@@ -63,6 +63,7 @@ class ModelConfig:
             hidden_dim=self.hidden_dim,
             mem_dim=self.mem_dim,
             text_dim=text_dim,
+            num_maskmem=self.num_maskmem,
         )
 
     def to_json(self) -> dict:

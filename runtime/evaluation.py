@@ -41,7 +41,6 @@ from .frames import sort_frame_files
 BOUND_TH = 0.008
 VOID_LABEL = 255
 _DECAY_BINS = 4
-_DAVIS_ANNOTATIONS = ("Annotations", "480p")
 _STAT_NAMES = ("j_mean", "j_recall", "j_decay", "f_mean", "f_recall", "f_decay")
 
 
@@ -338,6 +337,19 @@ def read_object_ids(path: Path) -> np.ndarray:
     return ids.astype(np.uint8) if ids.dtype == bool else ids
 
 
+DAVIS_LAYOUTS = (("JPEGImages", "480p"), ("Annotations", "480p")), (("JPEGImages",), ("Annotations",))
+
+
+def davis_layout(root: str | Path) -> tuple[Path, Path]:
+    """(frames root, annotations root) of a DAVIS-layout dataset: ``JPEGImages/480p`` and
+    ``Annotations/480p`` (or the two without ``480p``), each holding one folder per sequence."""
+    root = Path(root)
+    for images, annos in DAVIS_LAYOUTS:
+        if root.joinpath(*images).is_dir() and root.joinpath(*annos).is_dir():
+            return root.joinpath(*images), root.joinpath(*annos)
+    raise EvaluationError(f"{root} is not a DAVIS-layout dataset (expected JPEGImages/480p and Annotations/480p)")
+
+
 def mask_files(folder: Path) -> list[Path]:
     """A sequence's PNGs in frame order (the rule frame folders use: numeric, else natural)."""
     return sort_frame_files([p for p in folder.glob("*.png") if not p.name.startswith(".")])
@@ -351,7 +363,7 @@ def _gt_sequences(gt_dir: Path) -> tuple[dict[str, Path], bool]:
     """({name: folder}, whether gt_dir is itself one sequence folder)."""
     if not gt_dir.is_dir():
         raise EvaluationError(f"ground-truth folder not found: {gt_dir}")
-    davis = gt_dir.joinpath(*_DAVIS_ANNOTATIONS)
+    davis = gt_dir.joinpath(*DAVIS_LAYOUTS[0][1])
     root = davis if davis.is_dir() else gt_dir
     if _has_png(root):
         return {root.name: root}, True

@@ -148,6 +148,22 @@ def image_to_rgb8(img) -> np.ndarray:
     return np.array(img.convert("RGB"))
 
 
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode one JPEG/PNG file to HxWx3 uint8 RGB, as SAM2's loader does (PIL); the one frame decoder.
+
+    A file PIL cannot fully decode raises :class:`BadFrameError` (with ``index`` -1)."""
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            # convert() forces a full decode, so a truncated JPEG raises here (as long as
+            # ImageFile.LOAD_TRUNCATED_IMAGES is False, PIL's default) instead of yielding gray rows.
+            return image_to_rgb8(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadFrameError(str(e), index=-1, name=path.stem) from e
+
+
 class FolderSource(FrameSource):
     """A folder of .jpg/.jpeg/.png files (any case; hidden files ignored), decoded with PIL."""
 
@@ -178,19 +194,11 @@ class FolderSource(FrameSource):
         self.height, self.width = first.shape[:2]
 
     def _decode(self, index: int) -> np.ndarray:
-        from PIL import Image
-
         path = self.files[index]
         try:
-            with Image.open(path) as img:
-                # convert() forces a full decode, so a truncated JPEG raises here (as long as
-                # ImageFile.LOAD_TRUNCATED_IMAGES is False, PIL's default) instead of yielding gray rows.
-                image = image_to_rgb8(img)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise BadFrameError(
-                f"{path}: cannot decode frame {index}: {e}", index=index, name=path.stem
-            ) from e
-        return image
+            return read_image(path)
+        except BadFrameError as e:
+            raise BadFrameError(f"{path}: cannot decode frame {index}: {e}", index=index, name=path.stem) from e
 
     def frame_name(self, index: int) -> str:
         return self.files[index].stem

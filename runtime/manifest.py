@@ -29,6 +29,21 @@ class ManifestError(UserError, ValueError):
     """A manifest is missing, unreadable, or does not match what the caller expects (one line)."""
 
 
+class GraphLoadError(UserError, ValueError):
+    """A graph or engine file that is missing, corrupt, or not the one the manifest names (one line)."""
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (graphs and checkpoints can be GBs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fastsam2_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -160,3 +175,82 @@ class Manifest:
         if missing:
             raise ManifestError(f"{path}: no {', '.join(missing)} graph listed (incomplete export): re-export")
         return manifest
+
+
+@dataclass
+class ExportDir:
+    """An export directory as every backend loads it: the manifest (checked against this fastsam2's
+    specs and version), the model constants and the hashes of the files it lists.
+
+    ``fastsam2-export`` writes it (``<graph>.onnx``, ``constants.npz``, ``manifest.json``; engines
+    and their metadata beside them with ``--trt``); the ONNX Runtime and TensorRT backends open it
+    with :meth:`open` and take every file through :meth:`graph_file` / :meth:`verified`.
+    """
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: str | Path, *, expect_config: str | None = None, check_version: bool = True) -> "ExportDir":
+        """Read and check ``path``; every problem is one :class:`ManifestError` naming the file."""
+        from .specs import graph_specs
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ManifestError(f"export directory not found: {path}")
+        manifest = Manifest.read(path)
+        if expect_config is not None and manifest.config_name != expect_config:
+            raise ManifestError(f"export is for config {manifest.config_name!r}, expected {expect_config!r}")
+        if check_version and manifest.fastsam2_version != fastsam2_version():
+            raise ManifestError(
+                f"export was written by fastsam2 {manifest.fastsam2_version}, this is "
+                f"{fastsam2_version()}: re-export the graphs"
+            )
+        known = graph_specs(manifest.model_config.spec_dims())
+        for name, entry in manifest.graphs.items():
+            # The router's text width is the router's; the SAM2 graphs must match this fastsam2's specs.
+            if name in known and name != "router":
+                ours = known[name]
+                if (entry.spec.inputs, entry.spec.outputs) != (ours.inputs, ours.outputs):
+                    raise ManifestError(
+                        f"graph {name}: manifest interface differs from this fastsam2's spec "
+                        "(exported by another version?): re-export the graphs"
+                    )
+        return cls(path, manifest)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.manifest.model_config
+
+    def entry(self, name: str) -> GraphEntry:
+        if name not in self.manifest.graphs:
+            raise ManifestError(f"graph {name!r} is not in {self.path / MANIFEST_NAME}")
+        return self.manifest.graphs[name]
+
+    def graph_file(self, name: str) -> Path:
+        """The ``.onnx`` file of graph ``name`` (checked to exist)."""
+        path = self.path / self.entry(name).file
+        if not path.is_file():
+            raise GraphLoadError(f"graph file missing: {path}")
+        return path
+
+    def verified(self, path: Path, sha256: str | None, *, check: bool = True) -> Path:
+        """``path`` after checking it exists and (with ``check``) has the sha256 the export recorded."""
+        if not path.is_file():
+            raise GraphLoadError(f"graph file missing: {path}")
+        if check and sha256 is not None and file_sha256(path) != sha256:
+            raise GraphLoadError(f"{path} does not match the manifest (sha256 differs): re-export")
+        return path
+
+    def constants(self) -> dict[str, Any]:
+        """The small model constants the tracker loop needs ({name: numpy array})."""
+        import numpy as np
+
+        path = self.path / CONSTANTS_NAME
+        if not path.is_file():
+            raise GraphLoadError(f"constants file missing: {path}")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def manifest_sha256(self) -> str:
+        return file_sha256(self.path / MANIFEST_NAME)

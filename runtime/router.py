@@ -12,13 +12,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from .backends.base import StageRunner
 from .config import NO_OBJ_SCORE
-from .specs import ROUTER
 from .errors import UserError
+from .specs import ROUTER
+from .state import FrameFeatures, ObjectState
 
 
 class RouterError(UserError, ValueError):
@@ -71,21 +73,32 @@ def read_router_file(path: str | Path) -> RouterWeights:
     )
 
 
+class TokenSelector(Protocol):
+    """Chooses, for one object on one frame, the tokens that go through memory attention."""
+
+    def select(self, obj: ObjectState, feats: FrameFeatures, k: int) -> Any:
+        """Kept token indices [k] int64, ascending (a backend array)."""
+
+
 @dataclass
 class TopKRouter:
-    """Keeps, per object and frame, the K tokens with the highest router scores.
+    """Keeps, per object and frame, the K tokens with the highest scores of the router graph.
 
-    ``text_vectors``: {obj_id: projected text [C]}; ``default_text``: for objects without their own.
-    Objects with neither get a zero vector (the relevance cue is then 0).
+    ``runner``: the backend's router stage; ``text_vectors``: {obj_id: projected text [C]};
+    ``default_text``: for objects without their own. Objects with neither get a zero vector (the
+    relevance cue is then 0).
     """
 
+    runner: StageRunner
+    ops: Any
     hidden_dim: int
+    mask_size: int
     default_text: np.ndarray | None = None
     text_vectors: dict[int, np.ndarray] = field(default_factory=dict)
     last_scores: Any = None  # the most recent token_scores [1,HW], for inspection
 
-    def __call__(self, tracker, state, obj, feats, k: int):
-        ops = tracker.ops
+    def select(self, obj: ObjectState, feats: FrameFeatures, k: int) -> Any:
+        ops = self.ops
         t = feats.frame_idx
         prev = obj.output_at(t - 1)
         if prev is None:
@@ -94,18 +107,16 @@ class TopKRouter:
         if prev is not None:
             prev_logits = prev.pred_masks
         else:
-            HM = tracker.config.mask_size
-            prev_logits = ops.full((1, 1, HM, HM), NO_OBJ_SCORE)
+            prev_logits = ops.full((1, 1, self.mask_size, self.mask_size), NO_OBJ_SCORE)
         vec = self.text_vectors.get(obj.obj_id, self.default_text)
         if vec is None:
             vec = np.zeros(self.hidden_dim, np.float32)
-        scores = tracker._run(
-            ROUTER,
+        scores = self.runner.infer(
             {
                 "vision_feats": feats.vision_feats,
                 "projected_text": ops.asarray(np.asarray(vec, np.float32).reshape(1, -1)),
                 "prev_mask_logits": prev_logits,
-            },
+            }
         )["token_scores"]
         self.last_scores = scores
         return ops.topk_sorted(scores[0], k)
@@ -118,20 +129,20 @@ def make_router(
     texts_path: str | Path | None = None,
     weights_path: str | Path | None = None,
 ) -> TopKRouter:
-    """A TopKRouter for ``backend``; adds the torch router stage to a torch backend if missing.
+    """A TopKRouter over ``backend``'s router stage (every backend has one: the torch backend builds
+    it, exports include it unless ``--no-router``).
 
     ``text`` picks a row of ``texts_path`` (an .npz from ``fastsam2-export text``), projected with the
     router file's fitted text projection.
     """
     weights = read_router_file(weights_path) if weights_path else None
     if ROUTER not in backend.runners:
-        if backend.name != "torch":
-            raise RouterError(
-                f"the {backend.name} graphs have no router: export with the router (fastsam2-export ...) "
-                "or run with --keep 1.0"
-            )
-        _add_torch_router(backend, weights_path)
-    router = TopKRouter(hidden_dim=backend.config.hidden_dim)
+        raise RouterError(
+            f"the {backend.name} backend has no router stage: export with the router (fastsam2-export ...) "
+            "or run with --keep 1.0"
+        )
+    cfg = backend.config
+    router = TopKRouter(backend.runners[ROUTER], backend.ops, cfg.hidden_dim, cfg.mask_size)
     if text is not None:
         if texts_path is None:
             raise RouterError("--text needs --texts FILE.npz (precompute with: fastsam2-export text ...)")
@@ -150,24 +161,3 @@ def make_router(
         else:
             router.default_text = weights.project(emb)
     return router
-
-
-def _add_torch_router(backend, weights_path) -> None:
-    from fastsam2.export.router import TokenRouter, load_router
-
-    from .backends.torch_backend import TorchStageRunner
-
-    cfg = backend.config
-    runner0 = next(iter(backend.runners.values()))
-    device = next(runner0.module.parameters()).device
-    if weights_path:
-        import types
-
-        shim = types.SimpleNamespace(image_size=cfg.image_size, backbone_stride=cfg.backbone_stride,
-                                     hidden_dim=cfg.hidden_dim, mem_dim=cfg.mem_dim)
-        router = load_router(weights_path, shim)
-    else:
-        router = TokenRouter(image_size=cfg.image_size, backbone_stride=cfg.backbone_stride,
-                             hidden_dim=cfg.hidden_dim, mem_dim=cfg.mem_dim)
-    router = router.to(device).eval()
-    backend.runners[ROUTER] = TorchStageRunner(router, router.spec)

@@ -7,11 +7,15 @@ onnxruntime or tensorrt.
 Shapes are tuples whose entries are either an int (a fixed size) or a str (a named dynamic axis).
 Symbols that depend on the model config (``S`` image size, ``H``/``W`` feature grid, ...) are resolved
 by :func:`graph_specs` from a :class:`SpecDims`, so that every spec carries concrete fixed sizes.
+Each input also declares its allowed *values* (:class:`Values`: token indices below H*W, 0/1 flags,
+pixel coordinates in the model input, ...), so that :meth:`GraphSpec.sample` is the one generator of
+valid inputs for tracing, validation, calibration warm-up and engine checks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 Dim = int | str
 
@@ -24,12 +28,54 @@ POINTS = "num_points"  # N: point prompts (box corners count as two points)
 
 
 @dataclass(frozen=True)
+class Values:
+    """The values a tensor may hold.
+
+    ``real``: any finite number (sampled standard normal); ``uniform``: [low, high); ``ints``: integers
+    in [low, high); ``indices``: distinct integers in [low, high), ascending (a token selection);
+    ``choice``: one of ``choices`` (sampled cycling through all of them, so that a batch of
+    ``len(choices)`` or more exercises every one).
+    """
+
+    kind: str = "real"
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[float, ...] = ()
+
+    def sample(self, shape: tuple[int, ...], dtype: str, rng: Any):
+        """A numpy array of ``shape``/``dtype`` holding allowed values (``rng``: numpy Generator)."""
+        import numpy as np
+
+        n = int(np.prod(shape)) if shape else 1
+        if self.kind == "real":
+            x = rng.standard_normal(n)
+        elif self.kind == "uniform":
+            x = self.low + rng.random(n) * (self.high - self.low)
+        elif self.kind == "ints":
+            x = rng.integers(int(self.low), int(self.high), n)
+        elif self.kind == "indices":
+            if n > self.high - self.low:
+                raise ValueError(f"cannot draw {n} distinct indices from [{self.low:g}, {self.high:g})")
+            x = np.sort(rng.permutation(int(self.high - self.low))[:n]) + int(self.low)
+        elif self.kind == "choice":
+            x = np.asarray(self.choices)[(np.arange(n) + int(rng.integers(len(self.choices)))) % len(self.choices)]
+        else:
+            raise ValueError(f"unknown value kind {self.kind!r}")
+        return np.ascontiguousarray(x.reshape(shape).astype(dtype))
+
+
+REAL = Values()
+FLAG = Values("choice", choices=(0.0, 1.0))
+
+
+@dataclass(frozen=True)
 class TensorSpec:
-    """One named input or output: dtype (numpy name) and shape with named dynamic axes."""
+    """One named input or output: dtype (numpy name), shape with named dynamic axes, allowed values."""
 
     name: str
     dtype: str
     shape: tuple[Dim, ...]
+    values: Values = field(default=REAL, compare=False)
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
@@ -91,6 +137,22 @@ class GraphSpec:
                 out[t.name] = t.dynamic_axes
         return out
 
+    def sample(self, sizes: dict[str, int] | None = None, rng: Any = None) -> dict[str, Any]:
+        """Valid numpy inputs {name: array}: dynamic axes from ``sizes`` (default ``trace_sizes``),
+        values from each input's :class:`Values` (``rng``: a numpy Generator, default seed 0)."""
+        import numpy as np
+
+        rng = np.random.default_rng(0) if rng is None else rng
+        sizes = self.trace_sizes if sizes is None else sizes
+        return {t.name: t.values.sample(t.concrete(sizes), t.dtype, rng) for t in self.inputs}
+
+    def check_names(self, inputs: list[str], outputs: list[str], where: str) -> str | None:
+        """Why a graph/engine with these input and output names (in order) is not this spec, or None."""
+        if list(inputs) == self.input_names and list(outputs) == self.output_names:
+            return None
+        return (f"{self.name}: {where} has inputs {list(inputs)} / outputs {list(outputs)}, "
+                f"the spec {self.input_names} / {self.output_names}")
+
     def symbols(self) -> set[str]:
         return {d for t in (*self.inputs, *self.outputs) for d in t.shape if isinstance(d, str)}
 
@@ -133,6 +195,7 @@ class SpecDims:
     hidden_dim: int = 256
     mem_dim: int = 64
     text_dim: int = 512
+    num_maskmem: int = 7  # rows of SAM2's maskmem_tpos_enc table (memory_tpos_idx < this)
 
     @property
     def feat_size(self) -> int:
@@ -160,6 +223,7 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
     HM = WM = dims.mask_size
     f32, i64, i32 = "float32", "int64", "int32"
     B, K, M, P, N = BATCH, KEPT, MEMORY, POINTERS, POINTS
+    tokens = Values("indices", 0, H * W)  # distinct grid positions, ascending
 
     image_encoder = GraphSpec(
         name=IMAGE_ENCODER,
@@ -191,14 +255,14 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
         inputs=(
             TensorSpec("vision_feats", f32, (B, C, H, W)),
             # Grid positions (row-major index into H*W) of the tokens that attend to memory.
-            TensorSpec("kept_idx", i64, (K,)),
+            TensorSpec("kept_idx", i64, (K,), tokens),
             TensorSpec("memory", f32, (B, M, Cm)),
-            TensorSpec("memory_pos_idx", i64, (M,)),
+            TensorSpec("memory_pos_idx", i64, (M,), Values("ints", 0, H * W)),
             # Index into SAM2's maskmem_tpos_enc table for each memory token.
-            TensorSpec("memory_tpos_idx", i64, (M,)),
+            TensorSpec("memory_tpos_idx", i64, (M,), Values("ints", 0, dims.num_maskmem)),
             TensorSpec("obj_ptrs", f32, (B, P, C)),
             # Signed temporal distance of each pointer, already divided by (max pointers - 1).
-            TensorSpec("obj_ptr_tpos", f32, (P,)),
+            TensorSpec("obj_ptr_tpos", f32, (P,), Values("uniform", -1.0, 1.0)),
         ),
         outputs=(TensorSpec("pix_feat", f32, (B, C, H, W)),),
         atol={"pix_feat": 2e-3},
@@ -211,11 +275,11 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
             TensorSpec("fpn_s0", f32, (B, C // 8, 4 * H, 4 * W)),
             TensorSpec("fpn_s1", f32, (B, C // 4, 2 * H, 2 * W)),
             # Point prompts in model-input pixels (0..S); labels 1 pos, 0 neg, 2/3 box corners, -1 pad.
-            TensorSpec("point_coords", f32, (B, N, 2)),
-            TensorSpec("point_labels", i32, (B, N)),
+            TensorSpec("point_coords", f32, (B, N, 2), Values("uniform", 0.0, S)),
+            TensorSpec("point_labels", i32, (B, N), Values("choice", choices=(-1, 0, 1, 2, 3))),
             TensorSpec("mask_input", f32, (B, 1, HM, WM)),
-            TensorSpec("has_mask_input", f32, (B,)),
-            TensorSpec("multimask_output", f32, (1,)),
+            TensorSpec("has_mask_input", f32, (B,), FLAG),
+            TensorSpec("multimask_output", f32, (1,), FLAG),
         ),
         outputs=(
             TensorSpec("low_res_masks", f32, (B, 1, HM, WM)),
@@ -242,8 +306,8 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
             TensorSpec("mask_logits", f32, (B, 1, HM, WM)),
             TensorSpec("object_score_logits", f32, (B, 1)),
             # 1.0 where the mask came from user clicks and SAM2 binarizes it for the memory.
-            TensorSpec("binarize", f32, (B,)),
-            TensorSpec("kept_idx", i64, (K,)),
+            TensorSpec("binarize", f32, (B,), FLAG),
+            TensorSpec("kept_idx", i64, (K,), tokens),
         ),
         outputs=(TensorSpec("memory", f32, (B, K, Cm)),),
         atol={"memory": 1e-3},

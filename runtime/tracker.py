@@ -20,14 +20,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
 from .backends.base import Backend
 from .config import NO_OBJ_SCORE
 from .preprocess import points_to_model, preprocess_frame
-from .specs import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
+from .specs import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER, ROUTER
 from .state import (
     FrameFeatures,
     FrameOutput,
@@ -38,6 +38,9 @@ from .state import (
     VideoState,
 )
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .router import TokenSelector
 
 # SAM2 clamps previous mask logits fed back with correction clicks to avoid rare numerical issues.
 PREV_LOGITS_CLAMP = 32.0
@@ -112,15 +115,15 @@ class _Decoded:
 class SAM2Tracker:
     """SAM2's video loop over a :class:`~fastsam2.runtime.backends.base.Backend`.
 
-    ``router`` (optional) maps ``(tracker, obj, feats, frame_idx, k)`` to the kept token indices
-    [k] int64 when ``keep_ratio < 1``; without one, pruning is refused.
+    ``router`` (optional): a :class:`~fastsam2.runtime.router.TokenSelector` giving the kept token
+    indices [k] int64 when ``keep_ratio < 1``; without one, pruning is refused.
     """
 
     def __init__(
         self,
         backend: Backend,
         options: TrackerOptions | None = None,
-        router: Callable[..., Any] | None = None,
+        router: TokenSelector | None = None,
     ):
         self.backend = backend
         self.config = backend.config
@@ -178,12 +181,16 @@ class SAM2Tracker:
     # ------------------------------------------------------------------------------------------
     # stage calls
     def _run(self, graph: str, feed: dict[str, Any]) -> dict[str, Any]:
+        return self._timed(graph, self.backend.runners[graph].infer, feed)
+
+    def _timed(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, its wall-clock time added to ``times[stage]`` when profiling (synchronized)."""
         if not self.options.profile_stages:
-            return self.backend.runners[graph].infer(feed)
+            return fn(*args)
         t0 = time.perf_counter()
-        out = self.backend.runners[graph].infer(feed)
+        out = fn(*args)
         self.ops.synchronize()
-        self.times.add(graph, (time.perf_counter() - t0) * 1e3)
+        self.times.add(stage, (time.perf_counter() - t0) * 1e3)
         return out
 
     def encode_image(self, image: np.ndarray, frame_idx: int) -> FrameFeatures:
@@ -378,7 +385,7 @@ class SAM2Tracker:
             return self._all_idx
         k = max(math.ceil(opt.keep_ratio * n), opt.min_kept, 1)
         k = min(n, -(-k // opt.k_multiple) * opt.k_multiple)
-        return self.router(self, state, obj, feats, k)
+        return self._timed(ROUTER, self.router.select, obj, feats, k)
 
     def _condition(self, state: VideoState, obj: ObjectState, feats: FrameFeatures, kept: Any):
         self._flush_object(obj)
@@ -605,6 +612,22 @@ class SAM2Tracker:
         """Add a binary mask [H,W] (any size; resized like SAM2) for ``obj_id`` on ``frame_idx``."""
         self._apply_prompt(state, obj_id, frame_idx, Prompt(mask=mask))
         return frame_idx, state.obj_ids, self._video_res(state, frame_idx)
+
+    def remove_object(self, state: VideoState, obj_id: int) -> list[int]:
+        """Forget ``obj_id`` (its prompts, memory and pointers); returns the remaining object ids.
+
+        Objects do not share memory, so the others are unaffected (SAM2VideoPredictor.remove_object
+        re-runs them only because it stores all objects in one batch)."""
+        if obj_id not in state.objects:
+            raise TrackerError(f"no object {obj_id} (objects: {state.obj_ids})")
+        del state.objects[obj_id]
+        return state.obj_ids
+
+    def set_profiling(self, enabled: bool) -> StageTimes:
+        """Turn per-stage timing on or off and start a fresh :class:`StageTimes` (returned)."""
+        self.options.profile_stages = enabled
+        self.times = StageTimes()
+        return self.times
 
     def _check_prompt_frame(self, obj: ObjectState, frame_idx: int) -> None:
         if frame_idx in obj.tracked and obj.output_at(frame_idx) is None:

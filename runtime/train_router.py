@@ -52,7 +52,7 @@ import numpy as np
 
 from .args import bounded, finite_float, non_negative_int, positive
 from .errors import UsageError
-from .frames import IMAGE_EXTENSIONS
+from .frames import IMAGE_EXTENSIONS, FolderSource, read_image
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 CKPT_FORMAT = "fastsam2-router-train-1"
@@ -226,7 +226,7 @@ def seed_objects(tracker, state, num: int, rng: np.random.Generator, area: tuple
         if area[0] <= covered <= area[1]:
             accepted.append(oid)
         else:
-            del state.objects[oid]  # only a prompt on frame 0: nothing else refers to it
+            tracker.remove_object(state, oid)
     return accepted
 
 
@@ -505,38 +505,30 @@ def run_train_router(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------
 # fit-text-projection
 def davis_frames(root: str | Path) -> list[tuple[str, Path, Path]]:
-    """[(sequence, image .jpg, annotation .png)] of a DAVIS-layout dataset."""
+    """[(sequence, frame file, annotation .png)] of a DAVIS-layout dataset, in frame order."""
+    from .evaluation import davis_layout, mask_files
+
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"dataset folder not found: {root}")
-    ann_root, img_root = root / "Annotations" / "480p", root / "JPEGImages" / "480p"
-    if not ann_root.is_dir() or not img_root.is_dir():
-        raise UsageError(f"{root} is not in the DAVIS layout (needs JPEGImages/480p and Annotations/480p)")
+    img_root, ann_root = davis_layout(root)
     out = []
     for seq in sorted(p for p in ann_root.iterdir() if p.is_dir()):
-        for png in sorted(seq.glob("*.png")):
-            jpg = img_root / seq.name / f"{png.stem}.jpg"
-            if not jpg.is_file():
-                raise UsageError(f"annotation {png} has no frame {jpg}")
-            out.append((seq.name, jpg, png))
+        frames = {f.stem: f for f in FolderSource(img_root / seq.name).files} if (img_root / seq.name).is_dir() else {}
+        for png in mask_files(seq):
+            if png.stem not in frames:
+                raise UsageError(f"annotation {png} has no frame in {img_root / seq.name}")
+            out.append((seq.name, frames[png.stem], png))
     if not out:
         raise UsageError(f"no annotated frames in {ann_root}")
     return out
 
 
-def _read_object_ids(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise UsageError(f"{path}: expected an indexed or grayscale PNG of object ids, got mode {im.mode}")
-        return np.array(im)
-
-
 def run_fit_text_projection(args: argparse.Namespace) -> int:
     """fastsam2 fit-text-projection."""
-    from PIL import Image
     from tqdm import tqdm
+
+    from .evaluation import read_object_ids
 
     frames = davis_frames(args.dataset)
     labels = read_json_labels(args.labels)
@@ -563,15 +555,14 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
         counters[seq] = counters.get(seq, -1) + 1
         if counters[seq] % args.every:
             continue
-        ids = _read_object_ids(png)
+        ids = read_object_ids(png)
         objects = [int(o) for o in np.unique(ids) if o not in (0, 255)]
         keys = [(o, f"{seq}/{o}") for o in objects]
         unlabeled += sum(k not in labels for _, k in keys)
         keys = [(o, k) for o, k in keys if k in labels]
         if not keys:
             continue
-        with Image.open(jpg) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = read_image(jpg)
         if image.shape[:2] != ids.shape:
             raise UsageError(f"{png} is {ids.shape[1]}x{ids.shape[0]} but {jpg} is {image.shape[1]}x{image.shape[0]}")
         feats = tracker.ops.to_numpy(tracker.encode_image(image, i).vision_feats)[0]

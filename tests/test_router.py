@@ -154,13 +154,14 @@ def test_memory_tokens_all_option(tiny512, clip25):
 def test_keep_one_never_calls_the_router(tiny512, clip25):
     backend = build_torch_backend(tiny512)
 
-    def exploding_router(*args):
-        raise AssertionError("router called at keep_ratio 1.0")
+    class ExplodingSelector:
+        def select(self, obj, feats, k):
+            raise AssertionError("router called at keep_ratio 1.0")
 
-    tracker = SAM2Tracker(backend, TrackerOptions(keep_ratio=1.0, fill_hole_area=0), router=exploding_router)
+    tracker = SAM2Tracker(backend, TrackerOptions(keep_ratio=1.0, fill_hole_area=0), router=ExplodingSelector())
     results = run_frames(tracker, clip25, 3)
     assert results[-1].kept_tokens == {1: H * W, 2: H * W}
-    assert ROUTER not in backend.runners
+    assert ROUTER not in tracker.times.calls  # the router stage never ran
 
 
 def test_pruning_without_router_is_refused(tiny512):

@@ -91,6 +91,8 @@ class Backend:
     # no_mem_embed [C]; mask_downsample_weight [1,1,4,4]; mask_downsample_bias [1] (host numpy arrays)
     constants: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    weights: str | None = None  # checkpoint sha256, "random-init", or None when unknown
+    precisions: dict[str, str] = field(default_factory=dict)  # {graph: "fp32" | "fp16" | "int8"}
 
     def close(self) -> None:
         for runner in self.runners.values():

@@ -22,29 +22,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import ModelConfig
-from ..manifest import CONSTANTS_NAME, MANIFEST_NAME, GraphEntry, Manifest, ManifestError, fastsam2_version
+from ..manifest import MANIFEST_NAME, ExportDir, GraphEntry, GraphLoadError, Manifest, ManifestError
 from ..ops import NumpyOps
-from ..specs import GraphSpec, graph_specs
+from ..specs import GraphSpec
 from .base import Backend, StageError, StageRunner
-from ..errors import UserError
 
 INT8_DIR = "int8"
 INT8_REPORT = "report.json"
 PRECISIONS = ("fp32", "int8")
-
-
-class GraphLoadError(UserError, ValueError):
-    """A graph file that is missing, corrupt, or not the one the manifest names (one line)."""
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_providers() -> list[str]:
@@ -92,13 +77,10 @@ class OrtStageRunner(StageRunner):
             raise GraphLoadError(
                 f"{self.spec.name}: ONNX Runtime cannot load {self.path} (truncated or corrupt?): {first[:300]}"
             ) from None
-        got_in = [i.name for i in self.session.get_inputs()]
-        got_out = [o.name for o in self.session.get_outputs()]
-        if got_in != self.spec.input_names or got_out != self.spec.output_names:
-            raise GraphLoadError(
-                f"{self.spec.name}: {self.path.name} has inputs {got_in} / outputs {got_out}, "
-                f"spec {self.spec.input_names} / {self.spec.output_names}"
-            )
+        why = self.spec.check_names([i.name for i in self.session.get_inputs()],
+                                    [o.name for o in self.session.get_outputs()], self.path.name)
+        if why:
+            raise GraphLoadError(why)
         used = self.session.get_providers()
         self.use_io_binding = bool(used) and used[0] == "CUDAExecutionProvider"
 
@@ -136,28 +118,6 @@ def read_int8_report(graph_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def _check_manifest(manifest: Manifest, *, expect_config: str | None, check_version: bool) -> None:
-    if expect_config is not None and manifest.config_name != expect_config:
-        raise ManifestError(
-            f"export is for config {manifest.config_name!r}, expected {expect_config!r}"
-        )
-    if check_version and manifest.fastsam2_version != fastsam2_version():
-        raise ManifestError(
-            f"export was written by fastsam2 {manifest.fastsam2_version}, this is "
-            f"{fastsam2_version()}: re-export the graphs"
-        )
-    known = graph_specs(manifest.model_config.spec_dims())
-    for name, entry in manifest.graphs.items():
-        # The router's text width is the router's; the SAM2 graphs must match this fastsam2's specs.
-        if name in known and name != "router":
-            ours = known[name]
-            if (entry.spec.inputs, entry.spec.outputs) != (ours.inputs, ours.outputs):
-                raise ManifestError(
-                    f"graph {name}: manifest interface differs from this fastsam2's spec "
-                    "(exported by another version?): re-export the graphs"
-                )
-
-
 def _graph_path(graph_dir: Path, entry: GraphEntry, precision: str, int8: dict | None) -> tuple[Path, str | None]:
     """(file to load, sha256 it must have or None) for one graph at ``precision``."""
     if precision == "int8" and int8 is not None:
@@ -190,35 +150,24 @@ def load_ort_backend(
     graph_dir = Path(graph_dir)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if not graph_dir.is_dir():
-        raise ManifestError(f"export directory not found: {graph_dir}")
-    manifest = Manifest.read(graph_dir)
-    _check_manifest(manifest, expect_config=expect_config, check_version=check)
+    export = ExportDir.open(graph_dir, expect_config=expect_config, check_version=check)
+    manifest = export.manifest
     int8 = read_int8_report(graph_dir) if precision == "int8" else None
     if precision == "int8" and int8 is None:
         raise ManifestError(
             f"no {INT8_DIR}/{INT8_REPORT} in {graph_dir}: run fastsam2.calibration.ort_quant first"
         )
-    if int8 is not None and check and int8.get("manifest_sha256") != _sha256(graph_dir / MANIFEST_NAME):
+    if int8 is not None and check and int8.get("manifest_sha256") != export.manifest_sha256():
         raise ManifestError(f"{graph_dir / INT8_DIR / INT8_REPORT} was made from another export")
-    const_path = graph_dir / CONSTANTS_NAME
-    if not const_path.is_file():
-        raise GraphLoadError(f"constants file missing: {const_path}")
-    with np.load(const_path, allow_pickle=False) as data:
-        constants = {k: data[k] for k in data.files}
+    constants = export.constants()
 
     names = list(graphs) if graphs is not None else list(manifest.graphs)
     runners: dict[str, StageRunner] = {}
     chosen: dict[str, str] = {}
     for name in names:
-        if name not in manifest.graphs:
-            raise ManifestError(f"graph {name!r} is not in {graph_dir / MANIFEST_NAME}")
-        entry = manifest.graphs[name]
+        entry = export.entry(name)
         path, sha = _graph_path(graph_dir, entry, precision, int8)
-        if not path.is_file():
-            raise GraphLoadError(f"graph file missing: {path}")
-        if check and sha is not None and _sha256(path) != sha:
-            raise GraphLoadError(f"{path} does not match the manifest (sha256 differs): re-export")
+        export.verified(path, sha, check=check)
         runner = OrtStageRunner(
             entry.spec,
             path,
@@ -237,18 +186,16 @@ def load_ort_backend(
         chosen[name] = "int8" if path.parent.name == INT8_DIR else "fp32"
     first = next(iter(runners.values()), None)
     used = first.session.get_providers()[0] if first is not None else "none"
-    backend = Backend(
+    return Backend(
         name="onnxruntime",
         runners=runners,
         ops=NumpyOps(),
         config=manifest.model_config,
         constants=constants,
-        description=f"onnxruntime {used} "
-        + ", ".join(f"{n}:{p}" for n, p in chosen.items()),
+        description=f"onnxruntime {used} " + ", ".join(f"{n}:{p}" for n, p in chosen.items()),
+        weights=manifest.weights,
+        precisions=chosen,
     )
-    backend.manifest = manifest  # type: ignore[attr-defined]
-    backend.precisions = chosen  # type: ignore[attr-defined]
-    return backend
 
 
 def config_of(graph_dir: str | Path) -> ModelConfig:

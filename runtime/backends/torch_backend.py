@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..ops import TorchOps
-from ..specs import GraphSpec
+from ..specs import ROUTER, GraphSpec
 from .base import Backend, StageRunner
 
 
@@ -166,19 +166,24 @@ def build_torch_backend(
     check_inputs: bool = True,
     extra_stages: dict[str, Any] | None = None,
     cuda_graphs: bool = False,
+    router_weights: str | None = None,
 ) -> Backend:
-    """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device).
+    """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device), the token
+    router included (``router_weights``: a router .safetensors; default: the built-in weights).
 
     On CUDA, ``cuda_graphs`` captures each stage per input-shape bucket (see
     :class:`TorchStageRunner`); all graphs share one memory pool.
     """
     from fastsam2.export.models import model_config
+    from fastsam2.export.router import TokenRouter, load_router
     from fastsam2.export.stages import build_stages, model_constants
 
     device = str(next(model.parameters()).device)
     on_cuda = device.startswith("cuda")
     stages = build_stages(model, fill=fill)
     stages.update(extra_stages or {})
+    if ROUTER not in stages:
+        stages[ROUTER] = load_router(router_weights, model) if router_weights else TokenRouter.for_model(model)
     for stage in stages.values():
         stage.to(device)  # the stages' own tables (RoPE, position encodings) are built on the CPU
     pool = None
@@ -202,4 +207,5 @@ def build_torch_backend(
         constants=model_constants(model),
         description=f"torch {device}" + (f" autocast {autocast_dtype}" if autocast_dtype else "")
         + (" cuda-graphs" if pool is not None else ""),
+        weights=getattr(model, "fastsam2_weights", None),
     )
