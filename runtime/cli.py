@@ -382,8 +382,12 @@ def add_eval_parser(sub) -> None:
                    help="track --dataset with first-frame masks as prompts at each --keeps ratio, then evaluate")
     p.add_argument("--dataset", help="DAVIS-layout root (JPEGImages/480p, Annotations/480p) for --run")
     p.add_argument("--keeps", default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
-    p.add_argument("--out", default=None, help="where --run writes its masks (default: a temp dir)")
+    p.add_argument("--out", default=None, help="where --run writes its masks (default: a temp dir); "
+                   "a rerun into the same --out skips finished videos")
     add_model_args(p)
+    from .distributed import add_ray_args
+
+    add_ray_args(p)
     p.set_defaults(func=run_eval)
 
 
@@ -407,7 +411,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_eval_tracking(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .eval_run import format_results, results_json, run_dataset
+    from .eval_run import dataset_jobs, format_results, results_json, run_dataset
 
     if not args.dataset:
         raise CliError("eval --run needs --dataset DIR (DAVIS layout)")
@@ -415,26 +419,23 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
         keeps = [float(k) for k in args.keeps.split(",")]
     except ValueError:
         raise CliError(f"--keeps takes comma-separated ratios, got {args.keeps!r}") from None
-    built = {}
-
-    def factory(keep: float):
-        # one model for all keep ratios: rebuild only the loop around it
-        from .router import make_router
-        from .tracker import SAM2Tracker, TrackerOptions
-
-        if "tracker" not in built:
-            args.keep = 1.0
-            built["tracker"], built["info"] = build_tracker(args)
-        base = built["tracker"]
-        router = make_router(base.backend, text=args.text, texts_path=args.texts, weights_path=args.router) if keep < 1 else None
-        return SAM2Tracker(base.backend, TrackerOptions(keep_ratio=keep), router=router)
+    from .distributed import make_executor
+    from .video_jobs import format_totals, format_videos
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fastsam2_eval_"))
-    results = run_dataset(factory, Path(args.dataset), keeps, out, args.sequences)
+    jobs = dataset_jobs(args, Path(args.dataset), keeps, out, args.sequences)  # checks the dataset first
+    executor = make_executor(args)  # in-process, or Ray actors with --ray
+    try:
+        info = executor.start()
+        results, videos, totals = run_dataset(executor, jobs, keeps, out)
+    finally:
+        executor.close()
+    print(format_videos(videos))
+    print(format_totals(totals))
     print(format_results(results))
-    print(f"masks and per-keep eval.json under {out}", file=sys.stderr)
+    print(f"masks, per-video video.json and per-keep eval.json under {out}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(results_json(results, built.get("info", {})) + "\n")
+        Path(args.json).write_text(results_json(results, info, videos, totals) + "\n")
     return 0
 
 
@@ -445,6 +446,7 @@ PLUGIN_COMMANDS = (
     "fastsam2.runtime.bench",  # fastsam2 bench
     "fastsam2.runtime.train_router",  # fastsam2 train-router, fit-text-projection
     "fastsam2.runtime.check_engines",  # fastsam2 check-engines
+    "fastsam2.runtime.label",  # fastsam2 label
 )
 
 
