@@ -63,7 +63,7 @@ def dataset_jobs(args, dataset: Path, keep_ratios: list[float], out_dir: Path,
                  sequences: list[str] | None = None) -> list:
     """One VideoJob per (keep ratio, sequence): prompts are the first-frame ground-truth masks, the
     masks go to out_dir/keep_<r>/<seq>/ and are scored against the sequence's annotations."""
-    from .video_jobs import VideoJob, job_settings
+    from .video_jobs import VideoJob, check_outputs, job_settings
 
     images_root, annos_root = dataset_layout(Path(dataset))
     seqs = sequences or sorted(p.name for p in annos_root.iterdir() if p.is_dir())
@@ -83,6 +83,7 @@ def dataset_jobs(args, dataset: Path, keep_ratios: list[float], out_dir: Path,
                 prompts={i: {"mask": str(png)} for i in ids}, settings=job_settings(args, keep),
                 gt_dir=str(annos_root / seq),
             ))
+    check_outputs(jobs)
     return jobs
 
 

@@ -179,7 +179,7 @@ def load_prompts(path: Path, videos: Path) -> dict[str, dict]:
 
 def label_jobs(args: argparse.Namespace, prompts: dict[str, dict], out_dir: Path) -> list:
     """One VideoJob per video of the prompts file, at ``args.keep``, into out_dir/<video>/."""
-    from .video_jobs import VideoJob, job_settings
+    from .video_jobs import VideoJob, check_outputs, job_settings
 
     jobs = []
     for name, entry in prompts.items():
@@ -188,6 +188,7 @@ def label_jobs(args: argparse.Namespace, prompts: dict[str, dict], out_dir: Path
             name=name, source=entry["source"], out_dir=str(out_dir), keep=args.keep, prompts=entry["objects"],
             settings=job_settings(args, args.keep, text=text, prompts=entry["objects"]), text=text,
         ))
+    check_outputs(jobs)
     return jobs
 
 

@@ -228,6 +228,12 @@ def read_finished(job: VideoJob) -> VideoResult | None:
     return result
 
 
+def check_outputs(jobs: list[VideoJob]) -> int:
+    """Refuse, before any model is built, outputs that exist but cannot be reused (other settings, not
+    written by fastsam2); returns how many videos are already finished."""
+    return sum(read_finished(job) is not None for job in jobs)
+
+
 def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
     """Track one video and commit its folder atomically, or return its stored result if finished."""
     from .frames import open_frames
