@@ -185,6 +185,10 @@ def make_executor(args: argparse.Namespace):
     from .video_jobs import LocalExecutor
 
     if getattr(args, "ray", None) is None:
+        if args.workers is not None or args.cpus_per_worker != 1:
+            from .cli import CliError
+
+            raise CliError("--workers and --cpus-per-worker need --ray")
         return LocalExecutor(args)
     require_ray()
     return RayExecutor(args, address=args.ray, workers=args.workers, cpus_per_worker=args.cpus_per_worker)

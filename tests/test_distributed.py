@@ -157,6 +157,18 @@ def test_rerun_with_other_settings_is_refused(davis3, single_process, tmp_path, 
     assert video_files(out) == video_files(ref_out)
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--ray", "--workers", "3"], "--workers 3: the Ray cluster has room for 2"),
+    (["--workers", "2"], "--workers and --cpus-per-worker need --ray"),
+])
+def test_bad_worker_counts_are_one_line(davis3, ray_cluster, tmp_path, capsys, extra, message):
+    out = tmp_path / "never"
+    code = main([*COMMON, "--dataset", str(davis3), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
 BLOCK_RAY = textwrap.dedent(
     """
     import importlib.abc, sys
