@@ -181,6 +181,11 @@ def label_jobs(args: argparse.Namespace, prompts: dict[str, dict], out_dir: Path
     """One VideoJob per video of the prompts file, at ``args.keep``, into out_dir/<video>/."""
     from .video_jobs import VideoJob, check_outputs, job_settings
 
+    from .cli import CliError
+
+    texts = [name for name, e in prompts.items() if e["text"] is not None]
+    if texts and args.keep < 1 and not args.texts:
+        raise CliError(f"video {texts[0]!r} has a router text: give --texts FILE.npz (fastsam2-export text ...)")
     jobs = []
     for name, entry in prompts.items():
         text = entry["text"] if entry["text"] is not None else args.text

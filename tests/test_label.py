@@ -76,13 +76,15 @@ def test_label_writes_each_video_like_track(videos, tmp_path, capsys):
     ('{"videos": {"clicks": {"objects": {}}}}', "expected at least one object"),
     ('{"videos": {"clicks": {"text": "", "objects": {"1": {"box": [1, 2, 3, 4]}}}}}', "text: expected a non-empty string"),
     ('{"clips": {}}', 'expected {"videos"'),
+    ('{"videos": {"clicks": {"text": "a bed", "objects": {"1": {"box": [1, 2, 3, 4]}}}}}', "give --texts FILE.npz"),
     ('{"videos": ', "not valid JSON"),
 ])
 def test_label_bad_prompts_is_one_line(videos, tmp_path, capsys, videos_json, message):
     root, prompts = videos
     prompts.write_text(videos_json)
     out = tmp_path / "labels"
-    code = main(["label", "--videos", str(root), "--prompts", str(prompts), "--out", str(out), *MODEL])
+    code = main(["label", "--videos", str(root), "--prompts", str(prompts), "--out", str(out), *MODEL,
+                 "--keep", "0.5"])
     err = capsys.readouterr().err
     assert code == 1 and message in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
