@@ -77,6 +77,7 @@ def main() -> int:
     from fastsam2.runtime.cli import main as fastsam2
 
     counts = [int(w) for w in args.workers.split(",")]
+    load_start = os.getloadavg()
     os.environ.setdefault("TQDM_DISABLE", "1")
     if args.ray == "local":
         ray.init(num_cpus=max(counts) if args.device == "cpu" else None, include_dashboard=False)
@@ -102,7 +103,11 @@ def main() -> int:
             runs.append({"workers": n, "videos_per_s": job["videos_per_s"], "frames_per_s": job["frames_per_s"],
                          "videos": job["videos_run"], "frames": job["frames_run"], "job_wall_s": job["wall_s"],
                          "command_wall_s": round(total, 3), "jf_mean": data["results"][0]["jf_mean"],
-                         "hosts": data["ray"]["hosts"]})
+                         "hosts": data["ray"]["hosts"],
+                         # per-video tracking speed inside each worker: if it drops as workers are added,
+                         # the workers share cores (other load), not wait on the scheduler
+                         "per_video_fps_mean": float(np.mean([v["fps"] for v in data["videos"]])),
+                         "distinct_worker_pids": len({v["worker"]["pid"] for v in data["videos"]})})
         base = runs[0]["videos_per_s"]
         for r in runs:
             r["speedup_vs_first"] = r["videos_per_s"] / base if base else None
@@ -116,7 +121,7 @@ def main() -> int:
                       "image_size": args.image_size, "weights": "random-init" if args.backend == "torch" else None},
             "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
-                        "loadavg_at_end": os.getloadavg()},
+                        "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg()},
             "jf_equal_across_worker_counts": same,
             "runs": runs,
         }
