@@ -15,6 +15,7 @@ committed is returned, not written again.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import deque
 from typing import Callable
 
@@ -159,7 +160,7 @@ class RayExecutor:
 
     def close(self) -> None:
         """Stop the actors; shut Ray down if this executor started it."""
-        if "ray" not in __import__("sys").modules:
+        if "ray" not in sys.modules:
             return
         import ray
 

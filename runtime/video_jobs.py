@@ -349,6 +349,7 @@ class LocalExecutor:
         self.trackers = TrackerCache(args)
 
     def start(self) -> dict:
+        """Build the backend; returns its description for the report."""
         return self.trackers.load()
 
     def map(self, jobs: list[VideoJob], on_result: Callable[[VideoJob, VideoResult], None]) -> list[VideoResult]:
@@ -400,6 +401,7 @@ def format_videos(results: list[VideoResult]) -> str:
 
 
 def format_totals(totals: dict) -> str:
+    """One line: videos run/reused, frames, wall time, workers, frames/s and videos/s of the job."""
     return (f"{totals['videos']} videos ({totals['videos_run']} run, {totals['videos_reused']} reused), "
             f"{totals['frames_run']} frames in {totals['wall_s']:.1f} s on {totals['workers']} worker(s): "
             f"{totals['frames_per_s']:.2f} frames/s, {totals['videos_per_s']:.3f} videos/s")
