@@ -18,7 +18,15 @@ import numpy as np
 
 from .args import ArgumentParser, finite_float, keep_ratios, non_negative_int, positive, run_cli
 from .errors import UsageError
-from .outdir import atomic_output_dir, check_output_dir, check_output_file, write_text_atomic
+from .outdir import (
+    atomic_output_dir,
+    check_output_dir,
+    check_output_file,
+    check_resumable_dir,
+    discard_if_unused,
+    open_resumable_dir,
+    write_text_atomic,
+)
 
 SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample"
 
@@ -414,9 +422,13 @@ def add_eval_parser(sub) -> None:
                    help="track --dataset with first-frame masks as prompts at each --keeps ratio, then evaluate")
     p.add_argument("--dataset", help="DAVIS-layout root (JPEGImages/480p, Annotations/480p) for --run")
     p.add_argument("--keeps", type=keep_ratios, default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
-    p.add_argument("--out", default=None, help="where --run writes its masks (default: a temp dir)")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous --run output at --out")
+    p.add_argument("--out", default=None, help="where --run writes its masks (default: a temp dir); "
+                   "a rerun into the same --out skips finished videos")
+    p.add_argument("--overwrite", action="store_true", help="start over: replace a previous --run output at --out")
     add_model_args(p)
+    from .distributed import add_ray_args
+
+    add_ray_args(p)
     p.set_defaults(func=run_eval)
 
 
@@ -439,45 +451,43 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_eval_tracking(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .eval_run import format_results, results_json, run_dataset
+    from .eval_run import dataset_jobs, format_results, results_json, run_dataset
 
     if not args.dataset:
         raise UsageError("eval --run needs --dataset DIR (DAVIS layout)")
+    from .distributed import make_executor
+    from .video_jobs import format_totals, format_videos
+
     keeps = args.keeps
     args.keep = 1.0
     check_model_args(args)
+    executor = make_executor(args)  # in-process, or Ray actors with --ray (refused now if Ray is missing)
     protect = [args.dataset, args.graphs, args.checkpoint, args.texts, args.router]
-    scratch = None
-    if args.out is None:  # masks go to a fresh temporary folder, removed again if the run fails
-        scratch = Path(tempfile.mkdtemp(prefix="fastsam2_eval_"))
-        out = scratch / "masks"
+    if args.out is not None:  # each video is committed on its own: an earlier --out is resumed
+        out = check_resumable_dir(args.out, overwrite=args.overwrite, protect=protect)
     else:
-        out = check_output_dir(args.out, overwrite=args.overwrite, protect=protect)
-    built = {}
-
-    def factory(keep: float):
-        # one model for all keep ratios: rebuild only the loop around it
-        from .router import make_router
-        from .tracker import SAM2Tracker, TrackerOptions
-
-        if "tracker" not in built:
-            built["tracker"], built["info"] = build_tracker(args)
-        base = built["tracker"]
-        router = make_router(base.backend, text=args.text, texts_path=args.texts, weights_path=args.router) if keep < 1 else None
-        return SAM2Tracker(base.backend, TrackerOptions(keep_ratio=keep, fill_hole_area=args.fill_hole_area),
-                           router=router)
-
+        out = Path(tempfile.mkdtemp(prefix="fastsam2_eval_"))
     try:
-        with atomic_output_dir(out, overwrite=args.overwrite, kind="eval-run", protect=protect) as tmp:
-            results = run_dataset(factory, Path(args.dataset), keeps, tmp, args.sequences)
+        jobs = dataset_jobs(args, Path(args.dataset), keeps, out, args.sequences)  # checks the dataset first
     except BaseException:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
         raise
+    open_resumable_dir(out, kind="eval-run", overwrite=args.overwrite)
+    try:
+        info = executor.start()
+        results, videos, totals = run_dataset(executor, jobs, keeps, out)
+    except BaseException:
+        discard_if_unused(out)  # a run that committed no video leaves nothing behind
+        raise
+    finally:
+        executor.close()
+    print(format_videos(videos))
+    print(format_totals(totals))
     print(format_results(results))
-    print(f"masks and per-keep eval.json under {out}", file=sys.stderr)
+    print(f"masks, per-video video.json and per-keep eval.json under {out}", file=sys.stderr)
     if args.json:
-        write_text_atomic(args.json, results_json(results, built.get("info", {})) + "\n")
+        write_text_atomic(args.json, results_json(results, info, videos, totals) + "\n")
     return 0
 
 
@@ -488,6 +498,7 @@ PLUGIN_COMMANDS = (
     "fastsam2.runtime.bench",  # fastsam2 bench
     "fastsam2.runtime.train_router",  # fastsam2 train-router, fit-text-projection
     "fastsam2.runtime.check_engines",  # fastsam2 check-engines
+    "fastsam2.runtime.label",  # fastsam2 label
 )
 
 

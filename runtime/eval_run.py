@@ -9,11 +9,9 @@ reported in the same table.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 from .errors import UserError
 
 
@@ -36,20 +34,15 @@ class KeepResult:
 
 
 def dataset_layout(root: Path) -> tuple[Path, Path]:
-    """(images root, annotations root) of a DAVIS layout: <root>/JPEGImages/480p, Annotations/480p."""
-    for images, annos in (
-        (root / "JPEGImages" / "480p", root / "Annotations" / "480p"),
-        (root / "JPEGImages", root / "Annotations"),
-    ):
-        if images.is_dir() and annos.is_dir():
-            return images, annos
-    raise EvalRunError(f"{root} is not a DAVIS-layout dataset (expected JPEGImages/480p and Annotations/480p)")
+    """(images root, annotations root) of a DAVIS layout (see evaluation.davis_layout)."""
+    from .evaluation import davis_layout
+
+    return davis_layout(root)
 
 
-def first_frame_prompts(anno_dir: Path):
-    """{obj_id: Prompt(mask)} from a sequence's first annotation PNG (ids 1..max, as DAVIS)."""
+def first_frame_ids(anno_dir: Path) -> tuple[Path, list[int]]:
+    """(first annotation PNG, object ids 1..max present in it) of a DAVIS sequence."""
     from .evaluation import mask_files, read_object_ids
-    from .tracker import Prompt
 
     pngs = mask_files(anno_dir)
     if not pngs:
@@ -59,7 +52,7 @@ def first_frame_prompts(anno_dir: Path):
     ids = [i for i in range(1, int(labels.max()) + 1) if (labels == i).any()]
     if not ids:
         raise EvalRunError(f"{pngs[0]}: the first frame has no object")
-    return {i: Prompt(mask=labels == i) for i in ids}
+    return pngs[0], ids
 
 
 def check_sequence(images: Path, annos: Path) -> None:
@@ -68,7 +61,7 @@ def check_sequence(images: Path, annos: Path) -> None:
     from .frames import open_frames
 
     if not images.is_dir():
-        raise EvalRunError(f"no frames for sequence {annos.name!r}: {images} is not a folder")
+        raise EvalRunError(f"sequence {annos.name!r} has annotations but no frames in {images}")
     with open_frames(images) as source:
         names = [p.stem for p in source.files]
         size = (source.height, source.width)
@@ -85,49 +78,64 @@ def check_sequence(images: Path, annos: Path) -> None:
         )
 
 
-def run_dataset(tracker_factory, dataset: Path, keep_ratios: list[float], out_dir: Path,
-             sequences: list[str] | None = None) -> list[KeepResult]:
-    """Track every sequence at every keep ratio, write masks under out_dir/keep_<r>/<seq>/, and
-    evaluate them. ``tracker_factory(keep)`` returns a fresh SAM2Tracker."""
-    from .evaluation import evaluate_dirs
-    from .frames import open_frames
-    from .metrics import peak_rss_mb
-    from .output import labels_from_masks, save_indexed_png
+def dataset_jobs(args, dataset: Path, keep_ratios: list[float], out_dir: Path,
+                 sequences: list[str] | None = None) -> list:
+    """One VideoJob per (keep ratio, sequence): prompts are the first-frame ground-truth masks, the
+    masks go to out_dir/keep_<r>/<seq>/ and are scored against the sequence's annotations."""
+    from .video_jobs import VideoJob, check_outputs, job_settings
 
     images_root, annos_root = dataset_layout(Path(dataset))
     seqs = sequences or sorted(p.name for p in annos_root.iterdir() if p.is_dir())
     if not seqs:
         raise EvalRunError(f"no sequences in {annos_root}")
+    firsts = {}
     for seq in seqs:  # before any tracking: a bad sequence fails now, not after the others ran
         check_sequence(images_root / seq, annos_root / seq)
+        firsts[seq] = first_frame_ids(annos_root / seq)
+    jobs = []
+    for keep in keep_ratios:
+        for seq in seqs:
+            png, ids = firsts[seq]
+            jobs.append(VideoJob(
+                name=seq, source=str(images_root / seq), out_dir=str(out_dir / f"keep_{keep:g}"), keep=keep,
+                prompts={i: {"mask": str(png)} for i in ids}, settings=job_settings(args, keep),
+                gt_dir=str(annos_root / seq),
+            ))
+    check_outputs(jobs)
+    return jobs
+
+
+def run_dataset(executor, jobs: list, keep_ratios: list[float], out_dir: Path):
+    """Run the jobs of :func:`dataset_jobs` on a started ``executor`` (video_jobs.LocalExecutor or
+    distributed.RayExecutor): masks under out_dir/keep_<r>/<seq>/, scores per keep ratio.
+
+    Returns (one KeepResult per keep ratio, the per-video results in job order, the job totals).
+    """
+    from .evaluation import EvalReport, ObjectScore
+    from .outdir import write_text_atomic
+    from .video_jobs import run_jobs
+
+    videos, totals = run_jobs(executor, jobs)
     results: list[KeepResult] = []
     base_jf = None
     for keep in keep_ratios:
-        tracker = tracker_factory(keep)
+        mine = [v for j, v in zip(jobs, videos) if j.keep == keep]
+        # objects in sequence order, as evaluate_dirs over the whole keep folder would give them
+        report = EvalReport.from_objects([ObjectScore.from_dict(o) for v in mine for o in v.scores])
         pred_root = out_dir / f"keep_{keep:g}"
-        ms, frames, bank = 0.0, 0, 0
-        for seq in seqs:
-            prompts = first_frame_prompts(annos_root / seq)
-            tracker.reset()
-            with open_frames(images_root / seq) as source:
-                for frame in source:
-                    t0 = time.perf_counter()
-                    res = tracker.track(frame.image, prompts if frame.index == 0 else None)
-                    ms += (time.perf_counter() - t0) * 1e3
-                    frames += 1
-                    labels = labels_from_masks(res.masks, shape=frame.image.shape[:2])
-                    save_indexed_png(pred_root / seq / f"{frame.name}.png", labels)
-                    bank = max(bank, tracker.memory_bytes(tracker.stream_state))
-        report = evaluate_dirs(pred_root, annos_root, seqs)
-        (pred_root / "eval.json").write_text(report.to_json() + "\n")
+        write_text_atomic(pred_root / "eval.json", report.to_json() + "\n")
         if base_jf is None:
             base_jf = report.jf_mean
+        frames = sum(v.frames for v in mine)
+        ms = sum(v.ms_total for v in mine)
         results.append(KeepResult(
             keep_ratio=keep, j_mean=report.j_mean, f_mean=report.f_mean, jf_mean=report.jf_mean,
             delta_jf=report.jf_mean - base_jf, frames=frames, ms_per_frame=ms / max(frames, 1),
-            fps=1e3 * frames / ms if ms else 0.0, memory_bank_bytes_max=bank, peak_rss_mb=peak_rss_mb(),
+            fps=1e3 * frames / ms if ms else 0.0,
+            memory_bank_bytes_max=max(v.memory_bank_bytes_max for v in mine),
+            peak_rss_mb=max(v.peak_rss_mb for v in mine),
         ))
-    return results
+    return results, videos, totals
 
 
 def format_results(results: list[KeepResult]) -> str:
@@ -140,5 +148,12 @@ def format_results(results: list[KeepResult]) -> str:
     return "\n".join([head, *rows])
 
 
-def results_json(results: list[KeepResult], info: dict) -> str:
-    return json.dumps({**info, "results": [asdict(r) for r in results]}, indent=2)
+def results_json(results: list[KeepResult], info: dict, videos: list | None = None,
+                 totals: dict | None = None) -> str:
+    """The --json report: model info, one entry per keep ratio, and (optionally) per video and totals."""
+    data = {**info, "results": [asdict(r) for r in results]}
+    if videos is not None:
+        data["videos"] = [{k: v for k, v in asdict(r).items() if k not in ("scores", "info")} for r in videos]
+    if totals is not None:
+        data["job"] = totals
+    return json.dumps(data, indent=2)

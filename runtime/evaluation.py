@@ -209,6 +209,16 @@ class ObjectScore:
         out["f_per_frame"] = self.f_per_frame.tolist()
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict) -> ObjectScore:
+        """Inverse of :meth:`to_dict` (exact: JSON keeps every float64 digit)."""
+        return cls(
+            sequence=data["sequence"], obj_id=int(data["obj_id"]),
+            **{name: float(data[name]) for name in _STAT_NAMES},
+            j_per_frame=np.asarray(data["j_per_frame"], dtype=np.float64),
+            f_per_frame=np.asarray(data["f_per_frame"], dtype=np.float64),
+        )
+
 
 def _mean_stats(objects: list[ObjectScore]) -> dict[str, float]:
     stats = {name: float(np.mean([getattr(o, name) for o in objects])) for name in _STAT_NAMES}

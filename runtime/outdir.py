@@ -121,6 +121,45 @@ def check_output_dir(out: str | Path, *, overwrite: bool, protect: Iterable[str 
     return out
 
 
+def check_resumable_dir(out: str | Path, *, overwrite: bool, protect: Iterable[str | Path | None] = ()) -> Path:
+    """For runs that commit one item at a time (``eval --run``, ``label``): ``out`` may be absent,
+    empty, or a previous fastsam2 output that this run resumes; with ``overwrite`` the checks of
+    :func:`check_output_dir` apply and :func:`open_resumable_dir` replaces it."""
+    out = Path(out)
+    if not overwrite and out.is_dir() and not out.is_symlink():
+        if any(out.iterdir()) and not (out / MARKER).is_file():
+            raise OutputError(
+                f"{out} exists and was not written by fastsam2 (no {MARKER} in it); choose another output directory"
+            )
+        return out
+    return check_output_dir(out, overwrite=overwrite, protect=protect)
+
+
+def open_resumable_dir(out: Path, *, kind: str, overwrite: bool) -> Path:
+    """Create ``out`` with the marker; a previous output is resumed, or removed first with ``overwrite``."""
+    try:
+        if overwrite and out.exists():
+            old = _scratch(out, "old")
+            out.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / MARKER).is_file():
+            _write_marker(out, kind)
+    except OSError as e:
+        raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
+    return out
+
+
+def discard_if_unused(out: Path) -> None:
+    """After a failed run: remove ``out`` if nothing was committed to it (only the marker is there)."""
+    try:
+        entries = [e.name for e in out.iterdir() if not e.name.startswith(".") or e.name == MARKER]
+    except OSError:
+        return
+    if entries in ([], [MARKER]):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def _write_marker(directory: Path, kind: str) -> None:
     from .manifest import fastsam2_version
 

@@ -116,6 +116,9 @@ NO_BAD_VALUE = {
     "--config": "checked by name in every command (unknown config: tests/test_onnx_export.py, test_cli_track.py)",
     "--clip": "an open_clip model name (tests/test_text.py)",
     "--output": "fastsam2-export text -o: written through the same atomic file path as eval --json",
+    "--prompts": "a JSON file checked field by field (tests/test_label.py: 13 bad prompt files)",
+    "--ray": "a cluster address; an unreachable one is one line (runtime/distributed.py), a local cluster is "
+             "tested in tests/test_distributed.py",
 }
 TABLE_COVERS = {
     "--out", "--overwrite", "--video", "--device", "--backend", "--graphs", "--checkpoint", "--texts",
@@ -250,6 +253,14 @@ CASES = [
          "not"),
     Case("bench --frames-dir missing", M, lambda t: ["bench", "--frames-dir", str(t / "nope"), "--json",
                                                      str(t / "b.json"), "--plot", str(t / "b.png")], "not found"),
+    Case("label --videos missing", M, lambda t: ["label", "--videos", str(t / "nope"), "--prompts", str(t / "p.json"),
+                                                 "--out", str(t / "out")], "not found"),
+    Case("label --out <user folder>", M, lambda t: ["label", "--videos", str(t), "--prompts", str(t / "a_file"),
+                                                    "--out", str(t / "user")], "was not written by fastsam2",
+         keep=("user/notes.txt",), out="user"),
+    Case("eval --run --out <user folder>", M, lambda t: ["eval", "--run", "--dataset", str(t / "nope"), "--out",
+                                                         str(t / "user"), *FAST], "was not written by fastsam2",
+         keep=("user/notes.txt",), out="user"),
     Case("text --pretrained missing", E, lambda t: ["text", "red car", "--pretrained", str(t / "clip.bin"),
                                                     "-o", str(t / "t.npz")], "not found"),
 ]
