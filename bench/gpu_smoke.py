@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from fastsam2.export.models import build_sam2
-from fastsam2.runtime.backends.torch_backend import build_torch_backend
-from fastsam2.runtime.bench import DEFAULT_FRAMES_DIR, PROMPT_BOX, PROMPT_POINT, SampleFrames
+from fastsam2.export.torch_backend import build_torch_backend
+from fastsam2.tools.bench import DEFAULT_FRAMES_DIR, PROMPT_BOX, PROMPT_POINT, SampleFrames
 from fastsam2.runtime.router import make_router
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
 

@@ -74,7 +74,7 @@ def main() -> int:
 
     import ray
 
-    from fastsam2.runtime.cli import main as fastsam2
+    from fastsam2.tools.cli import main as fastsam2
 
     counts = [int(w) for w in args.workers.split(",")]
     load_start = os.getloadavg()

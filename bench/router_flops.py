@@ -137,7 +137,7 @@ class ReusedEncoder:
 
 def run_config(config: str, keeps: list[float], image_size: int, frames: list[np.ndarray]) -> list[dict]:
     from fastsam2.export.models import build_sam2
-    from fastsam2.runtime.backends.torch_backend import build_torch_backend
+    from fastsam2.export.torch_backend import build_torch_backend
     from fastsam2.runtime.router import make_router
     from fastsam2.runtime.specs import IMAGE_ENCODER, MEMORY_ATTENTION
     from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions

@@ -144,7 +144,7 @@ def record_feeds(
     """Run the torch tracker on ``n_frames`` real frames with FeedRecorder-wrapped runners; the feeds
     land in ``calib_dir/<graph>/*.npz`` (at most ``max_feeds`` per graph). With ``keep_ratio < 1`` the
     pruned loop runs (default router) and the router's feeds are recorded too."""
-    from fastsam2.runtime.backends.torch_backend import build_torch_backend
+    from fastsam2.export.torch_backend import build_torch_backend
     from fastsam2.runtime.router import make_router
     from fastsam2.runtime.specs import ROUTER
     from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions

@@ -2,8 +2,9 @@
 
 The graphs do the heavy lifting; between them the tracker only concatenates memory, picks kept
 tokens, stores memory compactly and resizes masks. ONNX Runtime works on numpy arrays
-(:class:`NumpyOps`); the torch and TensorRT backends keep everything on the device as torch tensors
-(:class:`TorchOps`), so the memory bank never leaves the GPU.
+(:class:`NumpyOps`, here); the torch and TensorRT backends keep everything on the device as torch
+tensors (:class:`~fastsam2.runtime.backends.torch_ops.TorchOps`, with the backends: it needs torch),
+so the memory bank never leaves the GPU. ``tests/test_ops.py`` checks that both compute the same.
 """
 
 from __future__ import annotations
@@ -76,73 +77,3 @@ class NumpyOps:
 
     def nbytes(self, x: np.ndarray) -> int:
         return int(x.nbytes)
-
-
-class TorchOps:
-    """torch tensors on one device (CPU or CUDA); memory stored as bfloat16 like SAM2's predictor."""
-
-    name = "torch"
-
-    def __init__(self, device: str = "cpu"):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-
-    def synchronize(self) -> None:
-        """Wait for the device's queued work (timing); a no-op on the CPU."""
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
-
-    def asarray(self, x: Any, dtype: str | None = None):
-        t = self.torch.as_tensor(x) if not isinstance(x, self.torch.Tensor) else x
-        if dtype is not None:
-            t = t.to(getattr(self.torch, dtype))
-        return t.to(self.device, non_blocking=True)
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy()
-
-    def cat(self, xs: Sequence[Any], axis: int = 0):
-        return xs[0] if len(xs) == 1 else self.torch.cat(list(xs), dim=axis)
-
-    def arange(self, n: int):
-        return self.torch.arange(n, dtype=self.torch.int64, device=self.device)
-
-    def full(self, shape: tuple[int, ...], value: float, dtype: str = "float32"):
-        return self.torch.full(shape, value, dtype=getattr(self.torch, dtype), device=self.device)
-
-    def add(self, x, y):
-        return x + y
-
-    def clip(self, x, lo: float, hi: float):
-        return self.torch.clamp(x, lo, hi)
-
-    def pack_memory(self, x):
-        return x.to(self.torch.bfloat16)
-
-    def unpack_memory(self, x):
-        return x.float()
-
-    def topk_sorted(self, scores, k: int):
-        if k >= scores.shape[0]:
-            return self.arange(scores.shape[0])
-        idx = self.torch.topk(scores, k, sorted=False).indices
-        return self.torch.sort(idx).values
-
-    def resize_bilinear(self, x, size: tuple[int, int]):
-        import torch.nn.functional as F
-
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-    def non_overlapping(self, masks):
-        """SAM2's _apply_non_overlapping_constraints: [O,1,H,W] logits, only the best object per pixel
-        keeps its score, the others are clamped to at most -10."""
-        if masks.shape[0] == 1:
-            return masks
-        winner = self.torch.argmax(masks, dim=0, keepdim=True)
-        idx = self.arange(masks.shape[0]).reshape(-1, 1, 1, 1)
-        return self.torch.where(winner == idx, masks, self.torch.clamp(masks, max=-10.0))
-
-    def nbytes(self, x) -> int:
-        return int(x.numel() * x.element_size())

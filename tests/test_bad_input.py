@@ -117,7 +117,7 @@ NO_BAD_VALUE = {
     "--clip": "an open_clip model name (tests/test_text.py)",
     "--output": "fastsam2-export text -o: written through the same atomic file path as eval --json",
     "--prompts": "a JSON file checked field by field (tests/test_label.py: 13 bad prompt files)",
-    "--ray": "a cluster address; an unreachable one is one line (runtime/distributed.py), a local cluster is "
+    "--ray": "a cluster address; an unreachable one is one line (tools/distributed.py), a local cluster is "
              "tested in tests/test_distributed.py",
 }
 TABLE_COVERS = {
@@ -458,7 +458,7 @@ def test_manifest_problems_are_one_line(onnx_tiny512, work, capsys):
 # -- runs killed with SIGKILL -----------------------------------------------------------------------
 def test_sigkilled_run_leaves_nothing_the_next_run_keeps(work):
     out = work / "out"
-    cmd = [sys.executable, "-c", "import sys; from fastsam2.runtime.cli import main; sys.exit(main(sys.argv[1:]))",
+    cmd = [sys.executable, "-c", "import sys; from fastsam2.tools.cli import main; sys.exit(main(sys.argv[1:]))",
            *_track(work, "--no-overlay")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

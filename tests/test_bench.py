@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fastsam2.runtime.cli import main
+from fastsam2.tools.cli import main
 
 
 @pytest.mark.filterwarnings("ignore")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastsam2.runtime.cli import main
+from fastsam2.tools.cli import main
 from fastsam2.runtime.output import save_indexed_png
 
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from fastsam2.runtime.cli import main
+from fastsam2.tools.cli import main
 
 
 def test_track_with_ort_graphs_pruned(onnx_tiny512, bedroom, tmp_path, capsys):

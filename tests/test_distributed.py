@@ -14,9 +14,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from fastsam2.runtime.cli import main
+from fastsam2.tools.cli import main
 from fastsam2.runtime.output import save_indexed_png
-from fastsam2.runtime.video_jobs import FAULT_AFTER_COMMIT, FAULT_DIR_ENV, FAULT_MID_VIDEO, PARTIAL_TAG
+from fastsam2.tools.video_jobs import FAULT_AFTER_COMMIT, FAULT_DIR_ENV, FAULT_MID_VIDEO, PARTIAL_TAG
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # the actors run one torch thread too
 
@@ -185,8 +185,8 @@ BLOCK_RAY = textwrap.dedent(
 def test_without_ray_the_cli_lists_every_command_and_explains_ray(tmp_path):
     code = BLOCK_RAY + textwrap.dedent(
         f"""
-        import fastsam2.runtime.distributed, fastsam2.runtime.video_jobs, fastsam2.runtime.label
-        from fastsam2.runtime.cli import build_parser, main
+        import fastsam2.tools.distributed, fastsam2.tools.video_jobs, fastsam2.tools.label
+        from fastsam2.tools.cli import build_parser, main
         print(build_parser().format_help())
         raise SystemExit(main(["eval", "--run", "--dataset", {str(tmp_path)!r}, "--ray"]))
         """

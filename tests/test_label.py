@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fastsam2.runtime.cli import main
+from fastsam2.tools.cli import main
 from fastsam2.runtime.output import save_indexed_png
 
 pytestmark = pytest.mark.usefixtures("single_thread")

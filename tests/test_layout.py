@@ -47,7 +47,7 @@ def test_runtime_imports_without_torch_sam2_open_clip():
         "fastsam2.runtime.text_embeddings",
         "fastsam2.runtime.backends.base",
         "fastsam2.runtime.backends.ort",
-        "fastsam2.runtime.cli",
+        "fastsam2.tools.cli",
     ]
     code = BLOCK_HEAVY + "\n".join(f"import {m}" for m in modules) + "\nprint('imported', len(sys.modules))"
     r = run_py(code)
@@ -56,7 +56,7 @@ def test_runtime_imports_without_torch_sam2_open_clip():
 
 
 def test_cli_lists_commands_without_torch():
-    code = BLOCK_HEAVY + "from fastsam2.runtime.cli import build_parser\nprint(build_parser().format_help())"
+    code = BLOCK_HEAVY + "from fastsam2.tools.cli import build_parser\nprint(build_parser().format_help())"
     r = run_py(code)
     assert r.returncode == 0, r.stderr
     for cmd in ("track", "demo", "eval"):
@@ -67,7 +67,7 @@ def test_torch_backend_reports_missing_export_stack(tmp_path):
     """Asking for the torch backend without torch installed is one clear user error."""
     code = BLOCK_HEAVY + textwrap.dedent(
         f"""
-        from fastsam2.runtime.cli import main
+        from fastsam2.tools.cli import main
         raise SystemExit(main(["track", "--video", {str(tmp_path)!r}, "--point", "1,1", "--out", {str(tmp_path / 'o')!r}]))
         """
     )

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from tolerances import interpolation_atol
 
-from fastsam2.runtime.ops import NumpyOps, TorchOps
+from fastsam2.runtime.backends.torch_ops import TorchOps
+from fastsam2.runtime.ops import NumpyOps
 
 
 def test_ops_agree():

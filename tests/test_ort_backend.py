@@ -80,7 +80,7 @@ def compare(ref: dict, ours: dict) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def torch_reference(tiny512, clip25) -> dict[int, np.ndarray]:
-    from fastsam2.runtime.backends.torch_backend import build_torch_backend
+    from fastsam2.export.torch_backend import build_torch_backend
 
     tracker = SAM2Tracker(build_torch_backend(tiny512), TrackerOptions(fill_hole_area=0))
     return offline_run(tracker, str(clip25), N_FRAMES)
@@ -89,7 +89,7 @@ def torch_reference(tiny512, clip25) -> dict[int, np.ndarray]:
 @pytest.fixture(scope="module")
 def torch_streaming_05(tiny512, clip25) -> dict[int, np.ndarray]:
     """The torch tracker pruned at keep 0.5 with the default router (the weights router.onnx has)."""
-    from fastsam2.runtime.backends.torch_backend import build_torch_backend
+    from fastsam2.export.torch_backend import build_torch_backend
     from fastsam2.runtime.router import make_router
 
     backend = build_torch_backend(tiny512)

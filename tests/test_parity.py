@@ -12,7 +12,7 @@ import pytest
 from tolerances import network_atol
 import torch
 
-from fastsam2.runtime.backends.torch_backend import build_torch_backend
+from fastsam2.export.torch_backend import build_torch_backend
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
 
 # max |Δ| on mask logits, every frame, every object: rounding between two fp32 runs of the same

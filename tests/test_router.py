@@ -10,7 +10,7 @@ from tolerances import magnitude, reduction_atol
 import torch
 
 from fastsam2.export.router import CUES, TokenRouter, load_router, save_router, token_targets
-from fastsam2.runtime.backends.torch_backend import build_torch_backend
+from fastsam2.export.torch_backend import build_torch_backend
 from fastsam2.runtime.router import RouterError, make_router, read_router_file
 from fastsam2.runtime.specs import MEMORY_ATTENTION, ROUTER
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from fastsam2.export.router import TokenRouter, load_router
-from fastsam2.runtime.cli import main
+from fastsam2.tools.cli import main
 from fastsam2.runtime.router import read_router_file
-from fastsam2.runtime.train_router import SampleStore, TrainConfig, router_loss, train_mlp
+from fastsam2.tools.train_router import SampleStore, TrainConfig, router_loss, train_mlp
 
 
 ARGS = ["--config", "tiny", "--image-size", "256", "--frames-per-video", "3", "--objects-per-video", "1",

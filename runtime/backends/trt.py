@@ -291,7 +291,7 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     """
     import torch
 
-    from ..ops import TorchOps
+    from .torch_ops import TorchOps
 
     engine_dir = Path(engine_dir)
     manifest_path = engine_dir / "manifest.json"

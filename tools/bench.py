@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from .args import keep_ratios, non_negative_int, positive
-from .outdir import check_output_file, write_text_atomic
-from .errors import UsageError
+from fastsam2.runtime.args import keep_ratios, non_negative_int, positive
+from fastsam2.runtime.outdir import check_output_file, write_text_atomic
+from fastsam2.runtime.errors import UsageError
 
 DEFAULT_FRAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bedroom"
 PROMPT_BOX = (100.0, 100.0, 300.0, 400.0)  # x0, y0, x1, y1 in video pixels
@@ -204,7 +204,7 @@ class SampleFrames:
     """The sample clip's frames, repeated: frame i is file i mod n. Decoded once, kept in RAM."""
 
     def __init__(self, folder: str | Path):
-        from .frames import FolderSource
+        from fastsam2.runtime.frames import FolderSource
 
         self.files = FolderSource(folder).files
         self._cache: dict[int, np.ndarray] = {}
@@ -216,7 +216,7 @@ class SampleFrames:
         j = i % len(self.files)
         img = self._cache.get(j)
         if img is None:
-            from .frames import read_image
+            from fastsam2.runtime.frames import read_image
 
             img = self._cache[j] = read_image(self.files[j])
         return img
@@ -267,7 +267,7 @@ class MemoryMeter:
             self.base = float(torch.cuda.memory_allocated())
         else:
             _malloc_trim()
-            from .metrics import rss_mb
+            from fastsam2.runtime.metrics import rss_mb
 
             self.base = self.peak = rss_mb() * 2**20
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -275,7 +275,7 @@ class MemoryMeter:
         return self
 
     def _sample(self) -> None:
-        from .metrics import rss_mb
+        from fastsam2.runtime.metrics import rss_mb
 
         while not self._stop.wait(0.002):
             self.peak = max(self.peak, rss_mb() * 2**20)
@@ -288,7 +288,7 @@ class MemoryMeter:
             self.peak = float(torch.cuda.max_memory_allocated())
             self.peak_reserved = float(torch.cuda.max_memory_reserved())
         else:
-            from .metrics import rss_mb
+            from fastsam2.runtime.metrics import rss_mb
 
             self._stop.set()
             self._thread.join()
@@ -349,7 +349,7 @@ class _OfficialStageTimer:
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
-    from .metrics import summarize_ms
+    from fastsam2.runtime.metrics import summarize_ms
 
     s = summarize_ms(ms)
     return {
@@ -432,7 +432,7 @@ def _official_bank_bytes(state) -> int:
 def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision: str = "fp32"):
     """The fastsam2 backend over ``model``'s weights (torch stages, or ONNX graphs of ``model``)."""
     if opts.backend == "torch":
-        from .backends.torch_backend import build_torch_backend
+        from fastsam2.export.torch_backend import build_torch_backend
 
         return build_torch_backend(
             model,
@@ -440,15 +440,15 @@ def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision:
             check_inputs=False,
             cuda_graphs=opts.cuda_graphs,
         )
-    from .backends.ort import load_ort_backend
+    from fastsam2.runtime.backends.ort import load_ort_backend
 
     return load_ort_backend(graphs_dir, check_inputs=False, precision=precision)
 
 
 def _tracker(backend, keep: float, opts: BenchOptions):
-    from .router import make_router
-    from .specs import ROUTER
-    from .tracker import SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.router import make_router
+    from fastsam2.runtime.specs import ROUTER
+    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
 
     router = make_router(backend) if keep < 1.0 else None  # the backend's router stage, graphs too
     gpu_path = opts.cuda_graphs
@@ -469,7 +469,7 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
     """One streaming run over n frames (prompt on frame 0); per-stage times as in run_official."""
     import torch
 
-    from .tracker import Prompt
+    from fastsam2.runtime.tracker import Prompt
 
     cuda = opts.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)

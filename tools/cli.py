@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 import numpy as np
 
-from .args import ArgumentParser, finite_float, keep_ratios, non_negative_int, positive, run_cli
-from .errors import UsageError
-from .outdir import (
+import fastsam2.runtime
+
+from fastsam2.runtime.args import ArgumentParser, finite_float, keep_ratios, non_negative_int, positive, run_cli
+from fastsam2.runtime.errors import UsageError
+from fastsam2.runtime.outdir import (
     atomic_output_dir,
     check_output_dir,
     check_output_file,
@@ -28,7 +30,7 @@ from .outdir import (
     write_text_atomic,
 )
 
-SAMPLE_CLIP = Path(__file__).resolve().parent / "data" / "sample"
+SAMPLE_CLIP = Path(fastsam2.runtime.__file__).resolve().parent / "data" / "sample"  # package data of the runtime
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ def require_cuda(what: str) -> None:
 
 def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     """A SAM2Tracker for the backend the arguments name, plus a description for reports."""
-    from .tracker import SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
 
     check_model_args(args)
     if args.backend == "torch":
@@ -150,7 +152,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
             import sam2  # noqa: F401
 
             from fastsam2.export.models import build_sam2
-            from .backends.torch_backend import build_torch_backend
+            from fastsam2.export.torch_backend import build_torch_backend
         except ImportError as e:
             raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
         random_init = args.checkpoint is None
@@ -167,11 +169,11 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         autocast = None if args.dtype == "float32" else args.dtype
         backend = build_torch_backend(model, autocast_dtype=autocast)
     elif args.backend == "ort":
-        from .backends.ort import load_ort_backend
+        from fastsam2.runtime.backends.ort import load_ort_backend
 
         backend = load_ort_backend(Path(args.graphs))
     else:
-        from .backends.trt import load_trt_backend
+        from fastsam2.runtime.backends.trt import load_trt_backend
 
         backend = load_trt_backend(Path(args.graphs))
     cfg, weights = backend.config, backend.weights
@@ -189,7 +191,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
             info["note"] = "random weights (object-score bias +5 so masks are non-empty): masks are meaningless"
     router = None
     if args.keep < 1.0:
-        from .router import make_router
+        from fastsam2.runtime.router import make_router
 
         router = make_router(backend, text=args.text, texts_path=args.texts, weights_path=args.router)
     options = TrackerOptions(keep_ratio=args.keep, fill_hole_area=args.fill_hole_area)
@@ -199,7 +201,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
 
 def prompts_from_args(args: argparse.Namespace):
     """{obj_id: Prompt} from the ordered --point/--box list and --obj-id list."""
-    from .tracker import Prompt
+    from fastsam2.runtime.tracker import Prompt
 
     if not args.prompts:
         raise UsageError("give at least one --point X,Y or --box X0,Y0,X1,Y1")
@@ -256,7 +258,7 @@ def track_inputs(args: argparse.Namespace) -> list:
 
 def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = None) -> int:
     """``extra_dirs``: {name: folder} copied into the output directory before it is published."""
-    from .frames import open_frames
+    from fastsam2.runtime.frames import open_frames
 
     prompts = prompts_from_args(args)
     out_dir = check_output_dir(args.out, overwrite=args.overwrite, protect=track_inputs(args))
@@ -281,8 +283,8 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
     """Run the streaming tracker over ``source``; write masks, overlay and report atomically."""
     from tqdm import tqdm
 
-    from .metrics import peak_rss_mb, rss_mb, summarize_ms
-    from .output import OverlayVideoWriter, labels_from_masks, save_indexed_png
+    from fastsam2.runtime.metrics import peak_rss_mb, rss_mb, summarize_ms
+    from fastsam2.runtime.output import OverlayVideoWriter, labels_from_masks, save_indexed_png
 
     frame_ms: list[float] = []
     rss: list[tuple[int, float]] = []
@@ -433,7 +435,7 @@ def add_eval_parser(sub) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_dirs, format_table
+    from fastsam2.runtime.evaluation import evaluate_dirs, format_table
 
     if args.json:
         check_output_file(args.json)
@@ -495,10 +497,10 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
 # Subcommands living in other modules: each module exposes ``add_parser(subparsers)`` and imports its
 # heavy dependencies only when run, so every command is listed even where an extra is missing.
 PLUGIN_COMMANDS = (
-    "fastsam2.runtime.bench",  # fastsam2 bench
-    "fastsam2.runtime.train_router",  # fastsam2 train-router, fit-text-projection
+    "fastsam2.tools.bench",  # fastsam2 bench
+    "fastsam2.tools.train_router",  # fastsam2 train-router, fit-text-projection
     "fastsam2.runtime.check_engines",  # fastsam2 check-engines
-    "fastsam2.runtime.label",  # fastsam2 label
+    "fastsam2.tools.label",  # fastsam2 label
 )
 
 

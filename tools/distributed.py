@@ -1,9 +1,9 @@
 """Videos sharded over a Ray cluster (``eval --run --ray``, ``label --ray``); needs ``fastsam2[ray]``.
 
 One long-lived actor per GPU (``--backend trt`` or ``--device cuda``) or per CPU slot holds the loaded
-backend (a :class:`~fastsam2.runtime.video_jobs.TrackerCache`); the driver hands each video to the next
+backend (a :class:`~fastsam2.tools.video_jobs.TrackerCache`); the driver hands each video to the next
 free actor (``ray.wait``), so long and short videos balance themselves. Each actor call is
-:func:`~fastsam2.runtime.video_jobs.run_video`, the same function the single-process path runs.
+:func:`~fastsam2.tools.video_jobs.run_video`, the same function the single-process path runs.
 
 Failures: an actor whose process dies is restarted by Ray (``max_restarts``; the constructor reruns and
 the backend is built again on its next video) and its video is retried on it (``max_task_retries``:
@@ -19,7 +19,7 @@ import sys
 from collections import deque
 from typing import Callable
 
-from .args import positive
+from fastsam2.runtime.args import positive
 from .video_jobs import TrackerCache, VideoJob, VideoResult, run_video, worker_identity
 
 LOCAL = "local"  # --ray with no address: start a local cluster in this process
@@ -27,7 +27,7 @@ LOCAL = "local"  # --ray with no address: start a local cluster in this process
 
 def require_ray():
     """The ray module, or a one-line UsageError saying how to install it."""
-    from .errors import UsageError
+    from fastsam2.runtime.errors import UsageError
 
     try:
         import ray
@@ -65,7 +65,7 @@ class RayExecutor:
 
     def __init__(self, args: argparse.Namespace, *, address: str = LOCAL, workers: int | None = None,
                  cpus_per_worker: int = 1, max_restarts: int = 2):
-        from .errors import UsageError
+        from fastsam2.runtime.errors import UsageError
 
         if workers is not None and workers < 1:
             raise UsageError(f"--workers must be >= 1, got {workers}")
@@ -83,7 +83,7 @@ class RayExecutor:
     def start(self) -> dict:
         """Connect to (or start) the cluster, start the actors and load every backend."""
         ray = require_ray()
-        from .errors import UsageError
+        from fastsam2.runtime.errors import UsageError
 
         if not ray.is_initialized():
             if self.address == LOCAL:
@@ -176,7 +176,7 @@ class RayExecutor:
 def _user_cause(err: Exception) -> BaseException:
     """A worker's user error (bad video, bad prompt) as itself, for the CLI's one-line report; any
     other failure as Ray reported it (with the remote traceback)."""
-    from .errors import UserError
+    from fastsam2.runtime.errors import UserError
 
     cause = getattr(err, "cause", None)
     return cause if isinstance(cause, UserError) else err
@@ -188,7 +188,7 @@ def make_executor(args: argparse.Namespace):
 
     if getattr(args, "ray", None) is None:
         if args.workers is not None or args.cpus_per_worker != 1:
-            from .errors import UsageError
+            from fastsam2.runtime.errors import UsageError
 
             raise UsageError("--workers and --cpus-per-worker need --ray")
         return LocalExecutor(args)

@@ -1,6 +1,6 @@
 """One video, tracked and written atomically: the unit of work of ``eval --run`` and ``label``.
 
-Both the single-process path and the Ray path (runtime/distributed.py) call :func:`run_video`, so
+Both the single-process path and the Ray path (tools/distributed.py) call :func:`run_video`, so
 there is one definition of what "a finished video" is:
 
 * a video's results go to ``<out>/<name>/`` (one indexed PNG per frame and ``video.json``);
@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import UsageError
+from fastsam2.runtime.errors import UsageError
 
 VIDEO_JSON = "video.json"
 PARTIAL_TAG = ".partial-"
@@ -138,8 +138,8 @@ class TrackerCache:
 
     def tracker(self, keep: float, text: str | None = None):
         """A SAM2Tracker at ``keep`` (router text ``text``, else --text), reset for a new video."""
-        from .router import make_router
-        from .tracker import SAM2Tracker, TrackerOptions
+        from fastsam2.runtime.router import make_router
+        from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
 
         self.load()
         text = text if text is not None else self.args.text
@@ -188,7 +188,7 @@ def prompts_for_tracker(prompts: dict[int, dict]):
     """{obj_id: tracker.Prompt} from a job's JSON prompt spec (mask PNGs are read here)."""
     from PIL import Image
 
-    from .tracker import Prompt
+    from fastsam2.runtime.tracker import Prompt
 
     labels_cache: dict[str, np.ndarray] = {}
     out = {}
@@ -237,9 +237,9 @@ def check_outputs(jobs: list[VideoJob]) -> int:
 
 def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
     """Track one video and commit its folder atomically, or return its stored result if finished."""
-    from .frames import open_frames
-    from .metrics import peak_rss_mb
-    from .output import labels_from_masks, save_indexed_png
+    from fastsam2.runtime.frames import open_frames
+    from fastsam2.runtime.metrics import peak_rss_mb
+    from fastsam2.runtime.output import labels_from_masks, save_indexed_png
 
     done = read_finished(job)
     if done is not None:
@@ -270,7 +270,7 @@ def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
             worker=worker_identity(), info=trackers.info,
         )
         if job.gt_dir is not None:
-            from .evaluation import evaluate_dirs
+            from fastsam2.runtime.evaluation import evaluate_dirs
 
             report = evaluate_dirs(partial, job.gt_dir)
             result.scores = [o.to_dict() for o in report.objects]

@@ -50,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from .args import bounded, finite_float, non_negative_int, positive
-from .errors import UsageError
-from .frames import IMAGE_EXTENSIONS, FolderSource, read_image
+from fastsam2.runtime.args import bounded, finite_float, non_negative_int, positive
+from fastsam2.runtime.errors import UsageError
+from fastsam2.runtime.frames import IMAGE_EXTENSIONS, FolderSource, read_image
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 CKPT_FORMAT = "fastsam2-router-train-1"
@@ -100,7 +100,7 @@ def read_json_labels(path: str | Path) -> dict[str, str]:
 
 def read_texts(path: str | Path, labels: dict[str, str]):
     """The text embeddings of ``path``, checked to hold every label's text."""
-    from .text_embeddings import load_text_embeddings
+    from fastsam2.runtime.text_embeddings import load_text_embeddings
 
     try:
         texts = load_text_embeddings(path)
@@ -116,7 +116,7 @@ def read_text_projection(path: str | Path):
     """The TextProjection stored in a router .safetensors file."""
     from fastsam2.calibration.projection import TextProjection
 
-    from .router import read_router_file
+    from fastsam2.runtime.router import read_router_file
 
     weights = read_router_file(path)
     if weights.text_proj_weight is None:
@@ -135,7 +135,7 @@ def build_model(config: str, checkpoint: str | None, image_size: int | None):
     try:
         from fastsam2.export.models import build_sam2, resolve_config
 
-        from .backends.torch_backend import build_torch_backend
+        from fastsam2.export.torch_backend import build_torch_backend
     except ImportError as e:
         raise UsageError(f"this command needs torch and sam2 (pip install fastsam2[export]): {e}") from None
     resolve_config(config)
@@ -249,8 +249,8 @@ def collect_samples(
 
     from fastsam2.export.router import token_targets
 
-    from .frames import open_frames
-    from .tracker import SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.frames import open_frames
+    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
 
     tracker = SAM2Tracker(backend, TrackerOptions(keep_ratio=1.0, fill_hole_area=0, profile_stages=False))
     C, fs = backend.config.hidden_dim, backend.config.image_size // backend.config.backbone_stride
@@ -506,7 +506,7 @@ def run_train_router(args: argparse.Namespace) -> int:
 # fit-text-projection
 def davis_frames(root: str | Path) -> list[tuple[str, Path, Path]]:
     """[(sequence, frame file, annotation .png)] of a DAVIS-layout dataset, in frame order."""
-    from .evaluation import davis_layout, mask_files
+    from fastsam2.runtime.evaluation import davis_layout, mask_files
 
     root = Path(root)
     if not root.is_dir():
@@ -528,7 +528,7 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
     """fastsam2 fit-text-projection."""
     from tqdm import tqdm
 
-    from .evaluation import read_object_ids
+    from fastsam2.runtime.evaluation import read_object_ids
 
     frames = davis_frames(args.dataset)
     labels = read_json_labels(args.labels)
@@ -543,7 +543,7 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
     from fastsam2.calibration.projection import PairCollector, mean_token_in_mask
     from fastsam2.export.router import TokenRouter, load_router, save_router
 
-    from .tracker import SAM2Tracker
+    from fastsam2.runtime.tracker import SAM2Tracker
 
     model, backend = build_model(args.config, args.checkpoint, args.image_size)
     router = load_router(args.router, model) if args.router else TokenRouter.for_model(model).eval()

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..ops import TorchOps
-from ..specs import ROUTER, GraphSpec
-from .base import Backend, StageRunner
+from fastsam2.runtime.backends.torch_ops import TorchOps
+from fastsam2.runtime.specs import ROUTER, GraphSpec
+from fastsam2.runtime.backends.base import Backend, StageRunner
 
 
 _WARMUP_STREAM = None  # the side stream CUDA-graph captures warm up on (created on first use)
@@ -174,9 +174,9 @@ def build_torch_backend(
     On CUDA, ``cuda_graphs`` captures each stage per input-shape bucket (see
     :class:`TorchStageRunner`); all graphs share one memory pool.
     """
-    from fastsam2.export.models import model_config
-    from fastsam2.export.router import TokenRouter, load_router
-    from fastsam2.export.stages import build_stages, model_constants
+    from .models import model_config
+    from .router import TokenRouter, load_router
+    from .stages import build_stages, model_constants
 
     device = str(next(model.parameters()).device)
     on_cuda = device.startswith("cuda")

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import UserError
+from fastsam2.runtime.errors import UserError
 
 
 class EvalRunError(UserError, ValueError):
@@ -35,14 +35,14 @@ class KeepResult:
 
 def dataset_layout(root: Path) -> tuple[Path, Path]:
     """(images root, annotations root) of a DAVIS layout (see evaluation.davis_layout)."""
-    from .evaluation import davis_layout
+    from fastsam2.runtime.evaluation import davis_layout
 
     return davis_layout(root)
 
 
 def first_frame_ids(anno_dir: Path) -> tuple[Path, list[int]]:
     """(first annotation PNG, object ids 1..max present in it) of a DAVIS sequence."""
-    from .evaluation import mask_files, read_object_ids
+    from fastsam2.runtime.evaluation import mask_files, read_object_ids
 
     pngs = mask_files(anno_dir)
     if not pngs:
@@ -57,8 +57,8 @@ def first_frame_ids(anno_dir: Path) -> tuple[Path, list[int]]:
 
 def check_sequence(images: Path, annos: Path) -> None:
     """Refuse a sequence whose annotations do not pair up with its frames (count, names, size)."""
-    from .evaluation import mask_files, read_object_ids
-    from .frames import open_frames
+    from fastsam2.runtime.evaluation import mask_files, read_object_ids
+    from fastsam2.runtime.frames import open_frames
 
     if not images.is_dir():
         raise EvalRunError(f"sequence {annos.name!r} has annotations but no frames in {images}")
@@ -111,8 +111,8 @@ def run_dataset(executor, jobs: list, keep_ratios: list[float], out_dir: Path):
 
     Returns (one KeepResult per keep ratio, the per-video results in job order, the job totals).
     """
-    from .evaluation import EvalReport, ObjectScore
-    from .outdir import write_text_atomic
+    from fastsam2.runtime.evaluation import EvalReport, ObjectScore
+    from fastsam2.runtime.outdir import write_text_atomic
     from .video_jobs import run_jobs
 
     videos, totals = run_jobs(executor, jobs)

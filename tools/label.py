@@ -16,7 +16,7 @@ mask. Every prompt is on the first frame. Only the videos the file names are lab
 
 Output: ``OUT/<video>/<frame>.png`` (indexed, DAVIS palette) and ``OUT/<video>/video.json`` per video,
 each committed by one rename, so a rerun with the same settings skips finished videos; ``OUT/label.json``
-summarises the job. With ``--ray`` the videos are sharded over Ray actors (runtime/distributed.py).
+summarises the job. With ``--ray`` the videos are sharded over Ray actors (tools/distributed.py).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def find_video(videos: Path, name: str) -> Path:
 def load_prompts(path: Path, videos: Path) -> dict[str, dict]:
     """{video name: {"source": path, "text": str | None, "objects": {obj_id: prompt spec}}}, validated
     against the videos (each first frame is opened for its size)."""
-    from .frames import open_frames
+    from fastsam2.runtime.frames import open_frames
 
     try:
         data = json.loads(Path(path).read_text())
@@ -184,7 +184,7 @@ def label_jobs(args: argparse.Namespace, prompts: dict[str, dict], out_dir: Path
     """One VideoJob per video of the prompts file, at ``args.keep``, into out_dir/<video>/."""
     from .video_jobs import VideoJob, check_outputs, job_settings
 
-    from .errors import UsageError
+    from fastsam2.runtime.errors import UsageError
 
     texts = [name for name, e in prompts.items() if e["text"] is not None]
     if texts and args.keep < 1 and not args.texts:
@@ -204,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .distributed import make_executor
-    from .errors import UsageError
-    from .outdir import check_resumable_dir, discard_if_unused, open_resumable_dir, write_text_atomic
+    from fastsam2.runtime.errors import UsageError
+    from fastsam2.runtime.outdir import check_resumable_dir, discard_if_unused, open_resumable_dir, write_text_atomic
     from .video_jobs import format_totals, format_videos, run_jobs
 
     videos = Path(args.videos)
