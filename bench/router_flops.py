@@ -202,7 +202,7 @@ def run_config(config: str, keeps: list[float], image_size: int, frames: list[np
             "gflops_total": round(sum(flops.values()) / 1e9, 3),
             "sdpa_gflops_by_hand": {k: round(v / 1e9, 3) for k, v in hand.items()},
             "sdpa_gflops_in_counter_table": {k: round(v / 1e9, 3) for k, v in in_table.items()},
-            "ms_median": {k: round(v, 1) for k, v in ms.items()},
+            "median_ms": {k: round(v, 1) for k, v in ms.items()},
             "timed_frames": len(per_frame),
             "load_before": load_before,
             "load_after": loadavg(),
@@ -233,7 +233,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "|" + "---|" * 17,
     ]
     for r in rows:
-        g, m = r["gflops"], r["ms_median"]
+        g, m = r["gflops"], r["median_ms"]
         lines.append(
             f"| {r['config']} | {r['keep']} | {r['kept_tokens']} / {r['tokens_per_frame']} | "
             f"{r['memory_bank_tokens']} | {g.get('image_encoder', 0):.1f} | {g.get('router', 0):.3f} | "

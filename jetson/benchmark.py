@@ -52,16 +52,10 @@ class BenchError(UserError, ValueError):
 
 # -- statistics and the table (pure; unit-tested) ------------------------------------------------
 def summarize(values: Sequence[float]) -> dict[str, float]:
-    """{"median_ms", "p90_ms", "mean_ms", "max_ms"} of per-frame milliseconds."""
-    a = np.asarray(values, dtype=np.float64)
-    if a.size == 0:
-        return {"median_ms": float("nan"), "p90_ms": float("nan"), "mean_ms": float("nan"), "max_ms": float("nan")}
-    return {
-        "median_ms": float(np.median(a)),
-        "p90_ms": float(np.percentile(a, 90)),
-        "mean_ms": float(a.mean()),
-        "max_ms": float(a.max()),
-    }
+    """Per-frame milliseconds summarized as every fastsam2 report does (runtime.metrics.summarize_ms)."""
+    from fastsam2.runtime.metrics import summarize_ms
+
+    return summarize_ms(values)
 
 
 @dataclass

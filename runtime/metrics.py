@@ -22,17 +22,28 @@ def peak_rss_mb() -> float:
     return peak / 2**10 if os.uname().sysname == "Linux" else peak / 2**20
 
 
-def summarize_ms(values: list[float]) -> dict[str, float]:
-    """mean / median / p90 / min / max of a list of milliseconds (empty list → zeros)."""
+STAT_KEYS = ("median_ms", "p90_ms", "mean_ms", "min_ms", "max_ms")
+
+
+def summarize_ms(values) -> dict[str, float]:
+    """The one timing summary of every report and benchmark: {"median_ms", "p90_ms", "mean_ms",
+    "min_ms", "max_ms", "count"} of a list of milliseconds (NaN statistics for an empty list)."""
     import numpy as np
 
-    if not values:
-        return {"mean": 0.0, "median": 0.0, "p90": 0.0, "min": 0.0, "max": 0.0}
-    a = np.asarray(values, dtype=np.float64)
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return {**{k: float("nan") for k in STAT_KEYS}, "count": 0}
     return {
-        "mean": float(a.mean()),
-        "median": float(np.median(a)),
-        "p90": float(np.percentile(a, 90)),
-        "min": float(a.min()),
-        "max": float(a.max()),
+        "median_ms": float(np.median(a)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "mean_ms": float(a.mean()),
+        "min_ms": float(a.min()),
+        "max_ms": float(a.max()),
+        "count": int(a.size),
     }
+
+
+def fps(stats: dict[str, float]) -> float:
+    """Frames per second at the median frame time (0 when there is none)."""
+    median = stats["median_ms"]
+    return 1000.0 / median if median > 0 else 0.0

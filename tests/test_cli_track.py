@@ -60,7 +60,7 @@ def test_track_writes_masks_overlay_report(clip5, tmp_path, capsys):
     assert report["weights"] == "random-init"
     for stage in ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder"):
         assert report["per_stage_ms_per_frame"][stage] > 0
-    assert report["ms_per_frame"]["mean"] > 0 and report["rss_mb"]
+    assert report["ms_per_frame"]["mean_ms"] > 0 and report["rss_mb"]
 
 
 def test_missing_video(tmp_path, capsys):

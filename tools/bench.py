@@ -349,17 +349,10 @@ class _OfficialStageTimer:
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
-    from fastsam2.runtime.metrics import summarize_ms
+    from fastsam2.runtime.metrics import fps, summarize_ms
 
     s = summarize_ms(ms)
-    return {
-        "ms_median": s["median"],
-        "ms_p90": s["p90"],
-        "ms_mean": s["mean"],
-        "ms_min": s["min"],
-        "fps": 1000.0 / s["median"] if s["median"] > 0 else 0.0,
-        "timed_frames": len(ms),
-    }
+    return {**s, "fps": fps(s)}
 
 
 def run_official(model, frames: SampleFrames, n: int, opts: BenchOptions, tmp: Path, *,
@@ -668,7 +661,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
 
 def _row_line(r: dict[str, Any]) -> str:
     return (f"  {r['variant']:<34} keep {r['keep']:.2f} frames {r['frames']:>5}: "
-            f"{r['ms_median']:8.2f} ms median ({r['fps']:7.2f} fps), p90 {r['ms_p90']:8.2f} ms, "
+            f"{r['median_ms']:8.2f} ms median ({r['fps']:7.2f} fps), p90 {r['p90_ms']:8.2f} ms, "
             f"peak {r['peak_mem_mb']:9.1f} MiB")
 
 
@@ -706,7 +699,7 @@ def format_table(report: dict[str, Any]) -> str:
         mr = f"{c['peak_mem_ratio']:.2f}" if c and c["peak_mem_ratio"] else "-"
         keep = f"{r['keep']:.2f}" + (f" (K={r['kept_tokens']})" if r.get("kept_tokens") else "")
         lines.append(
-            f"| {r['variant']} | {keep} | {r['frames']} | {r['ms_median']:.2f} | {r['ms_p90']:.2f} | "
+            f"| {r['variant']} | {keep} | {r['frames']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
             f"{r['fps']:.2f} | {r['peak_mem_mb']:.1f} | {sp} | {mr} |"
         )
     return "\n".join(lines)

@@ -274,7 +274,7 @@ def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = 
         tracker, info = build_tracker(args)
         report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
     print(f"wrote {report['frames']} frames to {out_dir} "
-          f"({report['ms_per_frame']['mean']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
+          f"({report['ms_per_frame']['mean_ms']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
     return 0
 
 
