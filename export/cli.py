@@ -8,9 +8,12 @@ User errors (unknown config, unreadable checkpoint, existing --out without --ove
 validation) end with one line on stderr and exit code 1, and leave no output directory behind;
 bugs keep their traceback.
 
-TensorRT engine flags (``--fp16 --int8 --calib --workspace --profile``) are reserved for the engine
-build; today ``--trt`` writes the ONNX graphs, runs the static TensorRT-10 compatibility check on
-each, writes ``trt_compat.json`` and, when ``tensorrt`` cannot be imported, says so and exits 1.
+``--trt`` writes the ONNX graphs, runs the static TensorRT-10 compatibility check on each, writes
+``trt_compat.json`` and builds one strongly typed engine per graph with whichever TensorRT is
+installed (``tensorrt``, else TensorRT-RTX; see ``export/trt/api.py``): ``--fp16`` builds from
+mixed-precision graphs (``export/trt/precision.py``), ``--int8 --calib FRAMES`` from QDQ graphs
+calibrated on feeds recorded while tracking those frames (``export/trt/quantize.py``). Without any
+TensorRT it says so and exits 1.
 """
 
 from __future__ import annotations
@@ -53,11 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     trt = p.add_argument_group("TensorRT engines (built beside the ONNX graphs in --out)")
     trt.add_argument("--trt", action="store_true",
                      help="static TensorRT compatibility check, then build <graph>.engine for every graph")
-    trt.add_argument("--fp16", action="store_true", help="FP16 engines (LayerNorm, softmax, RoPE kept FP32)")
-    trt.add_argument("--int8", action="store_true", help="INT8 engines with entropy calibration (needs --calib)")
+    trt.add_argument("--fp16", action="store_true",
+                     help="FP16 engines from mixed-precision graphs (norms, reductions, softmax, RoPE, mask logits kept FP32)")
+    trt.add_argument("--int8", action="store_true",
+                     help="INT8 engines from QDQ graphs calibrated on --calib frames (needs --calib)")
     trt.add_argument("--calib", metavar="FRAMES_DIR", help="real frames to calibrate INT8 with (the same reader as ORT INT8)")
     trt.add_argument("--calib-frames", type=int, default=12, help="frames tracked to record calibration feeds (default 12)")
-    trt.add_argument("--workspace", type=int, metavar="MiB", help="TensorRT workspace limit in MiB (default 1024)")
+    trt.add_argument("--workspace", type=int, metavar="MiB",
+                     help="TensorRT workspace limit in MiB (default: TensorRT's, the device memory)")
+    trt.add_argument("--tf32", action="store_true", help="allow TF32 in FP32 layers (default: strict FP32)")
+    trt.add_argument("--trt-target", action="append", metavar="CC",
+                     help="TensorRT-RTX only: compute capability to build for, e.g. 7.5 for Turing "
+                          "(repeatable; default: TensorRT-RTX's portable set 8.0-12.x)")
     trt.add_argument("--profile", choices=("edge", "desktop"), default="desktop",
                      help="shape profiles: edge (Jetson: fewer memory frames) or desktop (default)")
     return p
@@ -65,9 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     trt_only = [f for f, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--calib", args.calib),
-                                ("--workspace", args.workspace is not None)) if on]
+                                ("--workspace", args.workspace is not None), ("--tf32", args.tf32),
+                                ("--trt-target", bool(args.trt_target))) if on]
     if trt_only and not args.trt:
         raise CliError(f"{', '.join(trt_only)} only apply with --trt")
+    if args.calib and not args.int8:
+        raise CliError("--calib only applies with --int8")
+    if args.tf32 and (args.fp16 or args.int8):
+        raise CliError("--tf32 applies to fp32 engines; drop it or --fp16/--int8")
+    if args.workspace is not None and args.workspace < 1:
+        raise CliError(f"--workspace must be >= 1 MiB, got {args.workspace}")
     if args.int8 and not args.calib:
         raise CliError("--int8 needs --calib FRAMES_DIR")
     if args.calib and not Path(args.calib).is_dir():
@@ -113,14 +130,20 @@ def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
     if not all(r["ok"] for r in reports.values()):
         print(f"{PROG}: error: TensorRT compatibility problems (see {out / 'trt_compat.json'})", file=sys.stderr)
         return 1
+    from .trt.api import TensorRTMissing, tensorrt_flavor
+
     try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+        flavor = tensorrt_flavor()
+    except TensorRTMissing as e:
         print(
-            f"{PROG}: error: TensorRT is not installed; wrote the ONNX graphs and the compatibility "
+            f"{PROG}: error: {e}; wrote the ONNX graphs and the compatibility "
             f"report ({out / 'trt_compat.json'}); build engines on the target device",
             file=sys.stderr,
         )
+        return 1
+    if args.trt_target and not flavor.is_rtx:
+        print(f"{PROG}: error: --trt-target is a TensorRT-RTX option; {flavor.label} builds for this GPU",
+              file=sys.stderr)
         return 1
     return _build_engines(manifest, out, args)
 
@@ -130,11 +153,12 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
     from .trt.builder import BuildError
     from .trt.calibrator import CalibrationError
     from .trt.plan import DEFAULT_WORKSPACE_MIB, PlanError, build_all, check_calib_dir, make_plan
+    from .trt.quantize import QuantizeError
 
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     try:
         plan = make_plan(out, out, kind=args.profile, precision=precision,
-                         workspace_mib=args.workspace or DEFAULT_WORKSPACE_MIB)
+                         workspace_mib=args.workspace if args.workspace is not None else DEFAULT_WORKSPACE_MIB)
         calib_dir = None
         if args.int8:
             from fastsam2.calibration.ort_quant import record_feeds
@@ -146,8 +170,10 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
             # pruned loop at the desktop profile's opt keep ratio, so the router gets feeds too
             record_feeds(model, Path(args.calib), calib_dir, n_frames=args.calib_frames, keep_ratio=0.5)
             check_calib_dir(plan, calib_dir)
-        build_all(plan, calib_dir=calib_dir, log=lambda msg: print(msg, file=sys.stderr))
-    except (PlanError, BuildError, CalibrationError) as e:
+        build_all(plan, calib_dir=calib_dir, tf32=args.tf32,
+                  targets=tuple(args.trt_target) if args.trt_target else None,
+                  log=lambda msg: print(msg, file=sys.stderr))
+    except (PlanError, BuildError, CalibrationError, QuantizeError, ValueError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "

@@ -10,23 +10,19 @@ NVIDIA's tool (``--verbose``, ``--dumpLayerInfo``, ``--exportProfile``...). Engi
 writes have no fastsam2 metadata (``<graph>.engine.json``), so the fastsam2 TensorRT backend refuses
 them: build the engines you deploy with ``build_engines.py``.
 
-trtexec flags used (TensorRT 10 ``trtexec --help``; TensorRT "Command-Line Programs" reference and
-"Migrating trtexec Usage from TensorRT 8.x to 10.x",
+trtexec flags used (TensorRT 10 ``trtexec --help``; TensorRT "Command-Line Programs" reference,
 https://docs.nvidia.com/deeplearning/tensorrt/latest/reference/command-line-programs.html):
 
 - ``--onnx=F``, ``--saveEngine=F``, ``--skipInference`` (build only; replaces ``--buildOnly``);
+- ``--stronglyTyped``: precision comes from the graph, as in the Python build. fp16 and int8 builds
+  read ``ENGINES/<graph>.fp16.onnx`` / ``<graph>.int8.onnx`` (mixed-precision and QDQ graphs written
+  by ``fastsam2-export --trt`` / ``build_engines.py``); there is no ``--fp16``/``--int8``/``--calib``
+  (weak typing and implicit calibration are deprecated since TensorRT 10.12 and gone in 11);
 - ``--minShapes/--optShapes/--maxShapes=name:AxBxC,...`` for every *dynamic* input (an input of
   fixed shape takes its ONNX shape; the Python build gives it min = opt = max, the same thing);
-- ``--memPoolSize=workspace:N`` (N in MiB; TensorRT 10 removed ``--workspace``);
-- ``--fp16``; ``--int8 --calib=CACHE`` (trtexec cannot run a calibrator from data: it reads the
-  calibration cache that ``build_engines.py --int8`` writes to ``ENGINES/calib/<graph>.cache``);
-- ``--timingCacheFile=F`` (read and updated, shared by all graphs, like the Python build);
-- ``--precisionConstraints=obey --layerPrecisions=L:fp32,... --layerOutputTypes=L:fp32,...``: the
-  layers the Python build pins to FP32 (``DEFAULT_FP32_LAYERS``). The Python build matches those
-  patterns against TensorRT's layer names after parsing; here they are matched against the ONNX node
-  names, output names and op types (TensorRT's ONNX parser names a layer after its ONNX node), which
-  is an approximation: a node that the parser expands into several layers is pinned only in the
-  layer that carries the node's name.
+- ``--memPoolSize=workspace:N`` (N in MiB) only when a workspace limit is given;
+- ``--noTF32`` for fp32 builds (the Python build clears TF32 too);
+- ``--timingCacheFile=F`` (read and updated, shared by all graphs, like the Python build).
 
 Not run here (no TensorRT on this machine): the commands are generated and unit-tested for shape
 syntax and coverage only.
@@ -46,13 +42,6 @@ from fastsam2.export.trt.plan import DEFAULT_WORKSPACE_MIB, BuildPlan, GraphPlan
 
 from fastsam2.export.trt.profiles import Profile  # noqa: E402
 from fastsam2.runtime.specs import GraphSpec  # noqa: E402
-
-# TensorRT layer types of the "type:..." FP32 patterns -> the ONNX ops the parser turns into them.
-ONNX_OPS_FOR_LAYER_TYPE = {
-    "NORMALIZATION": ("LayerNormalization", "InstanceNormalization", "GroupNormalization"),
-    "SOFTMAX": ("Softmax",),
-}
-
 
 def shape_str(shape: Iterable[int]) -> str:
     """(1, 256, 64, 64) -> "1x256x64x64" (trtexec's shape syntax)."""
@@ -75,44 +64,16 @@ def shapes_arg(spec: GraphSpec, profile: Profile, which: str) -> str:
     return ",".join(f"{n}:{shape_str(shapes[n])}" for n in dynamic_inputs(spec))
 
 
-def onnx_fp32_layers(onnx_path: Path, patterns: Iterable[str]) -> list[tuple[str, int]] | None:
-    """(node name, number of outputs) of the ONNX nodes matching the builder's FP32 patterns, or
-    None when the onnx package is missing."""
-    try:
-        import onnx
-    except ImportError:
-        return None
-    from fastsam2.export.trt.builder import compile_patterns, match_fp32_pattern
-
-    compiled = compile_patterns(patterns)
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    op_to_type = {op: t for t, ops in ONNX_OPS_FOR_LAYER_TYPE.items() for op in ops}
-    names = []
-    for node in model.graph.node:
-        if not node.name:
-            continue
-        layer_type = op_to_type.get(node.op_type, node.op_type.upper())
-        if match_fp32_pattern(node.name, layer_type, list(node.output), compiled) is not None:
-            names.append((node.name, len(node.output)))
-    # trtexec splits the spec on "," and ":"; a name containing them cannot be expressed.
-    return [(n, k) for n, k in names if "," not in n and ":" not in n]
-
-
-def trtexec_command(
-    graph: GraphPlan,
-    plan: BuildPlan,
-    *,
-    trtexec: str = "trtexec",
-    fp32_layers: list[tuple[str, int]] | None = None,
-) -> list[str]:
-    """The argv of one trtexec build. ``fp32_layers``: (layer name, number of outputs) to pin."""
+def trtexec_command(graph: GraphPlan, plan: BuildPlan, *, trtexec: str = "trtexec") -> list[str]:
+    """The argv of one strongly typed trtexec build of ``graph.build_onnx``."""
     if len(graph.profiles) != 1:
         raise ValueError(f"{graph.name}: trtexec's --*Shapes express one profile, got {len(graph.profiles)}")
     profile = graph.profiles[0]
     argv = [
         trtexec,
-        f"--onnx={graph.onnx_path}",
+        f"--onnx={graph.build_onnx}",
         f"--saveEngine={graph.engine_path}",
+        "--stronglyTyped",
     ]
     if dynamic_inputs(graph.spec):
         argv += [
@@ -120,19 +81,11 @@ def trtexec_command(
             f"--optShapes={shapes_arg(graph.spec, profile, 'opt')}",
             f"--maxShapes={shapes_arg(graph.spec, profile, 'max')}",
         ]
-    argv.append(f"--memPoolSize=workspace:{plan.workspace_mib}")
+    if plan.workspace_mib is not None:
+        argv.append(f"--memPoolSize=workspace:{plan.workspace_mib}")
+    if plan.precision == "fp32":
+        argv.append("--noTF32")
     argv.append(f"--timingCacheFile={plan.timing_cache}")
-    if plan.precision in ("fp16", "int8"):
-        argv.append("--fp16")  # int8 also allows fp16, as builder_flag_names does
-    if plan.precision == "int8":
-        argv += ["--int8", f"--calib={graph.calib_cache}"]
-    if plan.precision != "fp32" and fp32_layers:
-        entries = fp32_layers
-        argv += [
-            "--precisionConstraints=obey",
-            "--layerPrecisions=" + ",".join(f"{n}:fp32" for n, _ in entries),
-            "--layerOutputTypes=" + ",".join(f"{n}:" + "+".join(["fp32"] * int(k)) for n, k in entries),
-        ]
     argv.append("--skipInference")
     return argv
 
@@ -142,19 +95,16 @@ def format_command(argv: Sequence[str]) -> str:
     return " \\\n    ".join(shlex.quote(a) for a in argv)
 
 
-def commands_for(plan: BuildPlan, *, trtexec: str = "trtexec", fp32: bool = True) -> list[tuple[GraphPlan, list[str], str]]:
-    """(graph, argv, note) for every graph of ``plan``."""
-    from fastsam2.export.trt.builder import DEFAULT_FP32_LAYERS
-
+def commands_for(plan: BuildPlan, *, trtexec: str = "trtexec") -> list[tuple[GraphPlan, list[str], str]]:
+    """(graph, argv, note) for every graph of ``plan``; the note says when the fp16/int8 graph a
+    command reads has not been written yet."""
     out = []
     for g in plan.graphs:
         note = ""
-        layers = None
-        if fp32 and plan.precision != "fp32":
-            layers = onnx_fp32_layers(g.onnx_path, DEFAULT_FP32_LAYERS) if g.onnx_path.is_file() else None
-            if layers is None:
-                note = "FP32 layer pins omitted (needs the onnx package and the .onnx file)"
-        out.append((g, trtexec_command(g, plan, trtexec=trtexec, fp32_layers=layers), note))
+        if plan.precision != "fp32" and not g.build_onnx.is_file():
+            note = (f"{g.build_onnx.name} not written yet: run build_engines.py or fastsam2-export --trt "
+                    f"--{plan.precision} first")
+        out.append((g, trtexec_command(g, plan, trtexec=trtexec), note))
     return out
 
 
@@ -164,14 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="engine directory (default: --graphs)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="FP16 (default)")
-    prec.add_argument("--int8", dest="precision", action="store_const", const="int8", help="INT8 (+FP16)")
+    prec.add_argument("--int8", dest="precision", action="store_const", const="int8", help="INT8 (QDQ graph)")
     prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="FP32 only")
     p.set_defaults(precision="fp16")
-    p.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB")
+    p.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB",
+                   help="workspace limit (default: TensorRT's)")
     p.add_argument("--profile", choices=("edge", "desktop"), default="edge", help="shape profile kind (default edge)")
     p.add_argument("--only", nargs="+", metavar="GRAPH", help="only these graphs")
     p.add_argument("--trtexec", default="trtexec", help="trtexec path (JetPack: /usr/src/tensorrt/bin/trtexec)")
-    p.add_argument("--no-fp32-layers", action="store_true", help="do not pin any layer to FP32")
     return p
 
 
@@ -188,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "fastsam2.export.trt.profiles.profiles_for (do not edit the shapes by hand)")
     print("set -euo pipefail")
     print(f"mkdir -p {shlex.quote(str(plan.out_dir))}")
-    for graph, cmd, note in commands_for(plan, trtexec=args.trtexec, fp32=not args.no_fp32_layers):
+    for graph, cmd, note in commands_for(plan, trtexec=args.trtexec):
         print(f"\n# {graph.name}" + (f"  ({note})" if note else ""))
         print(format_command(cmd))
     return 0
