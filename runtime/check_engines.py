@@ -23,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        raise CliError("check-engines needs TensorRT's Python package (tensorrt), which is not installed") from None
+        # polygraphy's TrtRunner imports `tensorrt` by name: TensorRT-RTX engines cannot be checked here
+        raise CliError("check-engines needs TensorRT's Python package (tensorrt), which is not installed "
+                       "(polygraphy does not drive TensorRT-RTX)") from None
     from .backends.trt import check_engines, format_check_table
 
     engines = Path(args.engines)

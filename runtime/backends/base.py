@@ -90,6 +90,9 @@ class Backend:
     # no_mem_embed [C]; mask_downsample_weight [1,1,4,4]; mask_downsample_bias [1] (host numpy arrays)
     constants: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # What the backend's graphs cannot take, e.g. {"min_keep_ratio": 0.1, "max_cond_frames_in_attn": 4}
+    # for TensorRT engines built with bounded profiles (the tracker refuses options outside them).
+    limits: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         for runner in self.runners.values():
