@@ -56,6 +56,17 @@ class QuantOptions:
     timing_runs: int = 5
     eval_frames: int = 8
     intra_op_threads: int | None = None
+    # "ort": ONNX Runtime's quantize_static (uint8 activations with zero points: CPU only; TensorRT
+    # refuses it). "tensorrt": fastsam2.export.trt.quantize.quantize_qdq, the symmetric per-channel
+    # QDQ graphs the TensorRT engines are built from, so one calibration serves both runtimes.
+    quantizer: str = "ort"
+
+    def __post_init__(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+
+
+QUANTIZERS = ("ort", "tensorrt")
 
 
 @dataclass
@@ -183,9 +194,14 @@ class _OrtReader:
 
 
 def quantize_graph(src: Path, dst: Path, reader: Any, options: QuantOptions) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if options.quantizer == "tensorrt":
+        from fastsam2.export.trt.quantize import quantize_qdq
+
+        quantize_qdq(src, dst, reader)
+        return
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(
         str(src),
         str(dst),
