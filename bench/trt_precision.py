@@ -151,7 +151,7 @@ def main(argv=None) -> int:
             ious.append(1.0 if union == 0 else float(np.logical_and(mx, my).sum() / union))
             dmax = max(dmax, float(np.abs(x - y).max()))
         tracker_rows[precision] = {"mean_iou": round(float(np.mean(ious)), 4), "min_iou": round(float(np.min(ious)), 4),
-                                   "max_abs_logit": round(dmax, 3), "s_per_frame": round(s, 2),
+                                   "max_abs_logit": float(f"{dmax:.3g}"), "s_per_frame": round(s, 2),
                                    "fp32_mask_pixels_frame0": int((ref[0] > 0).sum())}
     tracker_rows["fp32"] = {"s_per_frame": round(ref_s, 2)}
 
