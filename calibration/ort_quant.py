@@ -1,6 +1,6 @@
 """INT8 for ONNX Runtime on CPU: record real feeds, quantize statically, keep what the report accepts.
 
-    feeds = record_feeds(model, "frames/", "calib/", n_frames=12)          # torch tracker + FeedRecorder
+    feeds = record_feeds(build_torch_backend(model), "frames/", "calib/", n_frames=12)          # torch tracker + FeedRecorder
     report = build_int8(export_dir, "calib/", "frames/")                  # writes export_dir/int8/
     backend = load_ort_backend(export_dir, precision="int8")
 
@@ -55,6 +55,17 @@ class QuantOptions:
     timing_runs: int = 5
     eval_frames: int = 8
     intra_op_threads: int | None = None
+    # "ort": ONNX Runtime's quantize_static (uint8 activations with zero points: CPU only; TensorRT
+    # refuses it). "tensorrt": fastsam2.calibration.qdq.quantize_qdq, the symmetric per-channel
+    # QDQ graphs the TensorRT engines are built from, so one calibration serves both runtimes.
+    quantizer: str = "ort"
+
+    def __post_init__(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+
+
+QUANTIZERS = ("ort", "tensorrt")
 
 
 @dataclass
@@ -132,7 +143,7 @@ def track_frames(tracker, frames: Sequence[np.ndarray], point=DEFAULT_POINT) -> 
 
 
 def record_feeds(
-    model: Any,
+    backend: Any,
     frames: Any,
     calib_dir: str | Path,
     *,
@@ -141,24 +152,29 @@ def record_feeds(
     graphs: Sequence[str] = DEFAULT_GRAPHS,
     keep_ratio: float = 1.0,
 ) -> Path:
-    """Run the torch tracker on ``n_frames`` real frames with FeedRecorder-wrapped runners; the feeds
-    land in ``calib_dir/<graph>/*.npz`` (at most ``max_feeds`` per graph). With ``keep_ratio < 1`` the
-    pruned loop runs (default router) and the router's feeds are recorded too."""
-    from fastsam2.export.torch_backend import build_torch_backend
+    """Run the reference tracker over ``backend`` (usually the torch backend:
+    ``fastsam2.export.torch_backend.build_torch_backend(model)``) on ``n_frames`` real frames with
+    FeedRecorder-wrapped runners; the feeds land in ``calib_dir/<graph>/*.npz`` (at most ``max_feeds``
+    per graph). With ``keep_ratio < 1`` the pruned loop runs (default router) and the router's feeds are
+    recorded too. The backend's runners are wrapped for the run and restored after it."""
     from fastsam2.runtime.router import make_router
     from fastsam2.runtime.specs import ROUTER
     from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
 
-    backend = build_torch_backend(model)
     router = make_router(backend) if keep_ratio < 1.0 else None
     names = list(graphs) + ([ROUTER] if router is not None and ROUTER not in graphs else [])
+    originals = dict(backend.runners)
     for name in names:
         backend.runners[name] = FeedRecorder(backend.runners[name], calib_dir, max_feeds=max_feeds)
-    tracker = SAM2Tracker(
-        backend, TrackerOptions(keep_ratio=keep_ratio, fill_hole_area=0, profile_stages=False), router=router
-    )
-    track_frames(tracker, _frames(frames, n_frames))
-    backend.close()
+    if router is not None:
+        router.runner = backend.runners[ROUTER]
+    try:
+        tracker = SAM2Tracker(
+            backend, TrackerOptions(keep_ratio=keep_ratio, fill_hole_area=0, profile_stages=False), router=router
+        )
+        track_frames(tracker, _frames(frames, n_frames))
+    finally:
+        backend.runners.update(originals)
     return Path(calib_dir)
 
 
@@ -182,9 +198,14 @@ class _OrtReader:
 
 
 def quantize_graph(src: Path, dst: Path, reader: Any, options: QuantOptions) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if options.quantizer == "tensorrt":
+        from fastsam2.calibration.qdq import quantize_qdq
+
+        quantize_qdq(src, dst, reader)
+        return
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(
         str(src),
         str(dst),

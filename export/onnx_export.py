@@ -214,7 +214,7 @@ def export_graph(
 def trt_compat_report(model_or_path: Any, spec: GraphSpec, config: ModelConfig):
     """The static TensorRT-10 check of one graph (export/trt/compat.py) with the desktop profiles."""
     from .trt.compat import check_onnx_for_trt
-    from .trt.profiles import profiles_for
+    from fastsam2.runtime.backends.trt_profiles import profiles_for
 
     return check_onnx_for_trt(model_or_path, spec, profiles_for(spec, config, kind="desktop"))
 

@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from fastsam2.runtime.errors import UserError
+from fastsam2.runtime.args import ArgumentParser, cli_main  # noqa: E402
+from fastsam2.runtime.errors import UserError  # noqa: E402
+from fastsam2.runtime.outdir import check_output_file, write_text_atomic  # noqa: E402
 
 STAGE_ORDER = ("preprocess", "image_encoder", "router", "memory_attention", "mask_decoder", "memory_encoder")
 PROG = "benchmark"
@@ -296,7 +298,7 @@ def read_jetson_facts() -> dict[str, str] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", choices=("trt", "ort"), default="trt", help="default trt")
     p.add_argument("--engines", metavar="DIR", help="engine directory (trt; from build_engines.py)")
     p.add_argument("--graphs", metavar="DIR", help="ONNX export directory (ort)")
@@ -335,18 +337,16 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from fastsam2.runtime.frames import FrameSourceError
-    from fastsam2.runtime.manifest import ManifestError
-    from fastsam2.runtime.router import RouterError
+    """User errors of every room (bad options, frames, exports, engines) are one line and exit 1."""
+    return cli_main(PROG, build_parser(), argv, run=run)
 
-    try:
-        check_args(args)
-        t0 = time.perf_counter()
-        report = benchmark(args)
-    except (BenchError, FrameSourceError, ManifestError, RouterError, FileNotFoundError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    if args.json:
+        check_output_file(args.json, create_parent=True)
+    t0 = time.perf_counter()
+    report = benchmark(args)
     header = (f"{report['backend_description'] or report['backend']}, {report['config_name']} "
               f"@{report['image_size']}, frames {report['frame_size'][0]}x{report['frame_size'][1]}, "
               f"{args.frames} measured after {args.warmup} warm-up"
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(report["results"], header))
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -9,16 +9,17 @@ Engines are tied to the GPU and the TensorRT version that built them: an engine 
 or from another JetPack, is refused at load time by the engine metadata check (with a rebuild hint).
 So export ONNX anywhere, copy it over, and build here.
 
-Everything goes through the fastsam2 Python API: :func:`fastsam2.export.trt.builder.build_engine`
-with the optimization profiles of :func:`fastsam2.export.trt.profiles.profiles_for` (kind "edge" by
-default), the builder's default FP32 layer set under FP16/INT8, a timing cache shared by all graphs,
-and for INT8 the entropy calibrator fed from feeds recorded with
-``fastsam2.calibration.reader.FeedRecorder`` (``CALIB/<graph>/*.npz``). The calibration cache lands in
-``OUT/calib/<graph>.cache`` (reused by later builds and by ``trtexec --calib``; delete it to
-recalibrate). ``print_trtexec_commands.py`` prints the equivalent trtexec lines.
+Everything goes through the fastsam2 Python API (:func:`fastsam2.export.trt.plan.build_all`): strongly
+typed engines with the optimization profiles of :func:`fastsam2.runtime.backends.trt_profiles.profiles_for`
+(kind "edge" by default); fp16 builds from the mixed-precision graph of
+:func:`fastsam2.export.trt.precision.to_fp16`, int8 from the QDQ graph of
+:func:`fastsam2.calibration.qdq.quantize_qdq` calibrated on feeds recorded with
+``fastsam2.calibration.reader.FeedRecorder`` (``CALIB/<graph>/*.npz``); a graph whose INT8 error
+exceeds the threshold is built FP16 instead (``OUT/precision.json`` says which). A timing cache is
+shared by all graphs. ``print_trtexec_commands.py`` prints the equivalent trtexec lines.
 
-Needs: tensorrt (JetPack's python3-libnvinfer), torch with CUDA (device queries and calibration
-buffers), onnx (static compatibility check). Not run here: this machine has no TensorRT and no Jetson.
+Needs: tensorrt (JetPack 6: TensorRT 10.3, python3-libnvinfer), torch with CUDA (device queries),
+onnx and onnxruntime (graph conversion, INT8 calibration). Not run here: this machine has no TensorRT and no Jetson.
 """
 
 from __future__ import annotations
@@ -38,25 +39,24 @@ from fastsam2.export.trt.plan import (  # noqa: E402
     make_plan,
 )
 
-from fastsam2.export.trt.builder import BuildError  # noqa: E402  (no tensorrt import at module level)
-from fastsam2.export.trt.calibrator import CalibrationError  # noqa: E402
+from fastsam2.runtime.args import ArgumentParser, cli_main  # noqa: E402
 
 PROG = "build_engines"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--graphs", required=True, metavar="DIR", help="ONNX export directory (manifest.json)")
     p.add_argument("--out", metavar="DIR", help="engine directory (default: --graphs)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="FP16 (default)")
     prec.add_argument("--int8", dest="precision", action="store_const", const="int8",
-                      help="INT8 with FP16 fallback (needs --calib)")
+                      help="INT8 QDQ graphs (needs --calib); graphs too far from fp32 fall back to FP16")
     prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32", help="FP32 only")
     p.set_defaults(precision="fp16")
     p.add_argument("--calib", metavar="DIR", help="recorded calibration feeds: DIR/<graph>/*.npz (FeedRecorder)")
     p.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB",
-                   help=f"TensorRT workspace limit (default {DEFAULT_WORKSPACE_MIB})")
+                   help="TensorRT workspace limit (default: TensorRT's, the device memory)")
     p.add_argument("--profile", choices=("edge", "desktop"), default="edge", help="shape profile kind (default edge)")
     p.add_argument("--only", nargs="+", metavar="GRAPH", help="build only these graphs")
     p.add_argument("--skip-compat-check", action="store_true", help="skip the static ONNX check (no onnx package)")
@@ -72,25 +72,26 @@ def check_args(args: argparse.Namespace) -> None:
         raise PlanError(f"--calib: not a directory: {args.calib}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    plan = make_plan(args.graphs, args.out, kind=args.profile, precision=args.precision,
+                     workspace_mib=args.workspace, graphs=args.only)
+    if args.calib:
+        check_calib_dir(plan, Path(args.calib))
+    from fastsam2.runtime.backends.trt_api import TensorRTMissing, tensorrt_flavor
+
     try:
-        check_args(args)
-        plan = make_plan(args.graphs, args.out, kind=args.profile, precision=args.precision,
-                         workspace_mib=args.workspace, graphs=args.only)
-        if args.calib:
-            check_calib_dir(plan, Path(args.calib))
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise PlanError("tensorrt is not importable: on JetPack, sudo apt install python3-libnvinfer "
-                            "(see jetson/README.md)") from None
-        build_all(plan, calib_dir=Path(args.calib) if args.calib else None,
-                  check_compat=not args.skip_compat_check)
-    except (PlanError, BuildError, CalibrationError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+        tensorrt_flavor()
+    except TensorRTMissing as e:
+        raise PlanError(f"{e} (on JetPack: sudo apt install python3-libnvinfer, see jetson/README.md)") from None
+    build_all(plan, calib_dir=Path(args.calib) if args.calib else None,
+              check_compat=not args.skip_compat_check)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """User errors of every room (plan, build, calibration, bad input) are one line and exit 1."""
+    return cli_main(PROG, build_parser(), argv, run=run)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,20 @@ def run_cli(prog: str, func, *args) -> int:
         return 130
 
 
+def cli_main(prog: str, parser: argparse.ArgumentParser, argv, run=None) -> int:
+    """Parse ``argv`` and call ``run(args)`` (default: ``args.func(args)``) under :func:`run_cli`.
+
+    ``prog``: the name errors are reported under (a subcommand's parser error names its own prog)."""
+    parsed: list[argparse.Namespace] = []
+    code = run_cli(prog, lambda: parsed.append(parser.parse_args(argv)))
+    if code:
+        return code
+    args = parsed[0]
+    func = run or args.func
+    name = f"{prog} {args.command}" if run is None and getattr(args, "command", None) else prog
+    return run_cli(name, func, args)
+
+
 def _number(kind: type, text: str):
     try:
         value = kind(text)

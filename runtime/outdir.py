@@ -251,15 +251,28 @@ def check_output_file(path: str | Path, *, create_parent: bool = False) -> Path:
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to the file ``path`` through a scratch file and a rename (never half a file)."""
-    path = check_output_file(path)
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to the file ``path`` through a scratch file (fsynced) and a rename, so a crash
+    never leaves a truncated file that a later run would trust (engines, caches, reports).
+    Missing parent folders are made."""
+    path = check_output_file(path, create_parent=True)
     remove_stale(path)
     tmp = _scratch(path, "tmp")
     try:
-        tmp.write_text(text)
-        tmp.replace(path)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """:func:`write_bytes_atomic` for text (UTF-8)."""
+    return write_bytes_atomic(path, text.encode())

@@ -132,6 +132,12 @@ class SAM2Tracker:
         self.router = router
         if self.options.keep_ratio < 1.0 and router is None:
             raise TrackerError("keep_ratio < 1 needs a token router (see fastsam2.runtime.router)")
+        min_keep = backend.limits.get("min_keep_ratio", 0.0)
+        if self.options.keep_ratio < min_keep - 1e-9:
+            raise TrackerError(
+                f"keep_ratio {self.options.keep_ratio} is below {min_keep:.3f}, the lowest the {backend.name} "
+                "backend's graphs take (TensorRT profile minimum); use a higher keep ratio or rebuild"
+            )
         cfg, opt = self.config, self.options
         self.fill_hole_area = cfg.fill_hole_area if opt.fill_hole_area is None else opt.fill_hole_area
         self.non_overlap_masks = (
@@ -147,6 +153,12 @@ class SAM2Tracker:
             if opt.max_cond_frames_in_attn is None
             else opt.max_cond_frames_in_attn
         )
+        cap = backend.limits.get("max_cond_frames_in_attn")
+        if cap is not None and (self.max_cond_frames_in_attn == -1 or self.max_cond_frames_in_attn > cap):
+            raise TrackerError(
+                f"max_cond_frames_in_attn {self.max_cond_frames_in_attn} exceeds the {cap} conditioning "
+                f"frames the {backend.name} backend's memory attention profile holds"
+            )
         ops = self.ops
         consts = backend.constants
         C = cfg.hidden_dim

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastsam2.export import cli as export_cli
 from fastsam2.runtime import args as cli_args
-from fastsam2.runtime import cli as fastsam2_cli
+from fastsam2.tools import cli as fastsam2_cli
+from fastsam2.tools import export_cli
 from fastsam2.runtime.outdir import MARKER
 
 FAST = ["--image-size", "256"]
@@ -72,6 +72,8 @@ def _bad_value(action: argparse.Action) -> str | None:
         return "-1"
     if name == "_ints":
         return "1"
+    if name == "compute_capability":
+        return "sm90"
     return None
 
 
@@ -477,3 +479,58 @@ def test_sigkilled_run_leaves_nothing_the_next_run_keeps(work):
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     assert not list(work.glob(".out.*")), "the stale partial directory survived the rerun"
     assert (out / MARKER).is_file() and len(list((out / "masks").glob("*.png"))) == 3
+
+
+# -- one error of each room, through every command line -------------------------------------------
+def _room_errors():
+    from fastsam2.calibration.qdq import QuantizeError
+    from fastsam2.export.models import ModelLoadError
+    from fastsam2.runtime.backends.trt_metadata import EngineMismatchError
+    from fastsam2.runtime.frames import FrameSourceError
+    from fastsam2.tools.video_jobs import VideoJobError
+
+    return {
+        "runtime": FrameSourceError("video not found: clip.mp4"),
+        "runtime.backends": EngineMismatchError("engine built for sm_87, this GPU is sm_90: rebuild with "
+                                                "fastsam2-export --trt"),
+        "calibration": QuantizeError("calibration reader gave no feeds"),
+        "export": ModelLoadError("checkpoint x.pt does not fit config 'tiny'"),
+        "tools": VideoJobError("video a: made with other settings"),
+    }
+
+
+def _jetson(name: str):
+    import importlib.util
+
+    key = f"jetson_{name}_for_errors"
+    if key not in sys.modules:  # dataclasses resolve their module through sys.modules
+        path = Path(__file__).resolve().parents[1] / "jetson" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+CLI_ENTRIES = {  # command line -> (module holding its run function, run function name, argv)
+    "fastsam2 track": (lambda: fastsam2_cli, "run_track", ["track", "--video", "v", "--point", "1,1", "--out", "o"]),
+    "fastsam2-export": (lambda: export_cli, "run_export", ["--config", "tiny", "--out", "o"]),
+    "jetson/build_engines.py": (lambda: _jetson("build_engines"), "run", ["--graphs", "g", "--out", "o"]),
+    "jetson/benchmark.py": (lambda: _jetson("benchmark"), "run", ["--source", "s"]),
+    "jetson/print_trtexec_commands.py": (lambda: _jetson("print_trtexec_commands"), "run", ["--graphs", "g"]),
+}
+
+
+@pytest.mark.parametrize("room", list(_room_errors()))
+@pytest.mark.parametrize("cli", list(CLI_ENTRIES))
+def test_every_cli_reports_every_room_error_in_one_line(cli, room, monkeypatch, capsys):
+    module_of, attr, argv = CLI_ENTRIES[cli]
+    module = module_of()
+    error = _room_errors()[room]
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(module, attr, failing)
+    code, err = call(module.main, argv, capsys)
+    assert_one_line_error(code, err, str(error))

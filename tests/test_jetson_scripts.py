@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsam2.export.trt.profiles import profiles_for
+from fastsam2.runtime.backends.trt_profiles import profiles_for
 from fastsam2.runtime.config import ModelConfig
 from fastsam2.runtime.manifest import GraphEntry, Manifest
 from fastsam2.runtime.specs import graph_specs
@@ -95,7 +95,7 @@ def test_trtexec_shapes_are_the_profiles(fake_export, kind):
         for name in dynamic:
             lo, mid, hi = shapes["min"][name], shapes["opt"][name], shapes["max"][name]
             assert all(a <= b <= c for a, b, c in zip(lo, mid, hi)), f"{name}: {lo} {mid} {hi}"
-        assert _flag(argv, "onnx") == str(fake_export / f"{spec.name}.onnx")
+            assert _flag(argv, "onnx") == str(fake_export / "engines" / f"{spec.name}.fp16.onnx")  # default fp16
         assert _flag(argv, "saveEngine") == str(fake_export / "engines" / f"{spec.name}.engine")
 
 
@@ -112,48 +112,28 @@ def test_trtexec_edge_memory_max_follows_the_edge_cond_frames(fake_export):
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_trtexec_precision_and_build_flags(fake_export, precision):
     plan = engine_plan.make_plan(fake_export, kind="edge", precision=precision, workspace_mib=768)
-    for graph, argv, _ in trtexec.commands_for(plan, trtexec="/usr/src/tensorrt/bin/trtexec"):
+    for graph, argv, note in trtexec.commands_for(plan, trtexec="/usr/src/tensorrt/bin/trtexec"):
         assert argv[0] == "/usr/src/tensorrt/bin/trtexec"
+        assert "--stronglyTyped" in argv
         assert "--memPoolSize=workspace:768" in argv
         assert _flag(argv, "timingCacheFile") == str(fake_export / "timing.cache")
-        assert ("--fp16" in argv) == (precision != "fp32")
-        assert ("--int8" in argv) == (precision == "int8")
-        calib = _flag(argv, "calib")
-        assert (calib == str(fake_export / "calib" / f"{graph.name}.cache")) if precision == "int8" else calib is None
+        # weak typing and implicit calibration do not exist on TensorRT 11
+        for gone in ("--fp16", "--int8", "--best", "--precisionConstraints"):
+            assert not any(a.startswith(gone) for a in argv), gone
+        assert _flag(argv, "calib") is None and _flag(argv, "layerPrecisions") is None
+        want = f"{graph.name}.onnx" if precision == "fp32" else f"{graph.name}.{precision}.onnx"
+        assert _flag(argv, "onnx") == str(fake_export / want)
+        assert ("--noTF32" in argv) == (precision == "fp32")
+        assert ("not written yet" in note) == (precision != "fp32")
         assert argv[-1] == "--skipInference"
         assert not any(a.startswith("--workspace") for a in argv), "removed in TensorRT 10"
 
 
-def test_trtexec_fp32_layer_flags():
-    plan = types.SimpleNamespace(workspace_mib=1024, timing_cache=Path("t.cache"), precision="fp16")
-    spec = graph_specs()["router"]
-    graph = engine_plan.GraphPlan("router", spec, Path("r.onnx"), Path("r.engine"),
-                                  profiles_for(spec, ModelConfig(), kind="edge"), None)
-    argv = trtexec.trtexec_command(graph, plan, fp32_layers=[("/Softmax", 1), ("/a/Split", 2)])
-    assert "--precisionConstraints=obey" in argv
-    assert _flag(argv, "layerPrecisions") == "/Softmax:fp32,/a/Split:fp32"
-    assert _flag(argv, "layerOutputTypes") == "/Softmax:fp32,/a/Split:fp32+fp32"
-    plan.precision = "fp32"
-    argv = trtexec.trtexec_command(graph, plan, fp32_layers=[("/Softmax", 1)])
-    assert _flag(argv, "layerPrecisions") is None
-
-
-def test_trtexec_fp32_layers_matched_in_onnx(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    nodes = [
-        helper.make_node("Softmax", ["x"], ["s"], name="/attn/Softmax"),
-        helper.make_node("Relu", ["s"], ["r"], name="/mlp/Relu"),
-        helper.make_node("Sin", ["r"], ["y"], name="/pe/Sin"),
-    ]
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y])), str(path))
-    from fastsam2.export.trt.builder import DEFAULT_FP32_LAYERS
-
-    assert trtexec.onnx_fp32_layers(path, DEFAULT_FP32_LAYERS) == [("/attn/Softmax", 1), ("/pe/Sin", 1)]
+def test_trtexec_default_workspace_is_tensorrts(fake_export):
+    plan = engine_plan.make_plan(fake_export, kind="desktop")
+    assert plan.workspace_mib is None
+    for _, argv, _ in trtexec.commands_for(plan):
+        assert _flag(argv, "memPoolSize") is None
 
 
 def test_shape_helpers_refuse_bad_input():
@@ -162,7 +142,7 @@ def test_shape_helpers_refuse_bad_input():
         trtexec.shape_str(())
     spec = graph_specs()["memory_attention"]
     profile = profiles_for(spec, ModelConfig(), kind="edge")[0]
-    from fastsam2.export.trt.profiles import Profile
+    from fastsam2.runtime.backends.trt_profiles import Profile
 
     partial = Profile([(n, t) for n, t in profile.items() if n != "memory"])
     with pytest.raises(ValueError, match="memory"):
@@ -193,20 +173,25 @@ def test_build_engines_drives_the_builder(fake_export, monkeypatch):
     calls = []
 
     def fake_build(onnx_path, spec, profiles, *, engine_path, metadata, precision, workspace_mib,
-                   calibrator, timing_cache_path, check_compat):
-        calls.append((spec.name, precision, workspace_mib, metadata.profile_kind, profiles, timing_cache_path))
+                   tf32, targets, timing_cache_path, check_compat, precision_report):
+        calls.append((spec.name, precision, workspace_mib, metadata.profile_kind, profiles, timing_cache_path,
+                      Path(onnx_path).name))
         Path(engine_path).write_bytes(b"engine")
-        return types.SimpleNamespace(build_options={"fp32_layers_matched": 3}, tensorrt_version="10.3.0",
-                                     gpu_name="Orin")
+        return types.SimpleNamespace(
+            build_options={"build_seconds": 1.0, "workspace_limit_bytes": 512 << 20, "activation_bytes": 1 << 20,
+                           "largest_activation": None,
+                           "layer_precisions": {"float_layers": {"FLOAT": 3}, "compute_layers": 1,
+                                                "compute_layers_int8": 0, "compute_layers_fp16": 0}},
+            tensorrt_version="10.3.0", tensorrt_flavor="tensorrt", gpu_name="Orin", compute_capability="8.7")
 
     monkeypatch.setattr(builder, "build_engine", fake_build)
     out = fake_export / "engines"
-    plan = engine_plan.make_plan(fake_export, out, precision="fp16", workspace_mib=512)
+    plan = engine_plan.make_plan(fake_export, out, precision="fp32", workspace_mib=512)
     engine_plan.build_all(plan, calib_dir=None, log=lambda *_: None)
     assert [c[0] for c in calls] == list(plan.manifest.graphs)
     cfg = plan.manifest.model_config
-    for name, precision, ws, kind, profiles, cache in calls:
-        assert (precision, ws, kind, cache) == ("fp16", 512, "edge", out / "timing.cache")
+    for name, precision, ws, kind, profiles, cache, onnx_name in calls:
+        assert (precision, ws, kind, cache, onnx_name) == ("fp32", 512, "edge", out / "timing.cache", f"{name}.onnx")
         assert profiles == profiles_for(plan.manifest.graphs[name].spec, cfg, kind="edge")
     # the runtime's engine directory: byte-identical manifest (metadata hashes it), constants, info
     assert (out / "manifest.json").read_bytes() == (fake_export / "manifest.json").read_bytes()
@@ -214,6 +199,8 @@ def test_build_engines_drives_the_builder(fake_export, monkeypatch):
     info = engine_plan.read_build_info(out)
     assert info["profile_kind"] == "edge" and info["max_cond_frames_in_attn"] == 2
     assert abs(info["min_keep_ratio"] - 0.1) < 0.01
+    report = json.loads((out / "precision.json").read_text())
+    assert set(report) == set(plan.manifest.graphs) and report["router"]["precision"] == "fp32"
 
 
 def test_build_engines_refuses_bad_options(fake_export, tmp_path, capsys):

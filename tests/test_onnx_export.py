@@ -197,7 +197,7 @@ def test_existing_out_dir_is_refused(tmp_path, tiny512):
 
 
 def test_cli_unknown_config(tmp_path, capsys):
-    from fastsam2.export.cli import main
+    from fastsam2.tools.export_cli import main
 
     assert main(["--config", "huge", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -206,7 +206,7 @@ def test_cli_unknown_config(tmp_path, capsys):
 
 
 def test_cli_existing_out_and_bad_checkpoint(tmp_path, capsys):
-    from fastsam2.export.cli import main
+    from fastsam2.tools.export_cli import main
 
     (tmp_path / "o").mkdir()
     assert main(["--config", "tiny", "--out", str(tmp_path / "o")]) == 1
@@ -219,3 +219,22 @@ def test_cli_existing_out_and_bad_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
     assert main(["--config", "tiny", "--int8", "--out", str(tmp_path / "q")]) == 1
     assert "only apply with --trt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--trt", "--calib", "."], "--calib only applies with --int8"),
+        (["--trt", "--fp16", "--tf32"], "--tf32 applies to fp32 engines"),
+        (["--trt", "--workspace", "0"], "argument --workspace: must be > 0"),
+        (["--tf32"], "only apply with --trt"),
+        (["--trt-target", "7.5"], "only apply with --trt"),
+    ],
+)
+def test_cli_trt_option_errors_are_one_line(tmp_path, capsys, argv, needle):
+    from fastsam2.tools.export_cli import main
+
+    assert main(["--config", "tiny", "--out", str(tmp_path / "o"), *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "o").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastsam2.calibration.ort_quant import QuantOptions, build_int8, record_feeds
+from fastsam2.export.torch_backend import build_torch_backend
 from fastsam2.runtime.backends.ort import load_ort_backend
 from fastsam2.runtime.manifest import ManifestError
 
@@ -33,7 +34,7 @@ def export_copy(tmp_path_factory, onnx_tiny512) -> Path:
 def test_int8_memory_encoder_report_and_loading(export_copy, tiny512, bedroom, tmp_path):
     with pytest.raises(ManifestError, match="no int8/report.json"):
         load_ort_backend(export_copy, precision="int8")
-    calib = record_feeds(tiny512, bedroom, tmp_path / "calib", n_frames=4, graphs=["memory_encoder"])
+    calib = record_feeds(build_torch_backend(tiny512), bedroom, tmp_path / "calib", n_frames=4, graphs=["memory_encoder"])
     assert len(list((calib / "memory_encoder").glob("*.npz"))) >= 4
     # min_speedup=0 / min_iou=0: accept whatever was measured, so the loading path is deterministic
     opts = QuantOptions(graphs=("memory_encoder",), eval_frames=4, timing_runs=3, min_iou=0.0, min_speedup=0.0,
@@ -58,9 +59,26 @@ def test_int8_memory_encoder_report_and_loading(export_copy, tiny512, bedroom, t
     assert load_ort_backend(export_copy, precision="int8").precisions["memory_encoder"] == "fp32"
 
 
+def test_ort_int8_path_takes_the_tensorrt_qdq_graphs(export_copy, tiny512, bedroom, tmp_path):
+    """quantizer="tensorrt": the ORT INT8 path loads the symmetric QDQ graphs TensorRT is built from."""
+    calib = record_feeds(build_torch_backend(tiny512), bedroom, tmp_path / "calib", n_frames=3, graphs=["memory_encoder"])
+    opts = QuantOptions(graphs=("memory_encoder",), eval_frames=3, timing_runs=2, min_iou=0.0, min_speedup=0.0,
+                        intra_op_threads=1, quantizer="tensorrt")
+    report = build_int8(export_copy, calib, bedroom, options=opts)
+    g = report.graphs["memory_encoder"]
+    assert g.accepted and 0.9 <= g.min_iou <= 1.0
+    model = __import__("onnx").load(str(export_copy / "int8" / "memory_encoder.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [n.input[2] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zero_points and all(inits[z].data_type == 3 for z in zero_points), "int8 (symmetric), not uint8"
+    assert load_ort_backend(export_copy, precision="int8").precisions["memory_encoder"] == "int8"
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        QuantOptions(quantizer="modelopt")
+
+
 @pytest.mark.slow
 def test_int8_all_graphs_decided_by_report(export_copy, tiny512, bedroom, tmp_path):
-    calib = record_feeds(tiny512, bedroom, tmp_path / "calib", n_frames=8, max_feeds=8)
+    calib = record_feeds(build_torch_backend(tiny512), bedroom, tmp_path / "calib", n_frames=8, max_feeds=8)
     report = build_int8(export_copy, calib, bedroom, options=QuantOptions(eval_frames=6, intra_op_threads=1))
     print("\n" + report.format())
     backend = load_ort_backend(export_copy, precision="int8")

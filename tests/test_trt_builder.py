@@ -1,52 +1,44 @@
+"""export/trt/builder.py pieces with fakes of the TensorRT objects (no TensorRT needed): profiles,
+network IO, the precision read-out of a strongly typed network. Real builds: test_trt_engines.py."""
+
 from types import SimpleNamespace
 
 import pytest
 
 from fastsam2.export.trt.builder import (
-    DEFAULT_FP32_LAYERS,
     BuildError,
-    BuildSource,
     add_profiles,
-    builder_flag_names,
-    build_engine,
     check_network_io,
-    compile_patterns,
-    match_fp32_pattern,
-    pin_fp32_layers,
+    layer_precisions,
+    precision_summary,
 )
-from fastsam2.export.trt.profiles import Profile, profiles_for
+from fastsam2.runtime.backends.trt_profiles import Profile, profiles_for
 from fastsam2.runtime.config import ModelConfig
 from fastsam2.runtime.specs import graph_specs
 
 CONFIG = ModelConfig()
 SPECS = graph_specs(CONFIG.spec_dims())
 
-# A stand-in for the few tensorrt module attributes pin_fp32_layers reads.
-FAKE_TRT = SimpleNamespace(float32="f32", float16="f16", int32="i32", int64="i64")
-
-
 class FakeTensor:
-    def __init__(self, name, dtype="f16"):
-        self.name, self.dtype = name, dtype
+    def __init__(self, name, dtype="HALF"):
+        self.name, self.dtype = name, SimpleNamespace(name=dtype)
 
 
 class FakeLayer:
-    def __init__(self, name, type_name, outputs):
+    def __init__(self, name, type_name, outputs, inputs=()):
         self.name = name
         self.type = SimpleNamespace(name=type_name)
         self._outputs = outputs
-        self.precision = None
-        self.output_types = {}
+        self._inputs = list(inputs)
 
-    @property
-    def num_outputs(self):
-        return len(self._outputs)
+    num_outputs = property(lambda self: len(self._outputs))
+    num_inputs = property(lambda self: len(self._inputs))
 
     def get_output(self, i):
         return self._outputs[i]
 
-    def set_output_type(self, i, dtype):
-        self.output_types[i] = dtype
+    def get_input(self, i):
+        return self._inputs[i]
 
 
 class FakeNetwork:
@@ -69,65 +61,23 @@ class FakeNetwork:
         return self.outputs[i]
 
 
-def test_flags_per_precision():
-    assert builder_flag_names("fp32", has_fp32_layers=True, has_calibrator=False) == []
-    assert builder_flag_names("fp16", has_fp32_layers=False, has_calibrator=False) == ["FP16"]
-    assert builder_flag_names("fp16", has_fp32_layers=True, has_calibrator=False) == [
-        "FP16",
-        "OBEY_PRECISION_CONSTRAINTS",
-    ]
-    assert builder_flag_names("int8", has_fp32_layers=False, has_calibrator=True) == ["INT8", "FP16"]
-
-
-def test_contradictory_precision_options_are_refused():
-    with pytest.raises(ValueError, match="int8 needs a calibrator"):
-        builder_flag_names("int8", has_fp32_layers=False, has_calibrator=False)
-    with pytest.raises(ValueError, match="calibrator was given but precision is fp16"):
-        builder_flag_names("fp16", has_fp32_layers=False, has_calibrator=True)
-    with pytest.raises(ValueError, match="precision must be one of"):
-        builder_flag_names("tf32", has_fp32_layers=False, has_calibrator=False)
-
-
-@pytest.mark.parametrize(
-    "name,type_name,outputs,expected",
-    [
-        ("/memory_attention/layers.0/norm1/LayerNormalization", "NORMALIZATION", [], "type:NORMALIZATION"),
-        ("/mask_decoder/transformer/layers.0/self_attn/Softmax", "SOFTMAX", [], "type:SOFTMAX"),
-        ("/mask_decoder/output_upscaling/output_upscaling.1/norm/ReduceMean", "REDUCE", [], "norm"),
-        ("/memory_attention/layers.0/self_attn/Sin", "UNARY", [], "Sin|Cos"),
-        ("/memory_attention/layers.0/cross_attn_image/rope/Mul_3", "ELEMENTWISE", [], "rope"),
-        ("[ONNX Layer: x]", "ELEMENTWISE", ["/model/freqs/Mul_output_0"], "rope"),
-        ("/memory_attention/layers.0/linear1/MatMul", "MATRIX_MULTIPLY", [], None),
-        ("/image_encoder/trunk/blocks.0/attn/Mul", "ELEMENTWISE", [], None),
-    ],
-)
-def test_default_fp32_patterns(name, type_name, outputs, expected):
-    got = match_fp32_pattern(name, type_name, outputs, compile_patterns(DEFAULT_FP32_LAYERS))
-    if expected is None:
-        assert got is None
-    else:
-        assert got is not None and expected in got
-
-
-def test_pin_fp32_layers_sets_precision_and_float_outputs_only():
-    softmax = FakeLayer("attn/Softmax", "SOFTMAX", [FakeTensor("p")])
-    sin = FakeLayer("rope/Sin", "UNARY", [FakeTensor("s", "f32")])
-    shape_like = FakeLayer("norm/Sqrt", "UNARY", [FakeTensor("i", "i64")])
-    matmul = FakeLayer("mlp/MatMul", "MATRIX_MULTIPLY", [FakeTensor("m")])
-    net = FakeNetwork([softmax, sin, shape_like, matmul])
-    pinned = pin_fp32_layers(net, DEFAULT_FP32_LAYERS, FAKE_TRT)
-    assert set(pinned) == {"attn/Softmax", "rope/Sin"}
-    assert softmax.precision == "f32" and softmax.output_types == {0: "f32"}
-    assert shape_like.precision is None and shape_like.output_types == {}
-    assert matmul.precision is None
-    # The set is an option: a custom pattern, or none at all.
-    assert set(pin_fp32_layers(net, {r"MatMul$"}, FAKE_TRT)) == {"mlp/MatMul"}
-    assert pin_fp32_layers(net, set(), FAKE_TRT) == {}
-
-
-def test_bad_pattern_is_an_error():
-    with pytest.raises(ValueError, match="not a valid regular expression"):
-        compile_patterns({"norm[("})
+def test_layer_precisions_reads_types_and_int8_inputs():
+    q_in = FakeTensor("x_q", "INT8")
+    dq = FakeLayer("x_dq", "DEQUANTIZE", [FakeTensor("x_dq_out", "FLOAT")], [q_in])
+    dq_fp = FakeLayer("y_dq", "DEQUANTIZE", [FakeTensor("y_dq_out", "FLOAT")], [FakeTensor("y", "FLOAT")])
+    conv = FakeLayer("conv", "CONVOLUTION", [FakeTensor("c", "FLOAT")], [dq.get_output(0)])
+    mm = FakeLayer("mm", "MATRIX_MULTIPLY", [FakeTensor("m", "HALF")], [dq_fp.get_output(0)])
+    norm = FakeLayer("norm", "NORMALIZATION", [FakeTensor("n", "FLOAT")], [mm.get_output(0)])
+    shape = FakeLayer("shape", "SHAPE", [FakeTensor("s", "INT64")], [norm.get_output(0)])
+    info = layer_precisions(FakeNetwork([dq, dq_fp, conv, mm, norm, shape]), None)
+    by_name = {l[0]: l for l in info["layers"]}
+    assert by_name["conv"][3] is True, "fed by a DEQUANTIZE of an INT8 tensor"
+    assert by_name["mm"][3] is False, "a DEQUANTIZE of a float tensor is not INT8"
+    assert by_name["norm"][2] == ["FLOAT"] and by_name["shape"][2] == ["INT64"]
+    assert info["counts"] == {"FLOAT": 4, "HALF": 1}
+    summary = precision_summary(info)
+    assert summary == {"float_layers": {"FLOAT": 4, "HALF": 1}, "compute_layers": 2,
+                       "compute_layers_int8": 1, "compute_layers_fp16": 1}
 
 
 class FakeProfile:
@@ -186,49 +136,3 @@ def test_check_network_io():
     check_network_io(FakeNetwork(inputs=spec.input_names[::-1], outputs=spec.output_names), spec)
     with pytest.raises(BuildError, match="network outputs"):
         check_network_io(FakeNetwork(inputs=spec.input_names, outputs=["scores"]), spec)
-
-
-def test_build_engine_with_tensorrt(tmp_path):
-    pytest.importorskip(
-        "tensorrt",
-        reason="TensorRT not installed on this machine: build_engine's TensorRT calls are untested here",
-    )
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("TensorRT builds need a CUDA device")
-    import onnx
-    from onnx import TensorProto, helper
-
-    spec = SPECS["router"]
-    x = [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.shape)) for t in spec.inputs]
-    y = [helper.make_tensor_value_info("token_scores", TensorProto.FLOAT, ["batch", 4096])]
-    nodes = [
-        helper.make_node("ReduceMean", ["vision_feats", "axes"], ["m"], keepdims=0),
-        helper.make_node("Reshape", ["m", "shape"], ["token_scores"]),
-    ]
-    import numpy as np
-    from onnx import numpy_helper
-
-    inits = [
-        numpy_helper.from_array(np.array([1], np.int64), "axes"),
-        numpy_helper.from_array(np.array([-1, 4096], np.int64), "shape"),
-    ]
-    model = helper.make_model(
-        helper.make_graph(nodes, "router", x, y, initializer=inits), opset_imports=[helper.make_opsetid("", 17)]
-    )
-    path = tmp_path / "router.onnx"
-    onnx.save(model, path)
-    meta = build_engine(
-        path,
-        spec,
-        profiles_for(spec, CONFIG),
-        engine_path=tmp_path / "router.engine",
-        metadata=BuildSource(manifest_sha256="0" * 64, config_name="tiny"),
-        precision="fp16",
-        workspace_mib=256,
-        timing_cache_path=tmp_path / "timing.cache",
-        check_compat=False,  # unused inputs are fine for this smoke build
-    )
-    assert (tmp_path / "router.engine").stat().st_size > 0
-    assert (tmp_path / "router.engine.json").is_file() and (tmp_path / "timing.cache").is_file()
-    assert meta.precision == "fp16"

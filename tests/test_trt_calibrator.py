@@ -5,10 +5,9 @@ from fastsam2.export.trt.calibrator import (
     CalibrationError,
     FeedQueue,
     calibration_shapes,
-    make_entropy_calibrator,
     read_cache,
-    write_atomic,
 )
+from fastsam2.runtime.outdir import write_bytes_atomic
 from fastsam2.runtime.specs import SpecDims, graph_specs
 
 SPEC = graph_specs(SpecDims(image_size=64))["memory_encoder"]
@@ -85,27 +84,8 @@ def test_no_usable_feed_is_an_error():
 def test_cache_roundtrip_atomic(tmp_path):
     path = tmp_path / "sub" / "memory_encoder.calib"
     assert read_cache(path) is None and read_cache(None) is None
-    write_atomic(path, b"TRT-1001-EntropyCalibration2\n")
+    write_bytes_atomic(path, b"TRT-1001-EntropyCalibration2\n")
     assert read_cache(path) == b"TRT-1001-EntropyCalibration2\n"
     assert [p.name for p in path.parent.iterdir()] == ["memory_encoder.calib"]  # no temp left
     path.write_bytes(b"")
     assert read_cache(path) is None  # an empty cache means: calibrate again
-
-
-def test_entropy_calibrator_with_tensorrt(tmp_path):
-    trt = pytest.importorskip(
-        "tensorrt", reason="TensorRT not installed on this machine: the IInt8EntropyCalibrator2 subclass is untested"
-    )
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("the calibrator copies feeds to CUDA buffers: no CUDA device here")
-    reader = ListReader([_feed(0), _feed(1)])
-    cal = make_entropy_calibrator(reader, SPEC, tmp_path / "c.cache")
-    assert isinstance(cal, trt.IInt8EntropyCalibrator2)
-    assert cal.get_batch_size() == 1
-    ptrs = cal.get_batch(SPEC.input_names)
-    assert len(ptrs) == 5 and all(isinstance(p, int) and p for p in ptrs)
-    assert cal.get_batch(SPEC.input_names) is not None
-    assert cal.get_batch(SPEC.input_names) is None and cal.error is None
-    cal.write_calibration_cache(memoryview(b"abc"))
-    assert cal.read_calibration_cache() == b"abc"

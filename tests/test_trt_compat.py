@@ -4,7 +4,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fastsam2.export.trt.compat import TRT10_SUPPORTED_OPS, check_onnx_for_trt
-from fastsam2.export.trt.profiles import Profile
+from fastsam2.runtime.backends.trt_profiles import Profile
 from fastsam2.runtime.specs import GraphSpec, TensorSpec
 
 # A tiny stand-in spec: x [batch, kept_tokens] float32 -> y [batch, kept_tokens] float32.

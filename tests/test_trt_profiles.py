@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from fastsam2.export.trt.profiles import (
+from fastsam2.runtime.backends.trt_profiles import (
     Profile,
     check_profiles_cover,
     profiles_for,

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fastsam2.export.trt.profiles import profiles_for
+from fastsam2.runtime.backends.trt_profiles import profiles_for
 from fastsam2.runtime.backends.trt import (
     POINT_LABELS,
     CheckRow,
@@ -117,15 +117,36 @@ def test_load_trt_backend_missing_manifest(tmp_path):
         load_trt_backend(tmp_path)
 
 
-def test_tensorrt_runner_needs_tensorrt(tmp_path):
-    pytest.importorskip(
-        "tensorrt",
-        reason="TensorRT not installed on this machine: TensorRTRunner execution, CUDA-graph capture "
-        "and load_trt_backend with real engines are untested here",
-    )
+def test_compare_runners_handles_polygraphys_bare_booleans(tmp_path):
+    """On a shape mismatch polygraphy's compare function gives a bare False instead of a result with
+    max_absdiff; the row must say FAIL with a note, not crash."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    def save(path, cols):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, cols])
+        starts = helper.make_tensor("st", TensorProto.INT64, [1], [0])
+        ends = helper.make_tensor("en", TensorProto.INT64, [1], [cols])
+        axes = helper.make_tensor("ax", TensorProto.INT64, [1], [1])
+        g = helper.make_graph([helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"])], "g", [x], [y],
+                              initializer=[starts, ends, axes])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"]), name=path.stem)
+
+    feed = {"x": np.ones((2, 4), np.float32)}
+    (row,) = compare_runners("toy", [save(tmp_path / "a.onnx", 4), save(tmp_path / "b.onnx", 3)], feed, {"y": 1e-3})
+    assert not row.passed and row.max_abs is None and "shapes differ" in row.note
+
+
+def test_tensorrt_runner_needs_an_engine(tmp_path):
+    from fastsam2.runtime.backends.trt_api import tensorrt_available
+
     torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("TensorRT engines need a CUDA device")
+    if not tensorrt_available() or not torch.cuda.is_available():
+        pytest.skip("needs TensorRT and a CUDA device (the runner's logic is tested in test_trt_standin.py)")
     runner = TensorRTRunner(SPECS["router"], tmp_path / "router.engine")
     with pytest.raises(Exception, match="no engine at"):
         runner.activate()

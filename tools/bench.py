@@ -601,10 +601,11 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
             precisions.append("int8")
             if not (Path(graphs_dir) / "int8" / "report.json").is_file():
                 from fastsam2.calibration.ort_quant import build_int8, record_feeds
+                from fastsam2.export.torch_backend import build_torch_backend
 
                 log("bench: building INT8 graphs (calibration feeds from the torch tracker) ...")
                 calib = tmp / "calib_feeds"
-                record_feeds(model, opts.frames_dir, calib)
+                record_feeds(build_torch_backend(model), opts.frames_dir, calib)
                 int8_report = build_int8(graphs_dir, calib, opts.frames_dir, log=log)
                 meta["int8_report"] = int8_report.to_json()
         # official predictor

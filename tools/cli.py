@@ -18,7 +18,7 @@ import numpy as np
 
 import fastsam2.runtime
 
-from fastsam2.runtime.args import ArgumentParser, finite_float, keep_ratios, non_negative_int, positive, run_cli
+from fastsam2.runtime.args import ArgumentParser, cli_main, finite_float, keep_ratios, non_negative_int, positive
 from fastsam2.runtime.errors import UsageError
 from fastsam2.runtime.outdir import (
     atomic_output_dir,
@@ -499,7 +499,7 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
 PLUGIN_COMMANDS = (
     "fastsam2.tools.bench",  # fastsam2 bench
     "fastsam2.tools.train_router",  # fastsam2 train-router, fit-text-projection
-    "fastsam2.runtime.check_engines",  # fastsam2 check-engines
+    "fastsam2.tools.check_engines",  # fastsam2 check-engines
     "fastsam2.tools.label",  # fastsam2 label
 )
 
@@ -518,12 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parsed: list[argparse.Namespace] = []
-    code = run_cli("fastsam2", lambda: parsed.append(build_parser().parse_args(argv)))
-    if code:
-        return code
-    args = parsed[0]
-    return run_cli(f"fastsam2 {args.command}", args.func, args)
+    return cli_main("fastsam2", build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,52 +1,44 @@
-"""Build a TensorRT engine from one exported ONNX graph.
+"""Build a strongly typed TensorRT (or TensorRT-RTX) engine from one exported ONNX graph.
 
-TensorRT 10 Python API as documented in the TensorRT Python API reference (Builder, IBuilderConfig,
-IOptimizationProfile, OnnxParser, ITimingCache, ILayer) and bound in NVIDIA/TensorRT
-python/src/infer/pyCore.cpp, pyGraph.cpp, python/src/parsers/pyOnnx.cpp (release/10.x):
+TensorRT 10 Python API (TensorRT Python API reference; the same calls in TensorRT-RTX 1.x), through the
+one adapter :mod:`.api` for what differs between the two:
 
-- networks are always explicit-batch in TensorRT 10 (``EXPLICIT_BATCH`` is deprecated and ignored),
-  so ``create_network(0)``; the network is weakly typed so that FP16 and layer precisions apply;
+- the network is created ``STRONGLY_TYPED``: every layer computes in the types of the ONNX graph, so
+  precision is decided by the graph (:mod:`.precision` writes FP16 graphs, :mod:`.quantize` QDQ INT8
+  graphs); no ``BuilderFlag.FP16/INT8``, ``layer.precision`` or calibrator (removed in TensorRT 11);
 - ``OnnxParser.parse_from_file`` returns a bool, errors via ``num_errors`` / ``get_error(i)``;
 - ``IOptimizationProfile.set_shape`` raises RuntimeError on inconsistent shapes;
   ``IBuilderConfig.add_optimization_profile`` returns the profile index or -1;
-- ``IBuilderConfig.set_timing_cache(cache, ignore_mismatch)`` and ``set_calibration_profile`` return
-  bools; ``Builder.build_serialized_network`` returns None on failure.
+- TF32 (on by default in TensorRT) is cleared unless asked for: fp32 means FP32;
+- ``Builder.build_serialized_network`` returns None on failure.
 
 Every boolean return is checked and turned into a :class:`BuildError` naming the graph and the step.
-The translation pieces (flags, fp32 layer matching, profiles) take the TensorRT objects as
-arguments so they are unit-tested with fakes.
+
+Workspace: by default none is set, i.e. TensorRT's own default (the device's memory; 64 GiB in a
+TensorRT-RTX build without a GPU). TensorRT fuses memory attention into one kernel region whose
+scratch, at the profile maximum, holds one cross-attention score matrix and its softmax
+(2 x 4 bytes x K 4096 x (M 40960 + 4 P 19) = 1282 MiB on the desktop profile, 1026 MiB on edge) and
+counts it against the workspace pool: the former 1024 MiB default made that build fail with
+"OutOfMemory (Requested size was 1093383680 bytes)" (TensorRT reports the limit plus the weights).
+The build report records the limit, TensorRT's "Total Activation Memory" and the largest tensor.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from fastsam2.runtime.specs import GraphSpec
 
-from .calibrator import read_cache, write_atomic
-from .compat import check_onnx_for_trt
-from .metadata import PRECISIONS, EngineMetadata, metadata_path
-from .profiles import Profile, check_profiles_cover
-from fastsam2.runtime.errors import UserError
+from fastsam2.runtime.outdir import write_bytes_atomic
 
-# Kept in FP32 under FP16/INT8: each pattern is a regular expression searched in the layer's name
-# and in its output tensor names (the ONNX parser names layers and tensors after the ONNX nodes and
-# outputs, e.g. "/memory_attention/layers.0/norm1/ReduceMean"), or "type:<LayerType>" to match a
-# TensorRT layer type. Defaults: normalization (LayerNormalization -> NORMALIZATION layer, and the
-# ReduceMean/Sub/Pow/Sqrt/Div/Add pieces of SAM2's LayerNorm2d), softmax, and the RoPE angle
-# computations (Sin/Cos and the products inside rotary-embedding scopes), whose FP16 rounding
-# visibly degrades masks.
-DEFAULT_FP32_LAYERS = frozenset({
-    "type:NORMALIZATION",
-    "type:SOFTMAX",
-    r"norm[^/]*/(ReduceMean|Sub|Pow|Sqrt|Div|Add)(_\d+)?(_output_\d+)?$",
-    r"(^|/)(Sin|Cos)(_\d+)?(_output_\d+)?$",
-    r"(rope|rotary|freqs)[^/]*/.*(Mul|Sin|Cos)(_\d+)?(_output_\d+)?$",
-})  # fmt: skip
+from .calibrator import read_cache
+from .compat import check_onnx_for_trt
+from fastsam2.runtime.backends.trt_metadata import PRECISIONS, EngineMetadata, metadata_path
+from fastsam2.runtime.backends.trt_profiles import Profile, check_profiles_cover
+from fastsam2.runtime.errors import UserError
 
 
 class BuildError(UserError, RuntimeError):
@@ -62,81 +54,78 @@ class BuildSource:
     profile_kind: str = "desktop"
 
 
-# -- pure translation pieces ---------------------------------------------------------------------
-def builder_flag_names(precision: str, *, has_fp32_layers: bool, has_calibrator: bool) -> list[str]:
-    """Names of the ``trt.BuilderFlag`` members to set for ``precision``.
+# -- pure pieces -----------------------------------------------------------------------------------
+def layer_precisions(network: Any, trt: Any) -> dict[str, Any]:
+    """What a strongly typed network computes in, read from its layers before the build.
 
-    INT8 also enables FP16 so layers without INT8 kernels fall back to FP16 rather than FP32.
-    Contradictory options are refused, not rewritten.
+    Returns {"layers": [(name, type, [output dtype names], fed_by_int8_dequantize)], "counts":
+    {dtype: layers whose first float output has it}}. A layer is "fed by INT8" when one of its inputs is
+    the output of a DEQUANTIZE layer whose own input is INT8 (an explicit-quantization QDQ pair).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "int8" and not has_calibrator:
-        raise ValueError("precision int8 needs a calibrator (record feeds with FeedRecorder first)")
-    if precision != "int8" and has_calibrator:
-        raise ValueError(f"a calibrator was given but precision is {precision}; use int8 or drop it")
-    flags = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}[precision]
-    if flags and has_fp32_layers:
-        # Without it, TensorRT treats layer precisions as hints and may still pick FP16 kernels.
-        flags.append("OBEY_PRECISION_CONSTRAINTS")
-    return flags
-
-
-def compile_patterns(patterns: Iterable[str]) -> list[tuple[str, re.Pattern | None, str | None]]:
-    """(pattern, regex or None, layer type name or None) for each pattern; bad regexes are errors."""
-    compiled = []
-    for p in sorted(patterns):
-        if p.startswith("type:"):
-            compiled.append((p, None, p[len("type:"):].upper()))
-            continue
-        try:
-            compiled.append((p, re.compile(p), None))
-        except re.error as err:
-            raise ValueError(f"fp32 layer pattern {p!r} is not a valid regular expression: {err}") from None
-    return compiled
-
-
-def match_fp32_pattern(
-    layer_name: str, layer_type: str, output_names: Iterable[str], compiled
-) -> str | None:
-    """The first pattern matching a layer (by type, name or output tensor name), or None."""
-    names = [layer_name, *output_names]
-    for pattern, regex, type_name in compiled:
-        if type_name is not None:
-            if layer_type == type_name:
-                return pattern
-        elif any(regex.search(n) for n in names if n):
-            return pattern
-    return None
-
-
-def pin_fp32_layers(network: Any, patterns: Iterable[str], trt: Any) -> dict[str, str]:
-    """Set FP32 precision (and FP32 float outputs) on every layer matching ``patterns``.
-
-    Returns {layer name: matching pattern}. Only float outputs are retyped: index and shape
-    tensors keep their integer types.
-    """
-    compiled = compile_patterns(patterns)
-    if not compiled:
-        return {}
-    floats = (trt.float32, trt.float16)
-    pinned = {}
+    producers = {}
+    layers = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        pattern = match_fp32_pattern(
-            layer.name, layer.type.name, [o.name for o in outputs if o is not None], compiled
-        )
-        if pattern is None:
+        for j in range(layer.num_outputs):
+            out = layer.get_output(j)
+            if out is not None:
+                producers[out.name] = layer
+    counts: dict[str, int] = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        dtypes = [o.dtype.name for o in outs if o is not None]
+        int8_fed = False
+        for j in range(layer.num_inputs):
+            t = layer.get_input(j)
+            p = producers.get(t.name) if t is not None else None
+            if p is not None and p.type.name == "DEQUANTIZE":
+                src = p.get_input(0)
+                int8_fed = int8_fed or (src is not None and src.dtype.name == "INT8")
+        layers.append((layer.name, layer.type.name, dtypes, int8_fed))
+        first_float = next((d for d in dtypes if d in ("FLOAT", "HALF", "BF16")), None)
+        if first_float:
+            counts[first_float] = counts.get(first_float, 0) + 1
+    return {"layers": layers, "counts": counts}
+
+
+def precision_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """Counts for the build report: float layers by output type, and INT8-fed conv/matmul layers."""
+    compute = [l for l in info["layers"] if l[1] in ("CONVOLUTION", "MATRIX_MULTIPLY", "DECONVOLUTION")]
+    return {
+        "float_layers": dict(info["counts"]),
+        "compute_layers": len(compute),
+        "compute_layers_int8": sum(1 for l in compute if l[3]),
+        "compute_layers_fp16": sum(1 for l in compute if "HALF" in l[2]),
+    }
+
+
+def largest_activation(onnx_path: Path, profile: Profile) -> dict[str, Any] | None:
+    """The largest intermediate tensor of the graph at the profile's max shapes, by ONNX shape
+    inference: {"name", "shape", "mib"}, or None when no intermediate shape could be inferred."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    maxima = profile.shapes("max")
+    for i in model.graph.input:
+        if i.name in maxima:
+            for dim, v in zip(i.type.tensor_type.shape.dim, maxima[i.name]):
+                dim.Clear()
+                dim.dim_value = int(v)
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    size = {1: 4, 10: 2, 7: 8, 6: 4, 9: 1, 3: 1, 2: 1, 11: 8, 16: 2}
+    best = None
+    for vi in model.graph.value_info:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        if not dims or None in dims:
             continue
-        float_outputs = [j for j, o in enumerate(outputs) if o is not None and o.dtype in floats]
-        if not float_outputs:
-            continue
-        layer.precision = trt.float32
-        for j in float_outputs:
-            layer.set_output_type(j, trt.float32)
-        pinned[layer.name] = pattern
-    return pinned
+        nbytes = int(np.prod(dims)) * size.get(vi.type.tensor_type.elem_type, 4)
+        if best is None or nbytes > best[0]:
+            best = (nbytes, vi.name, dims)
+    if best is None:
+        return None
+    return {"name": best[1], "shape": best[2], "mib": round(best[0] / 2**20, 1)}
 
 
 def add_profiles(builder: Any, network: Any, config: Any, profiles: list[Profile], graph: str) -> None:
@@ -164,17 +153,6 @@ def add_profiles(builder: Any, network: Any, config: Any, profiles: list[Profile
             raise BuildError(f"{graph}: TensorRT rejected optimization profile {index}: {profile}")
 
 
-def calibration_profile(builder: Any, shapes: dict[str, tuple[int, ...]], graph: str) -> Any:
-    """An IOptimizationProfile with min = opt = max = the calibration shapes."""
-    trt_profile = builder.create_optimization_profile()
-    for name, shape in shapes.items():
-        try:
-            trt_profile.set_shape(name, shape, shape, shape)
-        except RuntimeError as err:
-            raise BuildError(f"{graph}: calibration shape {shape} of {name} rejected: {err}") from None
-    return trt_profile
-
-
 def check_network_io(network: Any, spec: GraphSpec) -> None:
     """Network input/output names must be the spec's (the parser takes them from the ONNX graph)."""
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
@@ -187,28 +165,30 @@ def check_network_io(network: Any, spec: GraphSpec) -> None:
         raise BuildError(f"{spec.name}: " + "; ".join(problems))
 
 
+
+
 # -- TensorRT --------------------------------------------------------------------------------------
-_LOGGER = None
+def parse_network(onnx_path: Path, graph: str) -> tuple[Any, Any, Any, Any]:
+    """(flavor, builder, network, parser) with ``onnx_path`` parsed into a strongly typed network.
+    The parser is returned because the network refers to weights it owns."""
+    from fastsam2.runtime.backends.trt_api import tensorrt_flavor
 
-
-def trt_logger() -> Any:
-    """One process-wide ``trt.Logger`` (TensorRT expects a single logger)."""
-    global _LOGGER
-    if _LOGGER is None:
-        import tensorrt as trt
-
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
-def device_facts() -> tuple[str, str]:
-    """(GPU name, "major.minor" compute capability) of the current CUDA device."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BuildError("no CUDA device: TensorRT engines are built and run on the target GPU")
-    major, minor = torch.cuda.get_device_capability()
-    return torch.cuda.get_device_name(), f"{major}.{minor}"
+    flavor = tensorrt_flavor()
+    trt, logger = flavor.trt, flavor.logger()
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise BuildError(f"{graph}: trt.Builder could not be created (CUDA/TensorRT setup?)")
+    network = flavor.strongly_typed_network(builder)
+    if network is None:
+        raise BuildError(f"{graph}: builder.create_network(STRONGLY_TYPED) failed")
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BuildError(
+            f"{graph}: {flavor.label}'s ONNX parser failed on {onnx_path} with {len(errors)} error(s):\n  "
+            + "\n  ".join(errors or ["(no parser error recorded; see the TensorRT log above)"])
+        )
+    return flavor, builder, network, parser
 
 
 def build_engine(
@@ -218,32 +198,27 @@ def build_engine(
     *,
     engine_path: Path,
     metadata: BuildSource,
-    precision: str = "fp16",
-    workspace_mib: int = 2048,
-    fp32_layers: Iterable[str] | None = None,
-    calibrator: Any = None,
+    precision: str = "fp32",
+    workspace_mib: int | None = None,
+    tf32: bool = False,
+    targets: tuple[str, ...] | None = None,
     timing_cache_path: Path | None = None,
     check_compat: bool = True,
+    precision_report: dict[str, Any] | None = None,
 ) -> EngineMetadata:
-    """Build ``engine_path`` from ``onnx_path`` and write ``<engine>.json`` metadata beside it.
+    """Build ``engine_path`` from ``onnx_path`` (already in ``precision``: an fp32, fp16 or QDQ INT8
+    graph) and write ``<engine>.json`` metadata beside it. Both files are written atomically.
 
-    ``fp32_layers``: patterns of layers kept in FP32 under fp16/int8 (default
-    :data:`DEFAULT_FP32_LAYERS`; pass ``()`` for none). ``calibrator``: from
-    :func:`~.calibrator.make_entropy_calibrator`, required for (and only for) int8.
-    ``timing_cache_path``: loaded if present, saved after the build (shared by all graphs).
-    Both files are written atomically. Returns the metadata.
+    ``workspace_mib``: None keeps TensorRT's default. ``tf32``: allow TF32 in FP32 layers.
+    ``targets``: TensorRT-RTX compute capabilities (default: its portable set).
+    ``timing_cache_path``: TensorRT only; loaded if present, saved after the build.
+    ``precision_report``: what the graph conversion kept in FP32 / quantized (stored in the metadata).
     """
-    import tensorrt as trt
-
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     graph = spec.name
-    patterns = sorted(DEFAULT_FP32_LAYERS if fp32_layers is None else fp32_layers)
-    if precision == "fp32":
-        patterns = []
-    flag_names = builder_flag_names(
-        precision, has_fp32_layers=bool(patterns), has_calibrator=calibrator is not None
-    )
-    if workspace_mib < 1:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if workspace_mib is not None and workspace_mib < 1:
         raise ValueError(f"workspace_mib must be >= 1, got {workspace_mib}")
     check_profiles_cover(spec, profiles)
     if not onnx_path.is_file():
@@ -252,37 +227,25 @@ def build_engine(
         report = check_onnx_for_trt(onnx_path, spec, profiles)
         if not report.ok:
             raise BuildError(report.format())
-    gpu_name, capability = device_facts()
 
-    logger = trt_logger()
-    builder = trt.Builder(logger)
-    if builder is None:
-        raise BuildError(f"{graph}: trt.Builder could not be created (CUDA/TensorRT setup?)")
-    network = builder.create_network(0)
-    if network is None:
-        raise BuildError(f"{graph}: builder.create_network failed")
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BuildError(
-            f"{graph}: TensorRT's ONNX parser failed on {onnx_path} with {len(errors)} error(s):\n  "
-            + "\n  ".join(errors or ["(no parser error recorded; see the TensorRT log above)"])
-        )
+    flavor, builder, network, parser = parse_network(onnx_path, graph)
+    trt, logger = flavor.trt, flavor.logger()
     check_network_io(network, spec)
+    layers = layer_precisions(network, trt)
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    for name in flag_names:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    pinned = pin_fp32_layers(network, patterns, trt) if patterns else {}
+    if workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    workspace_bytes = int(config.get_memory_pool_limit(trt.MemoryPoolType.WORKSPACE))
+    flavor.set_tf32(config, tf32)
+    try:
+        built_for = flavor.build_targets(config, targets)
+    except RuntimeError as err:
+        raise BuildError(f"{graph}: {err}") from None
     add_profiles(builder, network, config, profiles, graph)
 
-    if calibrator is not None:
-        config.int8_calibrator = calibrator
-        if not config.set_calibration_profile(calibration_profile(builder, calibrator.shapes, graph)):
-            raise BuildError(f"{graph}: TensorRT rejected the calibration profile {calibrator.shapes}")
-
-    if timing_cache_path is not None:
+    use_timing_cache = timing_cache_path is not None and flavor.uses_timing_cache
+    if use_timing_cache:
         cache = config.create_timing_cache(read_cache(timing_cache_path) or b"")
         if cache is None:
             raise BuildError(f"{graph}: could not create a timing cache from {timing_cache_path}")
@@ -292,41 +255,57 @@ def build_engine(
                 "delete it to start a new one"
             )
 
+    logger.clear()
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
-    if calibrator is not None and getattr(calibrator, "error", None) is not None:
-        raise BuildError(f"{graph}: INT8 calibration failed: {calibrator.error}") from calibrator.error
     if serialized is None:
-        raise BuildError(f"{graph}: build_serialized_network failed; see the TensorRT log above")
-    write_atomic(engine_path, bytes(serialized))
+        errors = logger.errors()
+        why = errors[-1] if errors else "see the TensorRT log above"
+        hint = ""
+        if any("OutOfMemory" in e for e in errors):
+            hint = (f"; the workspace limit ({workspace_bytes >> 20} MiB) is below what this graph needs "
+                    "at the profile maximum: raise --workspace or leave it unset")
+        raise BuildError(f"{graph}: build_serialized_network failed: {why}{hint}")
+    write_bytes_atomic(engine_path, bytes(serialized))
+    if use_timing_cache:
+        write_bytes_atomic(Path(timing_cache_path), bytes(config.get_timing_cache().serialize()))
 
-    if timing_cache_path is not None:
-        write_atomic(Path(timing_cache_path), bytes(config.get_timing_cache().serialize()))
-
+    try:
+        largest = largest_activation(onnx_path, profiles[0])
+    except Exception as err:  # a report field: never fail a finished build over it
+        largest = {"error": f"{type(err).__name__}: {err}"}
     build_options: dict[str, Any] = {
+        "strongly_typed": True,
         "workspace_mib": workspace_mib,
-        "builder_flags": flag_names,
-        "fp32_layers": patterns,
-        "fp32_layers_matched": len(pinned),
-        "obey_precision_constraints": "OBEY_PRECISION_CONSTRAINTS" in flag_names,
+        "workspace_limit_bytes": workspace_bytes,
+        "activation_bytes": logger.activation_bytes(),
+        "largest_activation": largest,
+        "tf32": tf32,
+        "layer_precisions": precision_summary(layers),
+        "graph_conversion": precision_report or {},
+        "onnx_file": onnx_path.name,
         "profile_kind": metadata.profile_kind,
-        "timing_cache": str(timing_cache_path) if timing_cache_path is not None else None,
+        "timing_cache": str(timing_cache_path) if use_timing_cache else None,
         "build_seconds": round(seconds, 1),
     }
-    if calibrator is not None:
-        build_options["calibration_shapes"] = {n: list(s) for n, s in calibrator.shapes.items()}
-        build_options["calibration_cache"] = str(getattr(calibrator, "cache_path", "") or "")
+    if flavor.needs_gpu_to_build:
+        from fastsam2.runtime.backends.trt_api import current_gpu
+
+        gpu_name, capability = current_gpu()
+    else:
+        gpu_name, capability = "", ",".join(built_for)
     meta = EngineMetadata(
         graph=graph,
         precision=precision,
-        tensorrt_version=trt.__version__,
+        tensorrt_version=flavor.version,
         gpu_name=gpu_name,
         compute_capability=capability,
         manifest_sha256=metadata.manifest_sha256,
         profiles=[p.to_json() for p in profiles],
         build_options=build_options,
         config_name=metadata.config_name,
+        tensorrt_flavor=flavor.name,
     )
     meta.save(metadata_path(engine_path))
     return meta

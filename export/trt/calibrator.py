@@ -1,30 +1,14 @@
-"""TensorRT INT8 entropy calibration fed from a :class:`CalibrationDataReader`.
+"""Calibration-feed helpers and atomic file writes shared by the TensorRT build.
 
-TensorRT 10 API (python/src/infer/pyInt8.cpp and python/docstrings/infer/pyInt8Doc.h of
-NVIDIA/TensorRT release/10.x; "IInt8EntropyCalibrator2" in the TensorRT Python API reference):
-
-- ``get_batch(names)`` returns device pointers in the order of ``names``, or None/[] when done.
-- ``read_calibration_cache()`` returns the cache bytes or None; ``write_calibration_cache(cache)``
-  receives a memoryview.
-- Exceptions raised inside these callbacks are caught by the bindings and only printed to stderr,
-  so the calibrator keeps the first error in ``.error`` and :func:`~.builder.build_engine` raises it
-  after the build.
-- With dynamic shapes, calibration runs at the calibration profile's OPT shapes
-  (``IBuilderConfig.set_calibration_profile``: "MIN and MAX values will be overwritten by OPT").
-  Every feed must therefore have the same shapes: :func:`calibration_shapes` picks the most common
-  shape set among the recorded feeds, and feeds of other shapes are skipped (and counted).
-
-Implicit INT8 calibration is deprecated since TensorRT 10.1 and removed in TensorRT 11 (use explicit
-quantization there); JetPack 6 ships TensorRT 10.3, where it works.
-
-The non-TensorRT logic (shape choice, feed order and name matching, the cache file) is in plain
-helpers that are unit-tested without TensorRT.
+INT8 is explicit (QDQ graphs, :mod:`.quantize`): TensorRT 10.1 deprecated and TensorRT 11 removed
+implicit calibration (``IInt8EntropyCalibrator2``, ``BuilderFlag.INT8``), so fastsam2 has no
+TensorRT calibrator. What stays here is TensorRT-free: checking recorded feeds against a spec, the
+most common feed shapes (:func:`calibration_shapes`), a shape-filtered feed queue, and
+:func:`fastsam2.runtime.outdir.write_bytes_atomic`, used for engines, metadata and caches.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -129,98 +113,3 @@ def read_cache(path: Path | None) -> bytes | None:
     return path.read_bytes()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename, so
-    a crash never leaves a truncated cache or engine that a later build would trust."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def make_entropy_calibrator(
-    reader: Any,
-    spec: GraphSpec,
-    cache_path: Path | None,
-    *,
-    shapes: Shapes | None = None,
-    device: str = "cuda",
-) -> Any:
-    """An ``IInt8EntropyCalibrator2`` that feeds the reader's feeds (batch size 1) from torch CUDA
-    buffers, and reads/writes ``cache_path`` (reused by later builds; delete it to recalibrate).
-
-    ``shapes`` are the calibration shapes (the calibration profile's OPT); by default the most
-    common shapes among the feeds. The result has ``.shapes``, ``.queue`` (used/skipped counts) and
-    ``.error`` (the first exception raised in a callback, or None).
-    """
-    import tensorrt as trt
-    import torch
-
-    if shapes is None:
-        # Even with a cache (TensorRT then asks for no batch) the calibration profile needs shapes.
-        shapes = calibration_shapes(reader, spec)
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            # The bindings require the base __init__ to be called explicitly.
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.spec = spec
-            self.shapes = dict(shapes)
-            self.queue = FeedQueue(reader, spec, self.shapes)
-            self.cache_path = Path(cache_path) if cache_path is not None else None
-            self.device = torch.device(device)
-            self.buffers: dict[str, torch.Tensor] = {}
-            self.error: BaseException | None = None
-            self.queue.rewind()
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.error is not None:
-                return None
-            try:
-                arrays = self.queue.next_batch(list(names))
-                if arrays is None:
-                    self.buffers.clear()
-                    return None
-                pointers = []
-                for name, array in zip(names, arrays):
-                    host = torch.from_numpy(array)
-                    buf = self.buffers.get(name)
-                    if buf is None or buf.shape != host.shape or buf.dtype != host.dtype:
-                        buf = torch.empty(host.shape, dtype=host.dtype, device=self.device)
-                        self.buffers[name] = buf
-                    buf.copy_(host)
-                    pointers.append(int(buf.data_ptr()))
-                # TensorRT reads the buffers on its own stream right after this returns.
-                torch.cuda.synchronize(self.device)
-                return pointers
-            except BaseException as err:  # the bindings would only print it
-                self.error = err
-                return None
-
-        def read_calibration_cache(self) -> bytes | None:
-            try:
-                return read_cache(self.cache_path)
-            except BaseException as err:
-                self.error = err
-                return None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            if self.cache_path is None:
-                return
-            try:
-                write_atomic(self.cache_path, bytes(cache))
-            except BaseException as err:
-                self.error = err
-
-    return EntropyCalibrator()

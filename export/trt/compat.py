@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from fastsam2.runtime.specs import GraphSpec
 
-from .profiles import Profile, profile_problems
+from fastsam2.runtime.backends.trt_profiles import Profile, profile_problems
 
 # Operators the TensorRT 10 ONNX parser supports ("Y" rows of the Operator Support Matrix in
 # onnx/onnx-tensorrt docs/operators.md, "ONNX-TensorRT 10.1 GA release", commit 96e7811,

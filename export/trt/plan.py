@@ -2,7 +2,7 @@
 
 Shared by ``fastsam2-export --trt``, ``jetson/build_engines.py`` (both build through
 :func:`build_all`) and ``jetson/print_trtexec_commands.py`` (prints the equivalent ``trtexec``
-lines), so that all read the shapes from the same place: :func:`fastsam2.export.trt.profiles.profiles_for` over the graph specs
+lines), so that all read the shapes from the same place: :func:`fastsam2.runtime.backends.trt_profiles.profiles_for` over the graph specs
 recorded in the export's ``manifest.json``. Nothing here imports TensorRT, torch or onnxruntime.
 
 Engine directory layout (what :func:`fastsam2.runtime.backends.trt.load_trt_backend` reads)::
@@ -12,8 +12,10 @@ Engine directory layout (what :func:`fastsam2.runtime.backends.trt.load_trt_back
     ENGINES/<graph>.engine       serialized engine
     ENGINES/<graph>.engine.json  engine metadata (TensorRT version, GPU, profile, build options)
     ENGINES/jetson_build.json    profile kind and the tracker limits the edge profile implies
-    ENGINES/timing.cache         TensorRT timing cache shared by all graphs
-    ENGINES/calib/<graph>.cache  INT8 calibration caches (int8 builds only)
+    ENGINES/timing.cache         TensorRT timing cache shared by all graphs (not TensorRT-RTX)
+    ENGINES/<graph>.fp16.onnx    the mixed-precision graph an fp16 engine is built from
+    ENGINES/<graph>.int8.onnx    the QDQ graph an int8 engine is built from (also runs in ONNX Runtime)
+    ENGINES/precision.json       per graph: FP32 nodes kept, INT8 accuracy vs fp32, precision kept
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from fastsam2.export.trt.profiles import KINDS, Profile, profiles_for, symbol_ranges
+from fastsam2.runtime.backends.trt_profiles import KINDS, Profile, profiles_for, symbol_ranges
 from fastsam2.runtime.manifest import CONSTANTS_NAME, MANIFEST_NAME, Manifest
 from fastsam2.runtime.specs import GraphSpec
 from fastsam2.runtime.errors import UserError
@@ -33,8 +35,11 @@ from fastsam2.runtime.errors import UserError
 PRECISIONS = ("fp32", "fp16", "int8")
 BUILD_INFO = "jetson_build.json"
 TIMING_CACHE = "timing.cache"
-CALIB_CACHE_DIR = "calib"
-DEFAULT_WORKSPACE_MIB = 1024  # Orin Nano 8 GB shares this with the CPU; AGX Orin can take more
+PRECISION_REPORT = "precision.json"
+# None: TensorRT's default pool limit (the device's memory). A 1024 MiB cap made memory attention fail
+# on both profiles (its fused attention scratch is 1122 MiB on edge, 1394 MiB on desktop in FP32;
+# see builder.py); --workspace still caps it.
+DEFAULT_WORKSPACE_MIB = None
 
 
 class PlanError(UserError, ValueError):
@@ -50,7 +55,7 @@ class GraphPlan:
     onnx_path: Path
     engine_path: Path
     profiles: list[Profile]
-    calib_cache: Path | None  # INT8 calibration cache (written by the Python build, read by trtexec)
+    build_onnx: Path  # the graph the engine is built from: onnx_path (fp32) or <graph>.<precision>.onnx
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class BuildPlan:
     manifest: Manifest
     kind: str
     precision: str
-    workspace_mib: int
+    workspace_mib: int | None
     timing_cache: Path
     graphs: list[GraphPlan]
 
@@ -86,7 +91,7 @@ def make_plan(
     *,
     kind: str = "edge",
     precision: str = "fp16",
-    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    workspace_mib: int | None = DEFAULT_WORKSPACE_MIB,
     graphs: Sequence[str] | None = None,
 ) -> BuildPlan:
     """The build plan for every graph of the export in ``graphs_dir`` (or only ``graphs``)."""
@@ -96,7 +101,7 @@ def make_plan(
         raise PlanError(f"profile kind must be one of {KINDS}, got {kind!r}")
     if precision not in PRECISIONS:
         raise PlanError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if workspace_mib < 1:
+    if workspace_mib is not None and workspace_mib < 1:
         raise PlanError(f"workspace must be >= 1 MiB, got {workspace_mib}")
     if not (graphs_dir / MANIFEST_NAME).is_file():
         raise PlanError(f"no {MANIFEST_NAME} in {graphs_dir}: export the ONNX graphs first (fastsam2-export)")
@@ -115,7 +120,8 @@ def make_plan(
                 onnx_path=graphs_dir / entry.file,
                 engine_path=out_dir / f"{name}.engine",
                 profiles=profiles_for(entry.spec, manifest.model_config, kind=kind),
-                calib_cache=out_dir / CALIB_CACHE_DIR / f"{name}.cache" if precision == "int8" else None,
+                build_onnx=(graphs_dir / entry.file if precision == "fp32"
+                            else out_dir / f"{name}.{precision}.onnx"),
             )
         )
     return BuildPlan(
@@ -161,11 +167,50 @@ def check_calib_dir(plan: BuildPlan, calib_dir: Path) -> None:
         )
 
 
-def build_all(plan: BuildPlan, *, calib_dir: Path | None, check_compat: bool = True, log=print) -> list:
-    """Build every engine of ``plan``; returns the EngineMetadata of each."""
+def prepare_graph(g: GraphPlan, precision: str, calib_dir: Path | None, log=print) -> tuple[str, Path, dict]:
+    """Write the graph ``g``'s engine is built from; returns (precision kept, ONNX path, report).
+
+    fp16: :func:`~.precision.to_fp16`. int8: :func:`~.quantize.quantize_qdq` on the recorded feeds,
+    then :func:`~.quantize.accuracy_check` against fp32; a graph over the threshold falls back to
+    its fp16 graph (and is reported so)."""
+    if precision == "fp32":
+        return "fp32", g.onnx_path, {}
+    from .precision import to_fp16
+
+    fp16_path = g.engine_path.with_name(f"{g.name}.fp16.onnx")
+    report = {"fp16": to_fp16(g.onnx_path, fp16_path).to_json()}
+    if precision == "fp16":
+        return "fp16", fp16_path, report
+    from fastsam2.calibration.reader import DirectoryCalibrationReader
+
+    from fastsam2.calibration.qdq import accuracy_check, quantize_qdq
+
+    reader = DirectoryCalibrationReader(calib_dir, g.name)
+    q = quantize_qdq(g.onnx_path, g.build_onnx, reader)
+    q = accuracy_check(g.onnx_path, g.build_onnx, reader, q, fallback="fp16")
+    report["int8"] = q.to_json()
+    log(f"[{g.name}] INT8: {q.quantized_nodes} conv/matmul quantized, {q.calibration_feeds} feeds, "
+        f"max relative error vs fp32 {q.max_rel_error:.4f} (threshold {q.threshold}) -> {q.kept}")
+    if q.kept == "int8":
+        return "int8", g.build_onnx, report
+    return "fp16", fp16_path, report
+
+
+def build_all(
+    plan: BuildPlan,
+    *,
+    calib_dir: Path | None,
+    check_compat: bool = True,
+    tf32: bool = False,
+    targets: tuple[str, ...] | None = None,
+    log=print,
+) -> list:
+    """Build every engine of ``plan``; returns the EngineMetadata of each. Writes ``precision.json``."""
     from fastsam2.export.trt.builder import BuildSource, build_engine
     from fastsam2.runtime.backends.trt import manifest_sha256
 
+    if plan.precision == "int8" and calib_dir is None:
+        raise PlanError("int8 needs recorded calibration feeds (--calib)")
     copy_export_files(plan)
     source = BuildSource(
         manifest_sha256=manifest_sha256(plan.graphs_dir / MANIFEST_NAME),
@@ -173,39 +218,43 @@ def build_all(plan: BuildPlan, *, calib_dir: Path | None, check_compat: bool = T
         profile_kind=plan.kind,
     )
     metas = []
+    reports = {}
     for g in plan.graphs:
-        calibrator = None
-        if plan.precision == "int8":
-            from fastsam2.calibration.reader import DirectoryCalibrationReader
-            from fastsam2.export.trt.calibrator import make_entropy_calibrator
-
-            (plan.out_dir / CALIB_CACHE_DIR).mkdir(parents=True, exist_ok=True)
-            reader = DirectoryCalibrationReader(calib_dir, g.name)
-            calibrator = make_entropy_calibrator(reader, g.spec, g.calib_cache)
-        log(f"[{g.name}] building {plan.precision} engine (profile {plan.kind}) from {g.onnx_path} ...")
-        t0 = time.perf_counter()
+        kept, onnx_path, report = prepare_graph(g, plan.precision, calib_dir, log=log)
+        log(f"[{g.name}] building {kept} engine (profile {plan.kind}) from {onnx_path} ...")
         meta = build_engine(
-            g.onnx_path,
+            onnx_path,
             g.spec,
             g.profiles,
             engine_path=g.engine_path,
             metadata=source,
-            precision=plan.precision,
+            precision=kept,
             workspace_mib=plan.workspace_mib,
-            calibrator=calibrator,
+            tf32=tf32,
+            targets=targets,
             timing_cache_path=plan.timing_cache,
             check_compat=check_compat,
+            precision_report=report,
         )
-        size = g.engine_path.stat().st_size / 2**20
-        pinned = meta.build_options.get("fp32_layers_matched", 0)
-        extra = ""
-        if calibrator is not None:
-            q = calibrator.queue
-            extra = f", calibration feeds used {q.used} skipped {q.skipped} (other shapes)"
-        log(f"[{g.name}] wrote {g.engine_path} ({size:.1f} MiB, {time.perf_counter() - t0:.0f} s, "
-            f"{pinned} layers pinned to FP32{extra})")
+        bo = meta.build_options
+        lp = bo["layer_precisions"]
+        reports[g.name] = {"precision": kept, **report, "engine_layers": lp,
+                           "engine_mib": round(g.engine_path.stat().st_size / 2**20, 1),
+                           "build_seconds": bo["build_seconds"]}
+        act = bo.get("activation_bytes")
+        largest = bo.get("largest_activation") or {}
+        log(f"[{g.name}] wrote {g.engine_path} ({reports[g.name]['engine_mib']} MiB, {bo['build_seconds']} s; "
+            f"float layers {lp['float_layers']}, INT8 conv/matmul {lp['compute_layers_int8']}/{lp['compute_layers']}; "
+            f"workspace limit {bo['workspace_limit_bytes'] >> 20} MiB, activations "
+            f"{'?' if act is None else act >> 20} MiB, largest tensor {largest.get('name')} "
+            f"{largest.get('shape')} {largest.get('mib')} MiB)")
         metas.append(meta)
     info = write_build_info(plan)
-    log(f"wrote {info}; TensorRT {metas[0].tensorrt_version if metas else '?'} on "
-        f"{metas[0].gpu_name if metas else '?'}")
+    from fastsam2.runtime.outdir import write_bytes_atomic
+
+    write_bytes_atomic(plan.out_dir / PRECISION_REPORT, (json.dumps(reports, indent=2) + "\n").encode())
+    if metas:
+        m = metas[0]
+        where = m.gpu_name or f"compute capabilities {m.compute_capability}"
+        log(f"wrote {info}; {m.tensorrt_flavor} {m.tensorrt_version}, for {where}")
     return metas

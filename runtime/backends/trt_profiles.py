@@ -39,8 +39,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
-from fastsam2.runtime.config import ModelConfig
-from fastsam2.runtime.specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec
+from ..config import ModelConfig
+from ..specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec
 
 KINDS = ("desktop", "edge")
 # Fraction of the H*W tokens kept by the router at the profile's opt shape.

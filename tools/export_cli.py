@@ -8,9 +8,12 @@ User errors (unknown config, unreadable checkpoint, existing --out without --ove
 validation) end with one line on stderr and exit code 1, and leave no output directory behind;
 bugs keep their traceback.
 
-TensorRT engine flags (``--fp16 --int8 --calib --workspace --profile``) are reserved for the engine
-build; today ``--trt`` writes the ONNX graphs, runs the static TensorRT-10 compatibility check on
-each, writes ``trt_compat.json`` and, when ``tensorrt`` cannot be imported, says so and exits 1.
+``--trt`` writes the ONNX graphs, runs the static TensorRT-10 compatibility check on each, writes
+``trt_compat.json`` and builds one strongly typed engine per graph with whichever TensorRT is
+installed (``tensorrt``, else TensorRT-RTX; see ``runtime/backends/trt_api.py``): ``--fp16`` builds from
+mixed-precision graphs (``export/trt/precision.py``), ``--int8 --calib FRAMES`` from QDQ graphs
+calibrated on feeds recorded while tracking those frames (``calibration/qdq.py``). Without any
+TensorRT it says so and exits 1.
 """
 
 from __future__ import annotations
@@ -21,17 +24,25 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fastsam2.runtime.args import ArgumentParser, run_cli
-from fastsam2.runtime.args import positive
+from fastsam2.runtime.args import ArgumentParser, cli_main, positive
 from fastsam2.runtime.errors import UsageError, UserError, one_line
 from fastsam2.runtime.outdir import check_output_dir
 
 PROG = "fastsam2-export"
 
 
+def compute_capability(text: str) -> str:
+    """A CUDA compute capability "MAJOR.MINOR" (e.g. 8.6), as TensorRT-RTX's build targets take it."""
+    import re
+
+    if not re.fullmatch(r"\d{1,2}\.\d", text):
+        raise argparse.ArgumentTypeError(f"expected a compute capability like 8.6, got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .models import CONFIG_NAMES
-    from .stages import FILL_MODES
+    from fastsam2.export.models import CONFIG_NAMES
+    from fastsam2.export.stages import FILL_MODES
 
     p = ArgumentParser(
         prog=PROG,
@@ -54,11 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     trt = p.add_argument_group("TensorRT engines (built beside the ONNX graphs in --out)")
     trt.add_argument("--trt", action="store_true",
                      help="static TensorRT compatibility check, then build <graph>.engine for every graph")
-    trt.add_argument("--fp16", action="store_true", help="FP16 engines (LayerNorm, softmax, RoPE kept FP32)")
-    trt.add_argument("--int8", action="store_true", help="INT8 engines with entropy calibration (needs --calib)")
+    trt.add_argument("--fp16", action="store_true",
+                     help="FP16 engines from mixed-precision graphs (norms, reductions, softmax, RoPE, mask logits kept FP32)")
+    trt.add_argument("--int8", action="store_true",
+                     help="INT8 engines from QDQ graphs calibrated on --calib frames (needs --calib)")
     trt.add_argument("--calib", metavar="FRAMES_DIR", help="real frames to calibrate INT8 with (the same reader as ORT INT8)")
     trt.add_argument("--calib-frames", type=positive(int), default=12, help="frames tracked to record calibration feeds (default 12)")
-    trt.add_argument("--workspace", type=positive(int), metavar="MiB", help="TensorRT workspace limit in MiB (default 1024)")
+    trt.add_argument("--workspace", type=positive(int), metavar="MiB",
+                     help="TensorRT workspace limit in MiB (default: TensorRT's, the device memory)")
+    trt.add_argument("--tf32", action="store_true", help="allow TF32 in FP32 layers (default: strict FP32)")
+    trt.add_argument("--trt-target", action="append", metavar="CC", type=compute_capability,
+                     help="TensorRT-RTX only: compute capability to build for, e.g. 7.5 for Turing "
+                          "(repeatable; default: TensorRT-RTX's portable set 8.0-12.x)")
     trt.add_argument("--profile", choices=("edge", "desktop"), default="desktop",
                      help="shape profiles: edge (Jetson: fewer memory frames) or desktop (default)")
     return p
@@ -66,9 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     trt_only = [f for f, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--calib", args.calib),
-                                ("--workspace", args.workspace is not None)) if on]
+                                ("--workspace", args.workspace is not None), ("--tf32", args.tf32),
+                                ("--trt-target", bool(args.trt_target))) if on]
     if trt_only and not args.trt:
         raise UsageError(f"{', '.join(trt_only)} only apply with --trt")
+    if args.calib and not args.int8:
+        raise UsageError("--calib only applies with --int8")
+    if args.tf32 and (args.fp16 or args.int8):
+        raise UsageError("--tf32 applies to fp32 engines; drop it or --fp16/--int8")
+    if args.workspace is not None and args.workspace < 1:
+        raise UsageError(f"--workspace must be >= 1 MiB, got {args.workspace}")
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib FRAMES_DIR")
     for flag, folder in (("--calib", args.calib), ("--frames", args.frames)):
@@ -95,7 +120,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _load_router(path: str, model):
     try:
-        from .router import load_router
+        from fastsam2.export.router import load_router
     except ImportError as e:
         raise UsageError(f"--router needs fastsam2.export.router, which cannot be imported: {e}") from e
     try:
@@ -106,7 +131,7 @@ def _load_router(path: str, model):
 
 def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
     """Static TensorRT check of every graph (report written next to the graphs); engines later."""
-    from .onnx_export import trt_compat_report
+    from fastsam2.export.onnx_export import trt_compat_report
 
     reports = {}
     for name, g in manifest.graphs.items():
@@ -117,41 +142,51 @@ def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
     if not all(r["ok"] for r in reports.values()):
         print(f"{PROG}: error: TensorRT compatibility problems (see {out / 'trt_compat.json'})", file=sys.stderr)
         return 1
+    from fastsam2.runtime.backends.trt_api import TensorRTMissing, tensorrt_flavor
+
     try:
-        import tensorrt  # noqa: F401
-    except ImportError:
+        flavor = tensorrt_flavor()
+    except TensorRTMissing as e:
         print(
-            f"{PROG}: error: TensorRT is not installed; wrote the ONNX graphs and the compatibility "
+            f"{PROG}: error: {e}; wrote the ONNX graphs and the compatibility "
             f"report ({out / 'trt_compat.json'}); build engines on the target device",
             file=sys.stderr,
         )
+        return 1
+    if args.trt_target and not flavor.is_rtx:
+        print(f"{PROG}: error: --trt-target is a TensorRT-RTX option; {flavor.label} builds for this GPU",
+              file=sys.stderr)
         return 1
     return _build_engines(manifest, out, args)
 
 
 def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
     """Engines for every graph through the shared build plan (also used by jetson/build_engines.py)."""
-    from .trt.builder import BuildError
-    from .trt.calibrator import CalibrationError
-    from .trt.plan import DEFAULT_WORKSPACE_MIB, PlanError, build_all, check_calib_dir, make_plan
+    from fastsam2.export.trt.builder import BuildError
+    from fastsam2.export.trt.calibrator import CalibrationError
+    from fastsam2.export.trt.plan import DEFAULT_WORKSPACE_MIB, PlanError, build_all, check_calib_dir, make_plan
+    from fastsam2.calibration.qdq import QuantizeError
 
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     try:
         plan = make_plan(out, out, kind=args.profile, precision=precision,
-                         workspace_mib=args.workspace or DEFAULT_WORKSPACE_MIB)
+                         workspace_mib=args.workspace if args.workspace is not None else DEFAULT_WORKSPACE_MIB)
         calib_dir = None
         if args.int8:
             from fastsam2.calibration.ort_quant import record_feeds
+            from fastsam2.export.torch_backend import build_torch_backend
 
-            from .models import build_sam2
+            from fastsam2.export.models import build_sam2
 
             calib_dir = out / "calib_feeds"
             model = build_sam2(args.config, args.checkpoint, image_size=args.image_size, quiet=True)
             # pruned loop at the desktop profile's opt keep ratio, so the router gets feeds too
-            record_feeds(model, Path(args.calib), calib_dir, n_frames=args.calib_frames, keep_ratio=0.5)
+            record_feeds(build_torch_backend(model), Path(args.calib), calib_dir, n_frames=args.calib_frames, keep_ratio=0.5)
             check_calib_dir(plan, calib_dir)
-        build_all(plan, calib_dir=calib_dir, log=lambda msg: print(msg, file=sys.stderr))
-    except (PlanError, BuildError, CalibrationError) as e:
+        build_all(plan, calib_dir=calib_dir, tf32=args.tf32,
+                  targets=tuple(args.trt_target) if args.trt_target else None,
+                  log=lambda msg: print(msg, file=sys.stderr))
+    except (PlanError, BuildError, CalibrationError, QuantizeError, ValueError) as e:
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
     print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "
@@ -160,9 +195,9 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .models import build_sam2
-    from .onnx_export import export_graphs, export_summary
-    from .validate import ValidationError
+    from fastsam2.export.models import build_sam2
+    from fastsam2.export.onnx_export import export_graphs, export_summary
+    from fastsam2.export.validate import ValidationError
 
     try:
         _check_args(args)
@@ -171,7 +206,7 @@ def run_export(args: argparse.Namespace) -> int:
         if args.router:
             router = _load_router(args.router, model)
         elif not args.no_router:
-            from .router import TokenRouter
+            from fastsam2.export.router import TokenRouter
 
             router = TokenRouter.for_model(model)
             router.fastsam2_weights = "default-weights"
@@ -201,19 +236,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parsed: list[argparse.Namespace] = []
     if argv and argv[0] == "text":
-        from .text import add_text_parser
+        from fastsam2.export.text import add_text_parser
 
         parser = ArgumentParser(prog=PROG)
         add_text_parser(parser.add_subparsers(dest="command", required=True))
-    else:
-        parser = build_parser()
-        parser.set_defaults(func=run_export)
-    code = run_cli(PROG, lambda: parsed.append(parser.parse_args(argv)))
-    if code:
-        return code
-    return run_cli(PROG, parsed[0].func, parsed[0])
+        return cli_main(PROG, parser, argv, run=lambda args: args.func(args))
+    return cli_main(PROG, build_parser(), argv, run=run_export)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .args import positive
+from fastsam2.runtime.args import positive
 
 
 def add_parser(sub) -> None:
@@ -20,13 +20,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .errors import UsageError
+    from fastsam2.runtime.errors import UsageError
 
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        raise UsageError("check-engines needs TensorRT's Python package (tensorrt), which is not installed") from None
-    from .backends.trt import check_engines, format_check_table
+        # polygraphy's TrtRunner imports `tensorrt` by name: TensorRT-RTX engines cannot be checked here
+        raise UsageError("check-engines needs TensorRT's Python package (tensorrt), which is not installed "
+                       "(polygraphy does not drive TensorRT-RTX)") from None
+    from fastsam2.runtime.backends.trt import check_engines, format_check_table
 
     engines = Path(args.engines)
     if not engines.is_dir():

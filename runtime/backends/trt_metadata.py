@@ -14,15 +14,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .profiles import Profile
-from fastsam2.runtime.errors import UserError
+from .base import StageError
+
+from .trt_profiles import Profile
 
 METADATA_SUFFIX = ".engine.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class EngineMismatchError(UserError, RuntimeError):
-    """An engine does not fit this machine or this export; the message says how to rebuild."""
+class EngineMismatchError(StageError):
+    """An engine does not fit this machine or this export; the message says how to rebuild.
+
+    A StageError, so every CLI that reports stage errors in one line (``fastsam2 track/demo/eval``,
+    ``check-engines``) prints the rebuild hint instead of a traceback."""
 
 
 @dataclass
@@ -33,7 +37,8 @@ class EngineMetadata:
     precision: str
     tensorrt_version: str
     gpu_name: str
-    compute_capability: str  # "8.7" (Jetson Orin), "9.0" (H100)
+    # "8.7" (Jetson Orin), "9.0" (H100); TensorRT-RTX: the targets, "8.0,8.6,8.9,12.0,12.1"
+    compute_capability: str
     manifest_sha256: str  # sha256 of the export's manifest.json the ONNX graphs came from
     profiles: list[dict[str, dict[str, list[int]]]] = field(default_factory=list)
     # Build options: workspace_mib, fp32_layers (patterns), fp32_layers_matched (count),
@@ -41,6 +46,7 @@ class EngineMetadata:
     build_options: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     config_name: str = ""  # the model config (tiny, small, ...) for the rebuild hint
+    tensorrt_flavor: str = "tensorrt"  # "tensorrt" or "tensorrt_rtx": which library built it
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -61,9 +67,9 @@ class EngineMetadata:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        from .calibrator import write_atomic
+        from ..outdir import write_bytes_atomic
 
-        write_atomic(Path(path), (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode())
+        write_bytes_atomic(Path(path), (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
     def load(cls, path: Path) -> "EngineMetadata":
@@ -82,11 +88,16 @@ def metadata_path(engine_path: Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
+PRECISION_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib FRAMES_DIR"}
+
+
 def rebuild_hint(meta: EngineMetadata) -> str:
+    """The fastsam2-export command (flags that exist) that rebuilds ``meta``'s engines here."""
     config = meta.config_name or "NAME"
+    kind = meta.build_options.get("profile_kind", "desktop")
     return (
-        f"rebuild the engines on this machine: fastsam2-export --config {config} --out DIR --trt "
-        f"--precision {meta.precision}"
+        f"rebuild the engines on this machine: fastsam2-export --config {config} --out DIR --trt"
+        f"{PRECISION_FLAGS[meta.precision]} --profile {kind}"
     )
 
 
@@ -97,13 +108,34 @@ def check_engine_metadata(
     gpu_name: str | None = None,
     compute_capability: str | None = None,
     manifest_sha256: str | None = None,
+    tensorrt_flavor: str | None = None,
 ) -> None:
     """Raise EngineMismatchError (one line: the field, both values, the rebuild command) when the
-    engine was built for another TensorRT, GPU or export. A None argument is not checked."""
+    engine was built for another TensorRT, GPU or export. A None argument is not checked.
+
+    TensorRT-RTX engines are portable: their ``compute_capability`` lists the targets and the GPU
+    name is not checked; TensorRT engines must match the GPU and its compute capability exactly."""
+    if tensorrt_flavor is not None and meta.tensorrt_flavor != tensorrt_flavor:
+        raise EngineMismatchError(
+            f"{meta.graph} engine was built by {meta.tensorrt_flavor} but this is {tensorrt_flavor}; "
+            + rebuild_hint(meta)
+        )
+    rtx = meta.tensorrt_flavor == "tensorrt_rtx"
+    if rtx and compute_capability is not None:
+        from .trt_api import RTX_DEFAULT_TARGETS
+
+        targets = tuple(meta.compute_capability.split(","))
+        major = int(compute_capability.split(".")[0])
+        ok = compute_capability in targets or (targets == RTX_DEFAULT_TARGETS and major > 12)
+        if not ok:
+            raise EngineMismatchError(
+                f"{meta.graph} engine was built by TensorRT-RTX for compute capabilities "
+                f"{meta.compute_capability} but this GPU is {compute_capability}; " + rebuild_hint(meta)
+            )
     checks = (
         ("TensorRT version", meta.tensorrt_version, tensorrt_version),
-        ("compute capability", meta.compute_capability, compute_capability),
-        ("GPU", meta.gpu_name, gpu_name),
+        ("compute capability", meta.compute_capability, None if rtx else compute_capability),
+        ("GPU", meta.gpu_name, None if rtx else gpu_name),
         ("export manifest sha256", meta.manifest_sha256, manifest_sha256),
     )
     for what, built, here in checks:

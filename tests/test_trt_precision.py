@@ -1,0 +1,174 @@
+"""export/trt/precision.py (FP16 graphs) and calibration/qdq.py (QDQ INT8 graphs) on small
+hand-made ONNX graphs, checked with onnx and ONNX Runtime (CPU). No TensorRT needed; the real
+graphs of tiny@1024 go through TensorRT-RTX in test_trt_engines.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fastsam2.export.trt.precision import F16, F32, fp32_nodes, to_fp16
+from fastsam2.calibration.qdq import QuantizeError, accuracy_check, quantize_qdq, quant_targets
+
+ort = pytest.importorskip("onnxruntime")
+RNG = np.random.default_rng(0)
+
+
+def _init(name, shape, scale=0.1):
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def toy_model() -> onnx.ModelProto:
+    """x [1,8,16,16] -> Conv -> LayerNorm2d (written out, as SAM2's) -> flatten -> MatMul -> Softmax,
+    plus a position-table Gather by an index input added to the tokens, and a final MatMul that
+    produces "low_res_masks"."""
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w_conv", "b_conv"], ["c"], name="/conv/Conv", pads=[1, 1, 1, 1]),
+        n("ReduceMean", ["c"], ["u"], name="/ln/ReduceMean", axes=[1]),
+        n("Sub", ["c", "u"], ["d"], name="/ln/Sub"),
+        n("Pow", ["d", "two"], ["d2"], name="/ln/Pow"),
+        n("ReduceMean", ["d2"], ["var"], name="/ln/ReduceMean_1", axes=[1]),
+        n("Add", ["var", "eps"], ["ve"], name="/ln/Add"),
+        n("Sqrt", ["ve"], ["sd"], name="/ln/Sqrt"),
+        n("Div", ["d", "sd"], ["normed"], name="/ln/Div"),
+        n("Mul", ["normed", "gamma"], ["scaled"], name="/ln/Mul"),
+        n("Reshape", ["scaled", "shape_tokens"], ["tok3"], name="/Reshape"),
+        n("Transpose", ["tok3"], ["tok"], name="/Transpose", perm=[0, 2, 1]),  # [1, 256, 8]
+        n("Gather", ["pos_table", "pos_idx"], ["pos"], name="/Gather_pos", axis=0),  # [256, 8]
+        n("Add", ["tok", "pos"], ["tok_pos"], name="/Add_pos"),
+        n("MatMul", ["tok_pos", "w_mm"], ["h"], name="/mlp/MatMul"),
+        n("Softmax", ["h"], ["p"], name="/Softmax", axis=-1),
+        n("MatMul", ["p", "w_out"], ["m"], name="/head/MatMul"),
+        n("Reshape", ["m", "shape_out"], ["low_res_masks"], name="/Reshape_out"),
+    ]
+    inits = [
+        _init("w_conv", (8, 8, 3, 3)), _init("b_conv", (8,)), _init("gamma", (1, 8, 1, 1), 1.0),
+        _init("pos_table", (256, 8)), _init("w_mm", (8, 8)), _init("w_out", (8, 1)),
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+        numpy_helper.from_array(np.array(1e-6, np.float32), "eps"),
+        numpy_helper.from_array(np.array([1, 8, 256], np.int64), "shape_tokens"),
+        numpy_helper.from_array(np.array([1, 1, 16, 16], np.int64), "shape_out"),
+    ]
+    graph = helper.make_graph(
+        nodes, "toy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16]),
+         helper.make_tensor_value_info("pos_idx", TensorProto.INT64, [256])],
+        [helper.make_tensor_value_info("low_res_masks", TensorProto.FLOAT, [1, 1, 16, 16])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _feed(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((1, 8, 16, 16)).astype(np.float32),
+            "pos_idx": rng.permutation(256).astype(np.int64)}
+
+
+def _run(path, feed):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+class ListReader:
+    def __init__(self, feeds):
+        self.feeds, self.i = feeds, 0
+
+    def get_next(self):
+        if self.i >= len(self.feeds):
+            return None
+        self.i += 1
+        return self.feeds[self.i - 1]
+
+    def rewind(self):
+        self.i = 0
+
+
+@pytest.fixture
+def toy(tmp_path):
+    path = tmp_path / "toy.onnx"
+    onnx.save(toy_model(), path)
+    return path
+
+
+def test_fp32_set_rules():
+    rules = fp32_nodes(toy_model())
+    assert rules["norm"] >= {"/ln/Sub", "/ln/Div", "/ln/Add"}
+    assert rules["reduce"] >= {"/ln/ReduceMean", "/ln/ReduceMean_1", "/ln/Pow", "/ln/Sqrt"}
+    assert rules["softmax"] == {"/Softmax"}
+    assert rules["rope"] == {"/Gather_pos", "/Add_pos"}  # the table row and what combines it
+    assert rules["mask_logits"] == {"/Reshape_out", "/head/MatMul"}
+    everything = set().union(*rules.values())
+    assert "/conv/Conv" not in everything and "/mlp/MatMul" not in everything
+
+
+def test_to_fp16_types_casts_and_accuracy(toy, tmp_path):
+    out = tmp_path / "toy.fp16.onnx"
+    report = to_fp16(toy, out)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in onnx.shape_inference.infer_shapes(model, strict_mode=True).graph.value_info}
+    nodes = {n.name: n for n in model.graph.node}
+    assert types[nodes["/conv/Conv"].output[0]] == F16 and types[nodes["/mlp/MatMul"].output[0]] == F16
+    for kept in ("/ln/ReduceMean", "/ln/Sqrt", "/ln/Div", "/Softmax", "/Add_pos", "/head/MatMul"):
+        assert types[nodes[kept].output[0]] == F32, kept
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    assert inits["w_conv"] == F16 and inits["w_out"] == F32 and inits["pos_table"] == F32
+    # graph IO keeps the spec dtype
+    assert model.graph.output[0].type.tensor_type.elem_type == F32
+    assert model.graph.input[0].type.tensor_type.elem_type == F32
+    assert report.casts_added > 0 and report.fp32_count == sum(report.to_json()["fp32_nodes"].values())
+    # runs in ONNX Runtime and stays close to fp32
+    feed = _feed()
+    ref, got = _run(toy, feed)[0], _run(out, feed)[0]
+    assert got.dtype == np.float32
+    assert np.abs(ref - got).max() < 2e-2 * max(1.0, np.abs(ref).max())
+
+
+def test_to_fp16_every_edge_is_one_type(toy, tmp_path):
+    """What TensorRT's strongly typed parser refused in onnxconverter-common's output (a Sub of Half
+    and Float) cannot happen: every node's float inputs have one type (strict type inference)."""
+    out = tmp_path / "toy.fp16.onnx"
+    to_fp16(toy, out)
+    onnx.shape_inference.infer_shapes(onnx.load(str(out)), strict_mode=True, check_type=True)
+
+
+def test_qdq_is_symmetric_per_channel_without_bias_quantization(toy, tmp_path):
+    out = tmp_path / "toy.int8.onnx"
+    reader = ListReader([_feed(s) for s in range(3)])
+    report = quantize_qdq(toy, out, reader)
+    assert report.quantized_nodes == 3 and report.calibration_feeds == 3  # conv + 2 matmuls
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q_nodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert q_nodes
+    for n in q_nodes:
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), f"{n.name}: zero point must be 0"
+    w_dq = {n.input[0]: n for n in q_nodes if n.input[0] in inits and inits[n.input[0]].dtype == np.int8}
+    assert set(w_dq) == {"w_conv__int8", "w_mm__int8", "w_out__int8"}
+    axis = {k: next(a.i for a in n.attribute if a.name == "axis") for k, n in w_dq.items()}
+    assert axis == {"w_conv__int8": 0, "w_mm__int8": 1, "w_out__int8": 1}
+    assert inits["w_conv__scale"].shape == (8,)
+    assert "b_conv" in {n.input[2] for n in model.graph.node if n.op_type == "Conv"}, "bias stays float"
+    assert inits["b_conv"].dtype == np.float32
+    assert np.abs(inits["w_conv__int8"]).max() <= 127
+    # runs on ONNX Runtime CPU, and the accuracy check keeps or drops it
+    report = accuracy_check(toy, out, reader, report, fallback="fp16")
+    assert 0 < report.max_rel_error < 0.1 and report.kept == "int8"
+    strict = accuracy_check(toy, out, reader, report, fallback="fp16", threshold=1e-9)
+    assert strict.kept == "fp16"
+
+
+def test_qdq_targets_skip_activation_matmuls_and_empty_reader_fails(toy, tmp_path):
+    model = toy_model()
+    names = {n.name for n, _, _ in quant_targets(model)}
+    assert names == {"/conv/Conv", "/mlp/MatMul", "/head/MatMul"}
+    with pytest.raises(QuantizeError, match="No data is collected"):
+        quantize_qdq(toy, tmp_path / "x.onnx", ListReader([]))
+    assert not (tmp_path / "x.onnx").exists()
