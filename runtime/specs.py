@@ -146,12 +146,23 @@ class GraphSpec:
         sizes = self.trace_sizes if sizes is None else sizes
         return {t.name: t.values.sample(t.concrete(sizes), t.dtype, rng) for t in self.inputs}
 
-    def check_names(self, inputs: list[str], outputs: list[str], where: str) -> str | None:
-        """Why a graph/engine with these input and output names (in order) is not this spec, or None."""
-        if list(inputs) == self.input_names and list(outputs) == self.output_names:
-            return None
-        return (f"{self.name}: {where} has inputs {list(inputs)} / outputs {list(outputs)}, "
-                f"the spec {self.input_names} / {self.output_names}")
+    def io_problems(self, io: dict[str, tuple[str, str | None]], where: str) -> list[str]:
+        """Every difference between a graph's or engine's IO, {name: ("input"|"output", dtype or None)},
+        and this spec: missing and undeclared names per kind, and dtypes (where given)."""
+        problems = []
+        for mode, tensors in (("input", self.inputs), ("output", self.outputs)):
+            want = {t.name: t.dtype for t in tensors}
+            got = {n: d for n, (m, d) in io.items() if m == mode}
+            missing = [n for n in want if n not in got]
+            extra = [n for n in got if n not in want]
+            if missing:
+                problems.append(f"{where} {mode}s missing {missing} (spec {mode}s: {list(want)})")
+            if extra:
+                problems.append(f"{where} {mode}s {extra} are not in the spec (spec {mode}s: {list(want)})")
+            for name, dtype in got.items():
+                if name in want and dtype is not None and dtype != want[name]:
+                    problems.append(f"{mode} {name}: dtype {dtype} in the {where}, spec says {want[name]}")
+        return problems
 
     def symbols(self) -> set[str]:
         return {d for t in (*self.inputs, *self.outputs) for d in t.shape if isinstance(d, str)}

@@ -66,9 +66,9 @@ def test_engine_io_problems():
     io["extra"] = ("output", "float32")
     del io["projected_text"]
     text = "; ".join(engine_io_problems(io, spec))
-    assert "engine lacks inputs ['projected_text']" in text
-    assert "engine has outputs ['extra']" in text
-    assert "output token_scores is float16 in the engine, float32 in the spec" in text
+    assert "engine inputs missing ['projected_text']" in text
+    assert "engine outputs ['extra'] are not in the spec" in text
+    assert "output token_scores: dtype float16 in the engine, spec says float32" in text
 
 
 def test_format_check_table():

@@ -305,29 +305,21 @@ def _check_tensor_types(graph: Any, problems: list[str]) -> None:
 def _check_io(graph: Any, spec: GraphSpec, profiles: list[Profile], problems: list[str]) -> None:
     from onnx import helper
 
+    def dtype(vi) -> str:
+        et = _elem_type(vi)
+        return helper.tensor_dtype_to_np_dtype(et).name if et else "undefined"
+
     initializers = {t.name for t in graph.initializer}
     inputs = [vi for vi in graph.input if vi.name not in initializers]
-    for kind, got, want in (
-        ("inputs", inputs, spec.inputs),
-        ("outputs", list(graph.output), spec.outputs),
-    ):
-        got_names = [vi.name for vi in got]
-        want_names = [t.name for t in want]
-        missing = [n for n in want_names if n not in got_names]
-        extra = [n for n in got_names if n not in want_names]
-        if missing:
-            problems.append(f"graph {kind} missing {missing} (spec {kind}: {want_names})")
-        if extra:
-            problems.append(f"graph {kind} {extra} are not in the spec (spec {kind}: {want_names})")
+    io = {vi.name: ("input", dtype(vi)) for vi in inputs}
+    io.update({vi.name: ("output", dtype(vi)) for vi in graph.output})
+    problems.extend(spec.io_problems(io, "graph"))
+    for got, want in ((inputs, spec.inputs), (list(graph.output), spec.outputs)):
         by_name = {t.name: t for t in want}
         for vi in got:
             t = by_name.get(vi.name)
             if t is None:
                 continue
-            et = _elem_type(vi)
-            dtype = helper.tensor_dtype_to_np_dtype(et).name if et else "undefined"
-            if dtype != t.dtype:
-                problems.append(f"{vi.name}: dtype {dtype}, spec says {t.dtype}")
             dims = list(vi.type.tensor_type.shape.dim) if vi.type.HasField("tensor_type") else []
             if len(dims) != len(t.shape):
                 problems.append(f"{vi.name}: rank {len(dims)}, spec shape {t.shape}")

@@ -77,10 +77,11 @@ class OrtStageRunner(StageRunner):
             raise GraphLoadError(
                 f"{self.spec.name}: ONNX Runtime cannot load {self.path} (truncated or corrupt?): {first[:300]}"
             ) from None
-        why = self.spec.check_names([i.name for i in self.session.get_inputs()],
-                                    [o.name for o in self.session.get_outputs()], self.path.name)
-        if why:
-            raise GraphLoadError(why)
+        io = {i.name: ("input", None) for i in self.session.get_inputs()}
+        io.update({o.name: ("output", None) for o in self.session.get_outputs()})
+        problems = self.spec.io_problems(io, f"graph {self.path.name}")
+        if problems:
+            raise GraphLoadError(f"{self.spec.name}: " + "; ".join(problems))
         used = self.session.get_providers()
         self.use_io_binding = bool(used) and used[0] == "CUDAExecutionProvider"
 

@@ -41,7 +41,6 @@ buckets and error paths are tested there; TensorRT execution itself is not.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..config import ModelConfig
+from ..manifest import file_sha256
 from ..specs import MEMORY_ATTENTION, ROUTER, GraphSpec, graph_specs
 from .base import Backend, StageError, StageRunner
 
@@ -68,25 +68,12 @@ TRT_DTYPES = {
 
 def manifest_sha256(path: Path) -> str:
     """sha256 of an export's manifest.json bytes (what engine metadata records)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def engine_io_problems(engine_io: dict[str, tuple[str, str]], spec: GraphSpec) -> list[str]:
     """Differences between an engine's IO ({name: (mode "input"/"output", dtype)}) and ``spec``."""
-    problems = []
-    for mode, tensors in (("input", spec.inputs), ("output", spec.outputs)):
-        want = {t.name: t.dtype for t in tensors}
-        got = {n: d for n, (m, d) in engine_io.items() if m == mode}
-        missing = [n for n in want if n not in got]
-        extra = [n for n in got if n not in want]
-        if missing:
-            problems.append(f"engine lacks {mode}s {missing}")
-        if extra:
-            problems.append(f"engine has {mode}s {extra} that the spec does not declare")
-        for name in want:
-            if name in got and got[name] != want[name]:
-                problems.append(f"{mode} {name} is {got[name]} in the engine, {want[name]} in the spec")
-    return problems
+    return spec.io_problems(engine_io, "engine")
 
 
 @dataclass
