@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig
-from .specs import REQUIRED_GRAPHS, GraphSpec, TensorSpec
+from .specs import REAL, REQUIRED_GRAPHS, GraphSpec, TensorSpec, Values
 from .errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -59,6 +59,8 @@ def _tensor_json(t: TensorSpec) -> dict[str, Any]:
         "dtype": t.dtype,
         "shape": list(t.shape),
         "dynamic_axes": {str(k): v for k, v in t.dynamic_axes.items()},
+        "values": {"kind": t.values.kind, "low": t.values.low, "high": t.values.high,
+                   "choices": list(t.values.choices)},
     }
 
 
@@ -71,8 +73,13 @@ def spec_to_json(spec: GraphSpec) -> dict[str, Any]:
 
 
 def spec_from_json(name: str, data: dict[str, Any]) -> GraphSpec:
+    def values(v: dict[str, Any] | None) -> Values:
+        if not v:
+            return REAL
+        return Values(v["kind"], float(v["low"]), float(v["high"]), tuple(v.get("choices", ())))
+
     def tensors(items):
-        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)
+        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"]), values(t.get("values"))) for t in items)
 
     return GraphSpec(
         name=name,

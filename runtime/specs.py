@@ -48,6 +48,8 @@ class Values:
 
         n = int(np.prod(shape)) if shape else 1
         if self.kind == "real":
+            if not dtype.startswith("float"):
+                raise ValueError(f"no allowed values declared for integer input of dtype {dtype}")
             x = rng.standard_normal(n)
         elif self.kind == "uniform":
             x = self.low + rng.random(n) * (self.high - self.low)
@@ -137,14 +139,24 @@ class GraphSpec:
                 out[t.name] = t.dynamic_axes
         return out
 
-    def sample(self, sizes: dict[str, int] | None = None, rng: Any = None) -> dict[str, Any]:
-        """Valid numpy inputs {name: array}: dynamic axes from ``sizes`` (default ``trace_sizes``),
-        values from each input's :class:`Values` (``rng``: a numpy Generator, default seed 0)."""
+    def sample(self, sizes: dict[str, int] | None = None, rng: Any = None, *,
+               shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+        """Valid numpy inputs {name: array}: dynamic axes from ``sizes`` (default ``trace_sizes``)
+        or each input's shape from ``shapes`` (e.g. a TensorRT profile's opt shapes), values from its
+        :class:`Values` (``rng``: a numpy Generator, default seed 0). An integer input that declares
+        no values is an error, so a new spec must say what its indices may be."""
         import numpy as np
 
         rng = np.random.default_rng(0) if rng is None else rng
         sizes = self.trace_sizes if sizes is None else sizes
-        return {t.name: t.values.sample(t.concrete(sizes), t.dtype, rng) for t in self.inputs}
+        feed = {}
+        for t in self.inputs:
+            shape = tuple(shapes[t.name]) if shapes is not None else t.concrete(sizes)
+            try:
+                feed[t.name] = t.values.sample(shape, t.dtype, rng)
+            except ValueError as e:
+                raise ValueError(f"{self.name}: input {t.name!r}: {e}") from None
+        return feed
 
     def io_problems(self, io: dict[str, tuple[str, str | None]], where: str) -> list[str]:
         """Every difference between a graph's or engine's IO, {name: ("input"|"output", dtype or None)},

@@ -53,7 +53,7 @@ def test_dummy_feed_indices_are_valid():
 
 def test_dummy_feed_refuses_unknown_int_input():
     spec = GraphSpec("g", (TensorSpec("frame_idx", "int64", (1,)),), ())
-    with pytest.raises(ValueError, match="no dummy-input rule for integer input 'frame_idx'"):
+    with pytest.raises(ValueError, match="input 'frame_idx': no allowed values declared for integer input"):
         dummy_feed(spec, {"frame_idx": (1,)}, CONFIG)
 
 

@@ -493,45 +493,15 @@ def backend_from_runners(
 
 
 # -- engine vs ONNX check ------------------------------------------------------------------------------
-# Float inputs that are flags (0/1) rather than data.
-_FLAG_INPUTS = {"has_mask_input", "binarize", "multimask_output"}
 POINT_LABELS = (-1, 0, 1, 2, 3)
 
 
-def dummy_feed(spec: GraphSpec, shapes: Mapping[str, tuple[int, ...]], config: ModelConfig, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid random inputs for ``spec`` at ``shapes`` (e.g. a profile's opt shapes).
-
-    Index inputs stay in range: kept_idx sorted unique < H*W, memory_pos_idx < H*W,
-    memory_tpos_idx < num_maskmem, point_labels in {-1,0,1,2,3}; point coordinates inside the
-    image; flags in {0,1}. An integer input without a rule is an error, so a new spec gets one.
-    """
-    rng = np.random.default_rng(seed)
-    hw = config.num_tokens
-    feed = {}
-    for t in spec.inputs:
-        shape = tuple(shapes[t.name])
-        if t.name == "kept_idx":
-            if shape[0] > hw:
-                raise ValueError(f"kept_idx length {shape[0]} exceeds the {hw} grid tokens")
-            value = np.sort(rng.choice(hw, size=shape[0], replace=False))
-        elif t.name == "memory_pos_idx":
-            value = rng.integers(0, hw, size=shape)
-        elif t.name == "memory_tpos_idx":
-            value = rng.integers(0, config.num_maskmem, size=shape)
-        elif t.name == "point_labels":
-            value = rng.choice(POINT_LABELS, size=shape)
-        elif t.name == "point_coords":
-            value = rng.uniform(0, config.image_size, size=shape)
-        elif t.name in _FLAG_INPUTS:
-            value = rng.integers(0, 2, size=shape)
-        elif t.name == "obj_ptr_tpos":
-            value = rng.uniform(-1, 1, size=shape)
-        elif t.dtype.startswith("float"):
-            value = rng.standard_normal(size=shape)
-        else:
-            raise ValueError(f"{spec.name}: no dummy-input rule for integer input {t.name!r}")
-        feed[t.name] = np.ascontiguousarray(value.astype(t.dtype))
-    return feed
+def dummy_feed(spec: GraphSpec, shapes: Mapping[str, tuple[int, ...]], config: ModelConfig | None = None, *,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """Valid random inputs for ``spec`` at ``shapes`` (e.g. a profile's opt shapes):
+    :meth:`GraphSpec.sample`, whose values every spec declares (``config`` is not needed)."""
+    del config
+    return spec.sample(rng=np.random.default_rng(seed), shapes=dict(shapes))
 
 
 @dataclass
