@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from fastsam2.runtime.manifest import ManifestError
+
 from fastsam2.runtime.backends.trt_profiles import profiles_for
 from fastsam2.runtime.backends.trt import (
     POINT_LABELS,
@@ -113,7 +115,7 @@ def test_compare_runners_plumbing_with_onnxruntime(tmp_path):
 
 def test_load_trt_backend_missing_manifest(tmp_path):
     pytest.importorskip("torch")
-    with pytest.raises(FileNotFoundError, match="manifest.json not found"):
+    with pytest.raises(ManifestError, match="no manifest.json in"):
         load_trt_backend(tmp_path)
 
 

@@ -41,7 +41,6 @@ buckets and error paths are tested there; TensorRT execution itself is not.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -49,8 +48,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..config import ModelConfig
-from ..manifest import file_sha256
-from ..specs import MEMORY_ATTENTION, ROUTER, GraphSpec, graph_specs
+from ..manifest import ExportDir, GraphLoadError, file_sha256
+from ..specs import MEMORY_ATTENTION, ROUTER, GraphSpec
 from .base import Backend, StageError, StageRunner
 
 # trt.DataType member names -> numpy/torch dtype names.
@@ -426,8 +425,8 @@ def tracker_limits(config: ModelConfig, runners: Mapping[str, "TensorRTRunner"])
 def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graphs: bool = False) -> Backend:
     """A :class:`Backend` over ``engine_dir/<graph>.engine`` for every graph in the manifest.
 
-    ``engine_dir/manifest.json`` gives the model config (key "model_config") and optionally
-    "text_dim"; ``constants.npz`` beside it the loop constants. Each engine's metadata must match
+    ``engine_dir`` is an export directory (:class:`~fastsam2.runtime.manifest.ExportDir`: manifest,
+    constants, specs) with ``<graph>.engine`` beside the ONNX graphs. Each engine's metadata must match
     this TensorRT, this GPU and this manifest (sha256 of manifest.json's bytes). The config is capped
     to the engines' profiles (:func:`tracker_limits`).
     """
@@ -436,36 +435,27 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     from .torch_ops import TorchOps
 
     engine_dir = Path(engine_dir)
-    manifest_path = engine_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: is {engine_dir} a fastsam2 export directory?")
-    manifest = json.loads(manifest_path.read_text())
-    if "model_config" not in manifest:
-        raise ValueError(f"{manifest_path} has no 'model_config'")
-    config = ModelConfig.from_json(manifest["model_config"])
-    constants_path = engine_dir / "constants.npz"
-    constants = {}
-    if constants_path.is_file():
-        with np.load(constants_path, allow_pickle=False) as data:
-            constants = {k: data[k] for k in data.files}
-    specs = graph_specs(config.spec_dims(text_dim=int(manifest.get("text_dim", 512))))
-    sha = manifest_sha256(manifest_path)
+    export = ExportDir.open(engine_dir)  # the manifest, checked against this fastsam2's specs and version
+    config = export.config
+    sha = export.manifest_sha256()
     stream = torch.cuda.Stream(torch.device(device))
     runners = {}
-    for name, spec in specs.items():
+    for name, entry in export.manifest.graphs.items():
         path = engine_dir / f"{name}.engine"
         if name == ROUTER and not path.is_file():
-            continue  # an export without router: tracking works at keep_ratio 1.0 only
+            continue  # engines built without the router: tracking works at keep_ratio 1.0 only
         if not path.is_file():
-            raise FileNotFoundError(
+            raise GraphLoadError(
                 f"{path} not found; build the engines with "
                 f"`fastsam2-export --config {config.config_name} --out {engine_dir} --trt ...`"
             )
         runners[name] = TensorRTRunner(
-            spec, path, device=device, stream=stream, cuda_graphs=cuda_graphs, expected_manifest_sha256=sha
+            entry.spec, path, device=device, stream=stream, cuda_graphs=cuda_graphs, expected_manifest_sha256=sha
         )
-    return backend_from_runners(runners, config, constants, device=device,
-                                description=f"TensorRT {device}" + (" cuda-graphs" if cuda_graphs else ""))
+    backend = backend_from_runners(runners, config, export.constants(), device=device,
+                                   description=f"TensorRT {device}" + (" cuda-graphs" if cuda_graphs else ""))
+    backend.weights = export.manifest.weights
+    return backend
 
 
 def backend_from_runners(
@@ -555,14 +545,11 @@ def check_engines(engine_dir: str | Path, onnx_dir: str | Path, *, atol_scale: f
     from .trt_metadata import EngineMetadata, metadata_path
 
     engine_dir, onnx_dir = Path(engine_dir), Path(onnx_dir)
-    manifest_path = next((d / "manifest.json" for d in (engine_dir, onnx_dir) if (d / "manifest.json").is_file()), None)
-    if manifest_path is None:
-        raise FileNotFoundError(f"no manifest.json in {engine_dir} or {onnx_dir}")
-    manifest = json.loads(manifest_path.read_text())
-    config = ModelConfig.from_json(manifest["model_config"])
-    specs = graph_specs(config.spec_dims(text_dim=int(manifest.get("text_dim", 512))))
+    export = ExportDir.open(engine_dir if (engine_dir / "manifest.json").is_file() else onnx_dir)
+    config = export.config
     rows: list[CheckRow] = []
-    for name, spec in specs.items():
+    for name, entry in export.manifest.graphs.items():
+        spec = entry.spec
         engine_path, onnx_path = engine_dir / f"{name}.engine", onnx_dir / f"{name}.onnx"
         missing = [str(p) for p in (engine_path, onnx_path) if not p.is_file()]
         if missing:
