@@ -111,3 +111,19 @@ class DirectoryCalibrationReader:
 
     def rewind(self) -> None:
         self.position = 0
+
+
+class ListCalibrationReader:
+    """A :class:`CalibrationDataReader` over feeds already in memory ({input name: array} each)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds, self.i = list(feeds), 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= len(self.feeds):
+            return None
+        self.i += 1
+        return self.feeds[self.i - 1]
+
+    def rewind(self) -> None:
+        self.i = 0

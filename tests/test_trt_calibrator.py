@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from fastsam2.calibration.reader import ListCalibrationReader as ListReader
+
 from fastsam2.export.trt.calibrator import (
     CalibrationError,
     FeedQueue,
@@ -11,20 +13,6 @@ from fastsam2.runtime.outdir import write_bytes_atomic
 from fastsam2.runtime.specs import SpecDims, graph_specs
 
 SPEC = graph_specs(SpecDims(image_size=64))["memory_encoder"]
-
-
-class ListReader:
-    def __init__(self, feeds):
-        self.feeds, self.i = feeds, 0
-
-    def get_next(self):
-        if self.i >= len(self.feeds):
-            return None
-        self.i += 1
-        return self.feeds[self.i - 1]
-
-    def rewind(self):
-        self.i = 0
 
 
 def _feed(i, k=3):

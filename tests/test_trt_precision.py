@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
+from fastsam2.calibration.reader import ListCalibrationReader as ListReader
 from onnx import TensorProto, helper, numpy_helper
 
 from fastsam2.export.trt.precision import F16, F32, fp32_nodes, to_fp16
@@ -72,20 +74,6 @@ def _run(path, feed):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feed)
-
-
-class ListReader:
-    def __init__(self, feeds):
-        self.feeds, self.i = feeds, 0
-
-    def get_next(self):
-        if self.i >= len(self.feeds):
-            return None
-        self.i += 1
-        return self.feeds[self.i - 1]
-
-    def rewind(self):
-        self.i = 0
 
 
 @pytest.fixture

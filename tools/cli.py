@@ -61,6 +61,18 @@ class _PromptAction(argparse.Action):
         getattr(namespace, "prompts").append((kind, values))
 
 
+def add_job_args(p: argparse.ArgumentParser, *, out_help: str, required: bool) -> None:
+    """--out/--overwrite of a run that commits one video at a time (eval --run, label), the model
+    options and the Ray options."""
+    from .distributed import add_ray_args
+
+    p.add_argument("--out", required=required, default=None,
+                   help=f"{out_help}; a rerun into the same --out skips finished videos")
+    p.add_argument("--overwrite", action="store_true", help="start over: replace a previous output at --out")
+    add_model_args(p)
+    add_ray_args(p)
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     from fastsam2.runtime.config import ModelConfig  # noqa: F401  (keeps the runtime import light)
 
@@ -424,13 +436,7 @@ def add_eval_parser(sub) -> None:
                    help="track --dataset with first-frame masks as prompts at each --keeps ratio, then evaluate")
     p.add_argument("--dataset", help="DAVIS-layout root (JPEGImages/480p, Annotations/480p) for --run")
     p.add_argument("--keeps", type=keep_ratios, default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
-    p.add_argument("--out", default=None, help="where --run writes its masks (default: a temp dir); "
-                   "a rerun into the same --out skips finished videos")
-    p.add_argument("--overwrite", action="store_true", help="start over: replace a previous --run output at --out")
-    add_model_args(p)
-    from .distributed import add_ray_args
-
-    add_ray_args(p)
+    add_job_args(p, out_help="where --run writes its masks (default: a temp dir)", required=False)
     p.set_defaults(func=run_eval)
 
 

@@ -35,18 +35,13 @@ class PromptFileError(ValueError):
 
 
 def add_parser(sub) -> None:
-    from .cli import add_model_args
-    from .distributed import add_ray_args
+    from .cli import add_job_args
 
     p = sub.add_parser("label", help="track every video of a folder from a JSON file of first-frame prompts",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", required=True, help="folder with one frame folder or video file per video")
     p.add_argument("--prompts", required=True, help="JSON prompts per video (format above)")
-    p.add_argument("--out", required=True, help="output folder (OUT/<video>/*.png, video.json; OUT/label.json); "
-                   "a rerun into the same --out skips finished videos")
-    p.add_argument("--overwrite", action="store_true", help="start over: replace a previous label output at --out")
-    add_model_args(p)
-    add_ray_args(p)
+    add_job_args(p, out_help="output folder (OUT/<video>/*.png, video.json; OUT/label.json)", required=True)
     p.set_defaults(func=run)
 
 
