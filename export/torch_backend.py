@@ -13,7 +13,7 @@ import numpy as np
 
 from fastsam2.runtime.backends.torch_ops import TorchOps
 from fastsam2.runtime.specs import ROUTER, GraphSpec
-from fastsam2.runtime.backends.base import Backend, StageRunner
+from fastsam2.runtime.backends.base import MAX_CUDA_GRAPHS, Backend, StageRunner
 
 
 _WARMUP_STREAM = None  # the side stream CUDA-graph captures warm up on (created on first use)
@@ -94,10 +94,10 @@ class TorchStageRunner(StageRunner):
     def infer_impl(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         torch = self.torch
         with torch.inference_mode():
-            if not self.cuda_graphs:
-                outs = self._forward(feed)
+            key = tuple((k, tuple(v.shape), v.dtype) for k, v in feed.items()) if self.cuda_graphs else None
+            if key is None or (key not in self.graphs and len(self.graphs) >= MAX_CUDA_GRAPHS):
+                outs = self._forward(feed)  # no graphs, or over the budget: eager
             else:
-                key = tuple((k, tuple(v.shape), v.dtype) for k, v in feed.items())
                 entry = self.graphs.get(key)
                 if entry is None:
                     entry = self.graphs[key] = self._capture(feed)

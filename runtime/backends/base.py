@@ -16,6 +16,12 @@ from ..specs import GraphSpec
 from ..errors import UserError
 
 
+# CUDA graphs kept per stage runner, one per input-shape bucket (memory attention needed 32 in a 30-frame
+# H200 smoke run); a shape past the budget runs without a graph instead of capturing more memory.
+# The torch and TensorRT runners share this policy.
+MAX_CUDA_GRAPHS = 64
+
+
 class StageError(UserError, RuntimeError):
     """A feed does not fit a graph's spec, or a backend failed to run it."""
 

@@ -50,7 +50,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..manifest import ExportDir, GraphLoadError, file_sha256
 from ..specs import MEMORY_ATTENTION, ROUTER, GraphSpec
-from .base import Backend, StageError, StageRunner
+from .base import MAX_CUDA_GRAPHS, Backend, StageError, StageRunner
 
 # trt.DataType member names -> numpy/torch dtype names.
 TRT_DTYPES = {
@@ -154,7 +154,7 @@ class TensorRTRunner(StageRunner):
         device: str = "cuda",
         stream: Any = None,
         cuda_graphs: bool = False,
-        max_graphs: int = 16,
+        max_graphs: int = MAX_CUDA_GRAPHS,
         reuse_outputs: bool = False,
         expected_manifest_sha256: str | None = None,
         check_metadata: bool = True,
