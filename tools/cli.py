@@ -25,7 +25,6 @@ from fastsam2.runtime.outdir import (
     check_output_dir,
     check_output_file,
     check_resumable_dir,
-    discard_if_unused,
     open_resumable_dir,
     write_text_atomic,
 )
@@ -464,7 +463,7 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     if not args.dataset:
         raise UsageError("eval --run needs --dataset DIR (DAVIS layout)")
     from .distributed import make_executor
-    from .video_jobs import format_totals, format_videos
+    from .video_jobs import format_totals, format_videos, started
 
     keeps = args.keeps
     args.keep = 1.0
@@ -482,14 +481,8 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
         raise
     open_resumable_dir(out, kind="eval-run", overwrite=args.overwrite)
-    try:
-        info = executor.start()
+    with started(executor, out) as info:
         results, videos, totals = run_dataset(executor, jobs, keeps, out)
-    except BaseException:
-        discard_if_unused(out)  # a run that committed no video leaves nothing behind
-        raise
-    finally:
-        executor.close()
     print(format_videos(videos))
     print(format_totals(totals))
     print(format_results(results))

@@ -200,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .distributed import make_executor
     from fastsam2.runtime.errors import UsageError
-    from fastsam2.runtime.outdir import check_resumable_dir, discard_if_unused, open_resumable_dir, write_text_atomic
-    from .video_jobs import format_totals, format_videos, run_jobs
+    from fastsam2.runtime.outdir import check_resumable_dir, open_resumable_dir, write_text_atomic
+    from .video_jobs import format_totals, format_videos, run_jobs, started
 
     videos = Path(args.videos)
     if not videos.is_dir():
@@ -215,14 +215,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = label_jobs(args, prompts, out)
     open_resumable_dir(out, kind="label", overwrite=args.overwrite)
     executor = make_executor(args)
-    try:
-        info = executor.start()
+    with started(executor, out) as info:
         results, totals = run_jobs(executor, jobs)
-    except BaseException:
-        discard_if_unused(out)  # a run that committed no video leaves nothing behind
-        raise
-    finally:
-        executor.close()
     print(format_videos(results))
     print(format_totals(totals))
     summary = {**info, "job": totals,

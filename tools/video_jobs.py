@@ -22,9 +22,10 @@ import socket
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -406,3 +407,18 @@ def format_totals(totals: dict) -> str:
     return (f"{totals['videos']} videos ({totals['videos_run']} run, {totals['videos_reused']} reused), "
             f"{totals['frames_run']} frames in {totals['wall_s']:.1f} s on {totals['workers']} worker(s): "
             f"{totals['frames_per_s']:.2f} frames/s, {totals['videos_per_s']:.3f} videos/s")
+
+
+@contextmanager
+def started(executor, out: Path) -> Iterator[dict]:
+    """``executor.start()`` (yields its info) and ``close()`` around a run into ``out``; a run that
+    fails before any video was committed leaves no output directory behind."""
+    from fastsam2.runtime.outdir import discard_if_unused
+
+    try:
+        yield executor.start()
+    except BaseException:
+        discard_if_unused(out)
+        raise
+    finally:
+        executor.close()
