@@ -52,12 +52,11 @@ def graph_file(name: str) -> str:
 # -- dummy inputs ---------------------------------------------------------------------------------
 
 
-def dummy_inputs(spec: GraphSpec, config: ModelConfig, *, seed: int = 0) -> dict[str, Any]:
+def dummy_inputs(spec: GraphSpec, *, seed: int = 0) -> dict[str, Any]:
     """Valid torch inputs for tracing ``spec``: :meth:`GraphSpec.sample` at ``spec.trace_sizes``
     (never 1 on a dynamic axis, so that the trace freezes none)."""
     import torch
 
-    del config  # the spec carries every size and value range
     sample = spec.sample(spec.trace_sizes, np.random.default_rng(seed))
     return {name: torch.from_numpy(value) for name, value in sample.items()}
 
@@ -168,7 +167,7 @@ def export_graph(
     import onnx
     import torch
 
-    feeds = dummy_inputs(spec, config)
+    feeds = dummy_inputs(spec)
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings(), _static_position_embeddings(module, config):
         # TracerWarnings about Python ints taken from shapes are expected: fixed sizes (S, H, W, C)

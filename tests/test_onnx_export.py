@@ -94,7 +94,7 @@ def test_dummy_inputs_are_valid(tiny512, stages):
     for stage in stages.values():
         spec = stage.spec
         assert all(v > 1 for v in spec.trace_sizes.values())
-        feeds = dummy_inputs(spec, cfg)
+        feeds = dummy_inputs(spec)
         for t in spec.inputs:
             assert str(feeds[t.name].dtype).removeprefix("torch.") == t.dtype
         if "kept_idx" in feeds:

@@ -28,7 +28,7 @@ HW = CONFIG.num_tokens
 def test_dummy_feed_fits_spec_at_opt_shapes(name):
     spec = SPECS[name]
     (profile,) = profiles_for(spec, CONFIG)
-    feed = dummy_feed(spec, profile.shapes("opt"), CONFIG)
+    feed = dummy_feed(spec, profile.shapes("opt"))
     assert spec.check_feed({k: (v.shape, v.dtype.name) for k, v in feed.items()}) == []
     for k, v in feed.items():
         assert v.shape == profile[k].opt
@@ -37,7 +37,7 @@ def test_dummy_feed_fits_spec_at_opt_shapes(name):
 def test_dummy_feed_indices_are_valid():
     spec = SPECS["memory_attention"]
     (profile,) = profiles_for(spec, CONFIG)
-    feed = dummy_feed(spec, profile.shapes("opt"), CONFIG, seed=3)
+    feed = dummy_feed(spec, profile.shapes("opt"), seed=3)
     kept = feed["kept_idx"]
     assert kept.min() >= 0 and kept.max() < HW
     assert len(np.unique(kept)) == len(kept) and np.all(np.diff(kept) > 0)
@@ -46,7 +46,7 @@ def test_dummy_feed_indices_are_valid():
     dec = SPECS["mask_decoder"]
     (p,) = profiles_for(dec, CONFIG, max_points=8)
     shapes = dict(p.shapes("max"))
-    feed = dummy_feed(dec, shapes, CONFIG)
+    feed = dummy_feed(dec, shapes)
     assert set(np.unique(feed["point_labels"])) <= set(POINT_LABELS)
     assert feed["point_labels"].dtype == np.int32
     assert 0 <= feed["point_coords"].min() and feed["point_coords"].max() <= CONFIG.image_size
@@ -56,7 +56,7 @@ def test_dummy_feed_indices_are_valid():
 def test_dummy_feed_refuses_unknown_int_input():
     spec = GraphSpec("g", (TensorSpec("frame_idx", "int64", (1,)),), ())
     with pytest.raises(ValueError, match="input 'frame_idx': no allowed values declared for integer input"):
-        dummy_feed(spec, {"frame_idx": (1,)}, CONFIG)
+        dummy_feed(spec, {"frame_idx": (1,)})
 
 
 def test_engine_io_problems():

@@ -203,7 +203,7 @@ def test_runner_matches_the_graph_and_accepts_bare_cuda(export512, device):
     # "cuda" (no index) must accept tensors on cuda:0: the first-frame bug of issue #11
     runner, engine, profile = _runner(export512, "memory_encoder", "cuda" if device == "cuda" else "cpu")
     with runner:
-        feed = dummy_feed(runner.spec, profile.shapes("opt"), manifest.model_config)
+        feed = dummy_feed(runner.spec, profile.shapes("opt"))
         out = runner.infer(_torch_feed(feed, device))
         ref = _reference(export512, "memory_encoder", feed)
         for name, value in ref.items():
@@ -230,12 +230,12 @@ def test_profile_limits_are_enforced_before_tensorrt(export512, device):
     m_max = profile["memory"].max[1]
     with runner:
         spec = runner.spec
-        small = dummy_feed(spec, {**profile.shapes("opt"), "kept_idx": (k_min - 1,)}, manifest.model_config)
+        small = dummy_feed(spec, {**profile.shapes("opt"), "kept_idx": (k_min - 1,)})
         with pytest.raises(ProfileLimitError, match=rf"kept_tokens = {k_min - 1}, outside the engine's profile {k_min}\.\.{hw}; change the keep ratio"):
             runner.infer(_torch_feed(small, device))
         opt = profile.shapes("opt")
         big_shapes = {**opt, "memory": (1, m_max + 1, 64), "memory_pos_idx": (m_max + 1,), "memory_tpos_idx": (m_max + 1,)}
-        big = dummy_feed(spec, big_shapes, manifest.model_config)
+        big = dummy_feed(spec, big_shapes)
         with pytest.raises(ProfileLimitError, match="memory_tokens.*max_cond_frames_in_attn"):
             runner.infer(_torch_feed(big, device))
         assert engine.contexts[0].set_shape_calls == 0, "refused before TensorRT saw the shape"
@@ -248,7 +248,7 @@ def test_cuda_graph_buckets_have_their_own_context(export512, device):
     runner, engine, profile = _runner(export512, "memory_encoder", device, cuda_graphs=True, max_graphs=2,
                                       graph_factory=StandInGraph)
     cfg = manifest.model_config
-    feeds = [dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (k,)}, cfg, seed=k) for k in (300, 500, 700)]
+    feeds = [dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (k,)}, seed=k) for k in (300, 500, 700)]
     with runner:
         a, b, c = (_torch_feed(f, device) for f in feeds)
         ref = [_reference(export512, "memory_encoder", f)["memory"] for f in feeds]
@@ -267,7 +267,7 @@ def test_cuda_graph_buckets_have_their_own_context(export512, device):
         np.testing.assert_allclose(runner.infer(c)["memory"].cpu().numpy(), ref[2], atol=1e-5)
         assert len(runner._buckets) == 2
         # new values in a captured shape are copied into the bucket's static inputs
-        a2 = _torch_feed(dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (300,)}, cfg, seed=99), device)
+        a2 = _torch_feed(dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (300,)}, seed=99), device)
         want = _reference(export512, "memory_encoder", {k: v.cpu().numpy() for k, v in a2.items()})["memory"]
         np.testing.assert_allclose(runner.infer(a2)["memory"].cpu().numpy(), want, atol=1e-5)
 

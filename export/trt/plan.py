@@ -207,13 +207,13 @@ def build_all(
 ) -> list:
     """Build every engine of ``plan``; returns the EngineMetadata of each. Writes ``precision.json``."""
     from fastsam2.export.trt.builder import BuildSource, build_engine
-    from fastsam2.runtime.backends.trt import manifest_sha256
+    from fastsam2.runtime.manifest import file_sha256
 
     if plan.precision == "int8" and calib_dir is None:
         raise PlanError("int8 needs recorded calibration feeds (--calib)")
     copy_export_files(plan)
     source = BuildSource(
-        manifest_sha256=manifest_sha256(plan.graphs_dir / MANIFEST_NAME),
+        manifest_sha256=file_sha256(plan.graphs_dir / MANIFEST_NAME),
         config_name=plan.manifest.config_name,
         profile_kind=plan.kind,
     )

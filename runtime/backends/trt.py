@@ -48,7 +48,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..config import ModelConfig
-from ..manifest import ExportDir, GraphLoadError, file_sha256
+from ..manifest import ExportDir, GraphLoadError
 from ..specs import MEMORY_ATTENTION, ROUTER, GraphSpec
 from .base import MAX_CUDA_GRAPHS, Backend, StageError, StageRunner
 
@@ -63,11 +63,6 @@ TRT_DTYPES = {
     "UINT8": "uint8",
     "BOOL": "bool",
 }
-
-
-def manifest_sha256(path: Path) -> str:
-    """sha256 of an export's manifest.json bytes (what engine metadata records)."""
-    return file_sha256(path)
 
 
 def engine_io_problems(engine_io: dict[str, tuple[str, str]], spec: GraphSpec) -> list[str]:
@@ -486,11 +481,9 @@ def backend_from_runners(
 POINT_LABELS = (-1, 0, 1, 2, 3)
 
 
-def dummy_feed(spec: GraphSpec, shapes: Mapping[str, tuple[int, ...]], config: ModelConfig | None = None, *,
-               seed: int = 0) -> dict[str, np.ndarray]:
+def dummy_feed(spec: GraphSpec, shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> dict[str, np.ndarray]:
     """Valid random inputs for ``spec`` at ``shapes`` (e.g. a profile's opt shapes):
-    :meth:`GraphSpec.sample`, whose values every spec declares (``config`` is not needed)."""
-    del config
+    :meth:`GraphSpec.sample`, with the values every spec declares."""
     return spec.sample(rng=np.random.default_rng(seed), shapes=dict(shapes))
 
 
@@ -546,7 +539,6 @@ def check_engines(engine_dir: str | Path, onnx_dir: str | Path, *, atol_scale: f
 
     engine_dir, onnx_dir = Path(engine_dir), Path(onnx_dir)
     export = ExportDir.open(engine_dir if (engine_dir / "manifest.json").is_file() else onnx_dir)
-    config = export.config
     rows: list[CheckRow] = []
     for name, entry in export.manifest.graphs.items():
         spec = entry.spec
@@ -560,7 +552,7 @@ def check_engines(engine_dir: str | Path, onnx_dir: str | Path, *, atol_scale: f
         if not profiles:
             rows.append(CheckRow(name, "*", False, note="engine metadata has no profile"))
             continue
-        feed = dummy_feed(spec, profiles[0].shapes("opt"), config)
+        feed = dummy_feed(spec, profiles[0].shapes("opt"))
         atol = {out: tol * atol_scale for out, tol in spec.atol.items()}
         runners = [
             TrtRunner(EngineFromBytes(engine_path.read_bytes()), name=f"trt-{name}"),
