@@ -51,8 +51,9 @@ class GatheredRoPE(nn.Module):
         self.register_buffer("sin", cis.imag.contiguous(), persistent=False)
 
     def table(self, pos_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [N, D/2] for tokens at grid positions pos_idx [N] (gathered once per call)."""
-        return self.cos[pos_idx], self.sin[pos_idx]
+        """cos, sin [B, 1, N, D/2] for tokens at grid positions pos_idx [B, N] (one row per batch
+        item; gathered once per call, broadcast over heads)."""
+        return self.cos[pos_idx].unsqueeze(-3), self.sin[pos_idx].unsqueeze(-3)
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ class GatheredRoPE(nn.Module):
         return out.flatten(-2).type_as(x)
 
     def forward(self, x: torch.Tensor, pos_idx: torch.Tensor) -> torch.Tensor:
-        """x [B, heads, N, D] float, pos_idx [N] int64 grid positions → rotated x [B, heads, N, D]."""
+        """x [B, heads, N, D] float, pos_idx [B, N] int64 grid positions → rotated x [B, heads, N, D]."""
         return self.rotate(x, *self.table(pos_idx))
 
 
@@ -97,9 +98,10 @@ def _rope_attention(
 class MemoryAttentionCore(nn.Module):
     """SAM2's MemoryAttention on any token subset, batch-first.
 
-    Inputs: curr [B,K,C] current-frame tokens, curr_pos [B|1,K,C] their sine encoding, curr_pos_idx
-    [K] grid positions; memory [B,M,Cm] spatial memory, memory_pos [B|1,M,Cm] (spatial + temporal
-    encoding), memory_pos_idx [M]; ptr [B,Q,Cm] object-pointer tokens, ptr_pos [B|1,Q,Cm].
+    Inputs: curr [B,K,C] current-frame tokens, curr_pos [B,K,C] their sine encoding, curr_pos_idx
+    [B,K] grid positions; memory [B,M,Cm] spatial memory, memory_pos [B,M,Cm] (spatial + temporal
+    encoding), memory_pos_idx [B,M]; ptr [B,Q,Cm] object-pointer tokens, ptr_pos [B,Q,Cm]. Every
+    batch row is one object with its own tokens, memory and positions.
     Output: [B,K,C], after the final LayerNorm.
     """
 
@@ -165,12 +167,25 @@ def _sine_table(position_encoding, channels: int, feat_size: int) -> torch.Tenso
     return pe[0].flatten(1).transpose(0, 1).contiguous().float()
 
 
+def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """tokens [B,N,C] at per-row positions idx [B,K] → [B,K,C] (a GatherElements)."""
+    return torch.gather(tokens, 1, _token_index(idx, tokens))
+
+
+def _token_index(idx: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """idx [B,K] → [B,K,C] for GatherElements/ScatterElements over tokens [B,N,C]. Broadcast by an
+    addition, not expand(-1, -1, C), which exports as shape arithmetic that ONNX shape inference
+    (and the TensorRT activation estimate built on it) cannot follow."""
+    return idx.unsqueeze(-1) + torch.zeros_like(tokens[:, :1, :], dtype=torch.int64)
+
+
 class MemoryAttentionStage(nn.Module):
     """Graph ``memory_attention``: memory-condition the kept tokens, fill back the dense grid.
 
-    vision_feats [B,C,H,W]; kept_idx [K]; memory [B,M,Cm]; memory_pos_idx [M]; memory_tpos_idx [M]
-    (index into maskmem_tpos_enc); obj_ptrs [B,P,C]; obj_ptr_tpos [P] (signed distance divided by
-    max_obj_ptrs-1) → pix_feat [B,C,H,W].
+    vision_feats [B,C,H,W]; kept_idx [B,K]; memory [B,M,Cm]; memory_pos_idx [B,M]; memory_tpos_idx
+    [B,M] (index into maskmem_tpos_enc); obj_ptrs [B,P,C]; obj_ptr_tpos [B,P] (signed distance
+    divided by max_obj_ptrs-1) → pix_feat [B,C,H,W]. Each batch row is one object (its own kept
+    tokens, memory and pointers; K, M and P shared by the rows of one call).
 
     Tokens not in ``kept_idx`` are filled with ``fill``: "norm" = the unconditioned tokens (with the
     input position term) through memory attention's final LayerNorm, i.e. its output if every layer
@@ -209,8 +224,9 @@ class MemoryAttentionStage(nn.Module):
     def pointer_tokens(
         self, obj_ptrs: torch.Tensor, obj_ptr_tpos: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Object pointers [B,P,C] → tokens [B,P*C/Cm,Cm] and their encoding [1,P*C/Cm,Cm] (SAM2
-        splits each pointer into C/Cm memory-width tokens that share one temporal encoding)."""
+        """Object pointers [B,P,C], distances [B,P] → tokens [B,P*C/Cm,Cm] and their encoding
+        [B,P*C/Cm,Cm] (SAM2 splits each pointer into C/Cm memory-width tokens that share one temporal
+        encoding)."""
         from sam2.modeling.sam2_utils import get_1d_sine_pe
 
         B = obj_ptrs.shape[0]
@@ -218,9 +234,9 @@ class MemoryAttentionStage(nn.Module):
         if self.add_tpos_enc_to_obj_ptrs:
             pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(obj_ptr_tpos, dim=self.tpos_dim))
         else:
-            pos = obj_ptr_tpos.unsqueeze(-1).expand(-1, self.mem_dim) * 0.0
+            pos = obj_ptr_tpos.unsqueeze(-1).expand(-1, -1, self.mem_dim) * 0.0
         tokens = obj_ptrs.reshape(B, -1, self.mem_dim)
-        pos = pos.unsqueeze(1).expand(-1, split, -1).reshape(1, -1, self.mem_dim)
+        pos = pos.unsqueeze(2).expand(-1, -1, split, -1).reshape(B, -1, self.mem_dim)
         return tokens, pos
 
     def forward(
@@ -235,10 +251,10 @@ class MemoryAttentionStage(nn.Module):
     ) -> torch.Tensor:
         B, C, H, W = vision_feats.shape
         tokens = vision_feats.flatten(2).transpose(1, 2)  # [B, HW, C]
-        curr = tokens[:, kept_idx]
-        curr_pos = self.curr_pos_table[kept_idx].unsqueeze(0)
+        curr = gather_tokens(tokens, kept_idx)
+        curr_pos = self.curr_pos_table[kept_idx]
         tpos = self.maskmem_tpos_enc.reshape(-1, self.mem_dim)
-        memory_pos = (self.memory_pos_table[memory_pos_idx] + tpos[memory_tpos_idx]).unsqueeze(0)
+        memory_pos = self.memory_pos_table[memory_pos_idx] + tpos[memory_tpos_idx]
         ptr, ptr_pos = self.pointer_tokens(obj_ptrs, obj_ptr_tpos)
         attended = self.core(
             curr, curr_pos, kept_idx, memory, memory_pos, memory_pos_idx, ptr, ptr_pos
@@ -247,8 +263,7 @@ class MemoryAttentionStage(nn.Module):
             dense = self.core.ma.norm(tokens + 0.1 * self.curr_pos_table.unsqueeze(0))
         else:
             dense = tokens + self.no_mem_embed
-        dense = dense.clone()
-        dense[:, kept_idx] = attended
+        dense = torch.scatter(dense, 1, _token_index(kept_idx, dense), attended)
         return dense.transpose(1, 2).reshape(B, C, H, W)
 
 
@@ -407,7 +422,7 @@ class MemoryEncoderStage(nn.Module):
     As SAM2's _encode_new_memory: the logits are upsampled to the image size, binarized (frames the
     user clicked, when the config says so) or passed through a sigmoid, scaled/biased, fused with the
     features; frames predicted to have no object get the no-object spatial embedding. Only the tokens
-    at ``kept_idx`` are returned, so a pruned frame writes a smaller memory. The memory's position
+    at ``kept_idx`` [B,K] (per row) are returned, so a pruned frame writes a smaller memory. The memory's position
     encoding is a constant table held by the memory-attention graph.
     """
 
@@ -447,7 +462,7 @@ class MemoryEncoderStage(nn.Module):
         if self.no_obj_embed_spatial is not None:
             absent = 1.0 - (object_score_logits > 0).float()  # [B,1]
             x = x + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
-        return x.flatten(2).transpose(1, 2)[:, kept_idx]
+        return gather_tokens(x.flatten(2).transpose(1, 2), kept_idx)
 
 
 def build_stages(model, *, fill: str = "norm") -> dict[str, nn.Module]:

@@ -146,7 +146,7 @@ class RealInputs:
                 multimask_output=np.ones((1,), np.float32),
             )
             self.low_res_masks, _, self.obj_ptr, self.object_score_logits = dec[:4]
-            all_idx = np.arange(config.num_tokens, dtype=np.int64)
+            all_idx = np.tile(np.arange(config.num_tokens, dtype=np.int64), (B, 1))
             (self.memory_full,) = run(
                 "memory_encoder",
                 vision_feats=self.vision_feats,
@@ -195,14 +195,17 @@ class RealInputs:
             elif name == "multimask_output":  # the two shape sets (B = 1, 2) take both branches
                 feed[name] = np.asarray([float(B % 2 == 0)], np.float32)
         if "memory_pos_idx" in spec.input_names:
+            # each object (row) its own token positions, as the tracker's memory bank gives them
             M = sizes[MEMORY]
-            chunks = [self.rng.permutation(hw) for _ in range(math.ceil(M / hw))]
-            pos = np.concatenate(chunks)[:M].astype(np.int64)
+            pos = np.stack([
+                np.concatenate([self.rng.permutation(hw) for _ in range(math.ceil(M / hw))])[:M]
+                for _ in range(B)
+            ]).astype(np.int64)
             frame_of = (np.arange(M) // hw).astype(np.int64)
             feed["memory_pos_idx"] = pos
-            feed["memory_tpos_idx"] = (frame_of + 1) % cfg.num_maskmem
+            feed["memory_tpos_idx"] = np.tile((frame_of + 1) % cfg.num_maskmem, (B, 1))
             mem = self._batch(self.memory_full, B)  # [B, HW, Cm]
-            feed["memory"] = np.ascontiguousarray(mem[:, pos])
+            feed["memory"] = np.ascontiguousarray(np.take_along_axis(mem, pos[..., None], axis=1))
         return {n: np.ascontiguousarray(feed[n].astype(spec.input(n).dtype, copy=False)) for n in spec.input_names}
 
 

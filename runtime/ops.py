@@ -59,11 +59,12 @@ class NumpyOps:
         return from_bf16_bits(x)
 
     def topk_sorted(self, scores: np.ndarray, k: int) -> np.ndarray:
-        """Indices [k] int64 of the k largest scores of a 1-D array, in ascending index order."""
-        if k >= scores.shape[0]:
-            return np.arange(scores.shape[0], dtype=np.int64)
-        idx = np.argpartition(-scores, k - 1)[:k]
-        return np.sort(idx).astype(np.int64)
+        """Indices [..., k] int64 of the k largest scores along the last axis, ascending."""
+        n = scores.shape[-1]
+        if k >= n:
+            return np.broadcast_to(np.arange(n, dtype=np.int64), scores.shape).copy()
+        idx = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
+        return np.sort(idx, axis=-1).astype(np.int64)
 
     def resize_bilinear(self, x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         from .postprocess import resize_bilinear

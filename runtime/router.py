@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .backends.base import StageRunner
+from .backends.base import StageRunner, infer_rows
 from .config import NO_OBJ_SCORE
 from .errors import UserError
 from .specs import ROUTER
@@ -74,10 +74,10 @@ def read_router_file(path: str | Path) -> RouterWeights:
 
 
 class TokenSelector(Protocol):
-    """Chooses, for one object on one frame, the tokens that go through memory attention."""
+    """Chooses, for objects on their frames, the tokens that go through memory attention."""
 
-    def select(self, obj: ObjectState, feats: FrameFeatures, k: int) -> Any:
-        """Kept token indices [k] int64, ascending (a backend array)."""
+    def select(self, items: list[tuple[ObjectState, FrameFeatures]], k: int) -> list[Any]:
+        """Kept token indices [1,k] int64, ascending, per (object, frame) (backend arrays)."""
 
 
 @dataclass
@@ -95,9 +95,10 @@ class TopKRouter:
     mask_size: int
     default_text: np.ndarray | None = None
     text_vectors: dict[int, np.ndarray] = field(default_factory=dict)
-    last_scores: Any = None  # the most recent token_scores [1,HW], for inspection
+    max_batch: int | None = None  # objects per router call (None: all)
+    last_scores: Any = None  # the most recent token_scores [1,HW] (last object), for inspection
 
-    def select(self, obj: ObjectState, feats: FrameFeatures, k: int) -> Any:
+    def _feed(self, obj: ObjectState, feats: FrameFeatures) -> dict[str, Any]:
         ops = self.ops
         t = feats.frame_idx
         prev = obj.output_at(t - 1)
@@ -111,15 +112,17 @@ class TopKRouter:
         vec = self.text_vectors.get(obj.obj_id, self.default_text)
         if vec is None:
             vec = np.zeros(self.hidden_dim, np.float32)
-        scores = self.runner.infer(
-            {
-                "vision_feats": feats.vision_feats,
-                "projected_text": ops.asarray(np.asarray(vec, np.float32).reshape(1, -1)),
-                "prev_mask_logits": prev_logits,
-            }
-        )["token_scores"]
-        self.last_scores = scores
-        return ops.topk_sorted(scores[0], k)
+        return {
+            "vision_feats": feats.vision_feats,
+            "projected_text": ops.asarray(np.asarray(vec, np.float32).reshape(1, -1)),
+            "prev_mask_logits": prev_logits,
+        }
+
+    def select(self, items: list[tuple[ObjectState, FrameFeatures]], k: int) -> list[Any]:
+        feeds = [self._feed(obj, feats) for obj, feats in items]
+        rows = infer_rows(self.runner, feeds, self.ops.cat, self.max_batch)
+        self.last_scores = rows[-1]["token_scores"]
+        return [self.ops.topk_sorted(r["token_scores"], k) for r in rows]
 
 
 def make_router(
@@ -142,7 +145,8 @@ def make_router(
             "or run with --keep 1.0"
         )
     cfg = backend.config
-    router = TopKRouter(backend.runners[ROUTER], backend.ops, cfg.hidden_dim, cfg.mask_size)
+    router = TopKRouter(backend.runners[ROUTER], backend.ops, cfg.hidden_dim, cfg.mask_size,
+                        max_batch=backend.limits.get("max_batch"))
     if text is not None:
         if texts_path is None:
             raise RouterError("--text needs --texts FILE.npz (precompute with: fastsam2-export text ...)")

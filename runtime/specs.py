@@ -20,7 +20,7 @@ from typing import Any
 Dim = int | str
 
 # Named dynamic axes (the symbols that ONNX dynamic_axes and TensorRT profiles use).
-BATCH = "batch"  # objects (or images) processed in one call
+BATCH = "batch"  # objects (or images) processed in one call; every per-object input has this axis
 KEPT = "kept_tokens"  # K: current-frame tokens that go through memory attention / are written to memory
 MEMORY = "memory_tokens"  # M: spatial memory tokens from the memory bank
 POINTERS = "object_pointers"  # P: object pointers from other frames
@@ -32,7 +32,8 @@ class Values:
     """The values a tensor may hold.
 
     ``real``: any finite number (sampled standard normal); ``uniform``: [low, high); ``ints``: integers
-    in [low, high); ``indices``: distinct integers in [low, high), ascending (a token selection);
+    in [low, high); ``indices``: distinct integers in [low, high), ascending along the last axis (a
+    token selection per batch row);
     ``choice``: one of ``choices`` (sampled cycling through all of them, so that a batch of
     ``len(choices)`` or more exercises every one).
     """
@@ -56,9 +57,11 @@ class Values:
         elif self.kind == "ints":
             x = rng.integers(int(self.low), int(self.high), n)
         elif self.kind == "indices":
-            if n > self.high - self.low:
-                raise ValueError(f"cannot draw {n} distinct indices from [{self.low:g}, {self.high:g})")
-            x = np.sort(rng.permutation(int(self.high - self.low))[:n]) + int(self.low)
+            per_row = shape[-1] if shape else 1
+            if per_row > self.high - self.low:
+                raise ValueError(f"cannot draw {per_row} distinct indices from [{self.low:g}, {self.high:g})")
+            rows = [np.sort(rng.permutation(int(self.high - self.low))[:per_row]) for _ in range(n // max(per_row, 1))]
+            x = (np.concatenate(rows) if rows else np.zeros(0, np.int64)) + int(self.low)
         elif self.kind == "choice":
             x = np.asarray(self.choices)[(np.arange(n) + int(rng.integers(len(self.choices)))) % len(self.choices)]
         else:
@@ -277,15 +280,16 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
         name=MEMORY_ATTENTION,
         inputs=(
             TensorSpec("vision_feats", f32, (B, C, H, W)),
-            # Grid positions (row-major index into H*W) of the tokens that attend to memory.
-            TensorSpec("kept_idx", i64, (K,), tokens),
+            # Grid positions (row-major index into H*W) of the tokens that attend to memory, per
+            # object: objects batched in one call keep different tokens (same count K).
+            TensorSpec("kept_idx", i64, (B, K), tokens),
             TensorSpec("memory", f32, (B, M, Cm)),
-            TensorSpec("memory_pos_idx", i64, (M,), Values("ints", 0, H * W)),
+            TensorSpec("memory_pos_idx", i64, (B, M), Values("ints", 0, H * W)),
             # Index into SAM2's maskmem_tpos_enc table for each memory token.
-            TensorSpec("memory_tpos_idx", i64, (M,), Values("ints", 0, dims.num_maskmem)),
+            TensorSpec("memory_tpos_idx", i64, (B, M), Values("ints", 0, dims.num_maskmem)),
             TensorSpec("obj_ptrs", f32, (B, P, C)),
             # Signed temporal distance of each pointer, already divided by (max pointers - 1).
-            TensorSpec("obj_ptr_tpos", f32, (P,), Values("uniform", -1.0, 1.0)),
+            TensorSpec("obj_ptr_tpos", f32, (B, P), Values("uniform", -1.0, 1.0)),
         ),
         outputs=(TensorSpec("pix_feat", f32, (B, C, H, W)),),
         atol={"pix_feat": 2e-3},
@@ -330,7 +334,7 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
             TensorSpec("object_score_logits", f32, (B, 1)),
             # 1.0 where the mask came from user clicks and SAM2 binarizes it for the memory.
             TensorSpec("binarize", f32, (B,), FLAG),
-            TensorSpec("kept_idx", i64, (K,), tokens),
+            TensorSpec("kept_idx", i64, (B, K), tokens),
         ),
         outputs=(TensorSpec("memory", f32, (B, K, Cm)),),
         atol={"memory": 1e-3},

@@ -32,7 +32,7 @@ class PendingMemory:
     vision_feats: Array  # [1,C,H,W]
     mask_logits: Array  # [1,1,HM,WM] low-res logits
     binarize: bool
-    kept_idx: Array  # [K] int64 positions written to memory
+    kept_idx: Array  # [1,K] int64 positions written to memory
 
 
 @dataclass
@@ -45,13 +45,13 @@ class FrameOutput:
     object_score_logits: Array  # [1,1]
     is_cond: bool
     memory: Array | None = None  # [1,K,Cm] packed (bf16) memory tokens, None until encoded
-    memory_pos_idx: Array | None = None  # [K] int64 grid positions of the memory tokens
+    memory_pos_idx: Array | None = None  # [1,K] int64 grid positions of the memory tokens
     pending: PendingMemory | None = None
     kept_tokens: int = 0  # tokens that went through memory attention on this frame (0: none)
 
     @property
     def memory_tokens(self) -> int:
-        return 0 if self.memory_pos_idx is None else int(self.memory_pos_idx.shape[0])
+        return 0 if self.memory_pos_idx is None else int(self.memory_pos_idx.shape[-1])
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from .backends.base import Backend
+from .backends.base import Backend, infer_rows
 from .config import NO_OBJ_SCORE
 from .preprocess import points_to_model, preprocess_frame
 from .specs import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER, ROUTER
@@ -106,6 +106,15 @@ class TrackResult:
 
 
 @dataclass
+class _Job:
+    """One object to track on one frame of one session."""
+
+    state: VideoState
+    obj: ObjectState
+    feats: FrameFeatures
+
+
+@dataclass
 class _Decoded:
     low_res_masks: Any
     obj_ptr: Any
@@ -166,7 +175,7 @@ class SAM2Tracker:
             np.asarray(consts["no_mem_embed"], np.float32).reshape(1, C, 1, 1)
         )
         self._no_obj_ptr = ops.asarray(np.asarray(consts["no_obj_ptr"], np.float32).reshape(1, C))
-        self._all_idx = ops.arange(cfg.num_tokens)
+        self._all_idx = ops.arange(cfg.num_tokens).reshape(1, -1)  # [1, HW]: every token kept
         HM = cfg.mask_size
         self._no_points = (
             ops.asarray(np.zeros((1, 1, 2), np.float32)),
@@ -174,6 +183,8 @@ class SAM2Tracker:
         )
         self._no_mask = ops.asarray(np.zeros((1, 1, HM, HM), np.float32))
         self._flag = {v: ops.asarray(np.asarray([v], np.float32)) for v in (0.0, 1.0)}
+        # objects per stage call (None: all that fit one call); TensorRT engines cap it at their profile
+        self.max_batch = backend.limits.get("max_batch")
         self.times = StageTimes()
         self._stream: VideoState | None = None
         self._consts: dict[tuple, Any] = {}
@@ -193,7 +204,12 @@ class SAM2Tracker:
     # ------------------------------------------------------------------------------------------
     # stage calls
     def _run(self, graph: str, feed: dict[str, Any]) -> dict[str, Any]:
-        return self._timed(graph, self.backend.runners[graph].infer, feed)
+        return self._run_rows(graph, [feed])[0]
+
+    def _run_rows(self, graph: str, feeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One-row feeds of ``graph`` run in batches of equal shapes (:func:`infer_rows`)."""
+        runner = self.backend.runners[graph]
+        return self._timed(graph, infer_rows, runner, feeds, self.ops.cat, self.max_batch)
 
     def _timed(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, its wall-clock time added to ``times[stage]`` when profiling (synchronized)."""
@@ -207,46 +223,55 @@ class SAM2Tracker:
 
     def encode_image(self, image: np.ndarray, frame_idx: int) -> FrameFeatures:
         """RGB uint8 [H,W,3] → :class:`FrameFeatures` (image encoder outputs)."""
+        return self.encode_images([(image, frame_idx)])[0]
+
+    def encode_images(self, frames: list[tuple[np.ndarray, int]]) -> list[FrameFeatures]:
+        """[(RGB uint8 [H,W,3], frame index)] → their :class:`FrameFeatures`, encoded in batches."""
         cfg = self.config
         t0 = time.perf_counter()
-        on_device = self.options.device_preprocess
-        if on_device:
-            x = self.ops.preprocess_frame(image, cfg.image_size, cfg.img_mean, cfg.img_std)
+        if self.options.device_preprocess:
+            xs = [self.ops.preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std) for im, _ in frames]
         else:
-            x = preprocess_frame(image, cfg.image_size, cfg.img_mean, cfg.img_std)
+            xs = [self.ops.asarray(preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std)) for im, _ in frames]
         if self.options.profile_stages:
             self.ops.synchronize()
             self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
-        out = self._run(IMAGE_ENCODER, {"image": x if on_device else self.ops.asarray(x)})
-        return FrameFeatures(frame_idx, out["vision_feats"], out["fpn_s0"], out["fpn_s1"])
+        outs = self._run_rows(IMAGE_ENCODER, [{"image": x} for x in xs])
+        return [
+            FrameFeatures(t, out["vision_feats"], out["fpn_s0"], out["fpn_s1"])
+            for (_, t), out in zip(frames, outs)
+        ]
 
-    def _decode(
+    def _decoder_feed(
         self,
         pix_feat: Any,
         feats: FrameFeatures,
         points: PointPrompt | None,
         mask_input: Any,
         multimask: bool,
-    ) -> _Decoded:
+    ) -> dict[str, Any]:
+        """The mask decoder's one-row feed: pix_feat [1,C,H,W], the frame's FPN levels, clicks
+        (model-input pixels) or SAM2's padding point, an optional low-res mask prompt [1,1,HM,WM]."""
         ops = self.ops
         if points is None:
             coords, labels = self._no_points
         else:
             coords = ops.asarray(points.coords[None].astype(np.float32))
             labels = ops.asarray(points.labels[None].astype(np.int32))
-        out = self._run(
-            MASK_DECODER,
-            {
-                "pix_feat": pix_feat,
-                "fpn_s0": feats.fpn_s0,
-                "fpn_s1": feats.fpn_s1,
-                "point_coords": coords,
-                "point_labels": labels,
-                "mask_input": self._no_mask if mask_input is None else mask_input,
-                "has_mask_input": self._flag[0.0 if mask_input is None else 1.0],
-                "multimask_output": self._flag[1.0 if multimask else 0.0],
-            },
-        )
+        return {
+            "pix_feat": pix_feat,
+            "fpn_s0": feats.fpn_s0,
+            "fpn_s1": feats.fpn_s1,
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": self._no_mask if mask_input is None else mask_input,
+            "has_mask_input": self._flag[0.0 if mask_input is None else 1.0],
+            "multimask_output": self._flag[1.0 if multimask else 0.0],
+        }
+
+    def _decode(self, *args: Any) -> _Decoded:
+        """One object's mask decoder call (arguments of :meth:`_decoder_feed`)."""
+        out = self._run(MASK_DECODER, self._decoder_feed(*args))
         return _Decoded(out["low_res_masks"], out["obj_ptr"], out["object_score_logits"])
 
     def _use_multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:
@@ -264,33 +289,39 @@ class SAM2Tracker:
 
         return self.ops.asarray(fill_holes(self.ops.to_numpy(masks), self.fill_hole_area))
 
-    def _encode_memory(self, feats_vision: Any, mask_logits: Any, score: Any, binarize: bool, kept: Any):
-        out = self._run(
-            MEMORY_ENCODER,
+    def _encode_memories(self, entries: list[tuple[Any, Any, Any, bool, Any]]) -> list[Any]:
+        """Packed memory [1,K,Cm] of each (vision_feats [1,C,H,W], mask logits [1,1,HM,WM], object
+        score [1,1], binarize, kept_idx [1,K]), the memory encoder run in batches."""
+        feeds = [
             {
                 "vision_feats": feats_vision,
                 "mask_logits": mask_logits,
                 "object_score_logits": score,
                 "binarize": self._flag[1.0 if binarize else 0.0],
                 "kept_idx": kept,
-            },
-        )
-        return self.ops.pack_memory(out["memory"])
+            }
+            for feats_vision, mask_logits, score, binarize, kept in entries
+        ]
+        return [self.ops.pack_memory(out["memory"]) for out in self._run_rows(MEMORY_ENCODER, feeds)]
 
     def flush_memory(self, state: VideoState) -> None:
         """Encode the memory of every prompted frame still pending (SAM2's propagation preflight)."""
-        for obj in state.objects.values():
-            self._flush_object(obj)
+        self._flush(list(state.objects.values()))
 
-    def _flush_object(self, obj: ObjectState) -> None:
-        for out in (*obj.cond.values(), *obj.recent.values()):
-            p = out.pending
-            if p is not None:
-                out.memory = self._encode_memory(
-                    p.vision_feats, p.mask_logits, out.object_score_logits, p.binarize, p.kept_idx
-                )
-                out.memory_pos_idx = p.kept_idx
-                out.pending = None
+    def _flush(self, objs: list[ObjectState]) -> None:
+        """Encode the pending memories of ``objs`` (all of them in batched memory-encoder calls)."""
+        todo = [out for obj in objs for out in (*obj.cond.values(), *obj.recent.values()) if out.pending]
+        if not todo:
+            return
+        entries = [
+            (o.pending.vision_feats, o.pending.mask_logits, o.object_score_logits, o.pending.binarize,
+             o.pending.kept_idx)
+            for o in todo
+        ]
+        for out, memory in zip(todo, self._encode_memories(entries)):
+            out.memory = memory
+            out.memory_pos_idx = out.pending.kept_idx
+            out.pending = None
 
     # ------------------------------------------------------------------------------------------
     # memory selection (SAM2Base._prepare_memory_conditioned_features, forward direction)
@@ -331,6 +362,8 @@ class SAM2Tracker:
         return m if state.num_frames is None else min(state.num_frames, m)
 
     def _gather_memory(self, state: VideoState, obj: ObjectState, frame_idx: int) -> dict[str, Any]:
+        """Memory attention's inputs for ``obj`` on ``frame_idx`` but the frame's own tokens, one row:
+        memory [1,M,Cm], memory_pos_idx / memory_tpos_idx [1,M], obj_ptrs [1,P,C], obj_ptr_tpos [1,P]."""
         ops, cfg = self.ops, self.config
         selected, unselected = self._select_cond(frame_idx, obj.cond)
         entries: list[tuple[int, FrameOutput]] = [(0, out) for out in selected.values()]
@@ -346,7 +379,7 @@ class SAM2Tracker:
                 raise TrackerError(f"memory of frame {out.frame_idx} is not encoded (internal error)")
             mem.append(ops.unpack_memory(out.memory))
             pos_idx.append(out.memory_pos_idx)
-            tpos_idx.append(ops.full((out.memory_tokens,), cfg.num_maskmem - t_pos - 1, "int64"))
+            tpos_idx.append(ops.full((1, out.memory_tokens), cfg.num_maskmem - t_pos - 1, "int64"))
         # object pointers: selected conditioning frames (only past ones in eval), then up to
         # max_ptrs-1 preceding frames
         max_ptrs = self._max_ptrs(state)
@@ -365,7 +398,7 @@ class SAM2Tracker:
             if out is not None:
                 ptrs.append((t_diff, out.obj_ptr))
         t_diff_max = max(max_ptrs - 1, 1)
-        tpos = np.asarray([p for p, _ in ptrs], np.float32) / np.float32(t_diff_max)
+        tpos = np.asarray([[p for p, _ in ptrs]], np.float32) / np.float32(t_diff_max)  # [1, P]
         C = cfg.hidden_dim
         obj_ptrs = (
             ops.cat([p for _, p in ptrs], axis=0).reshape(1, len(ptrs), C)
@@ -374,8 +407,8 @@ class SAM2Tracker:
         )
         return {
             "memory": ops.cat(mem, axis=1),
-            "memory_pos_idx": ops.cat(pos_idx, axis=0),
-            "memory_tpos_idx": ops.cat(tpos_idx, axis=0),
+            "memory_pos_idx": ops.cat(pos_idx, axis=1),
+            "memory_tpos_idx": ops.cat(tpos_idx, axis=1),
             "obj_ptrs": obj_ptrs,
             "obj_ptr_tpos": self._const(tpos),
         }
@@ -391,41 +424,56 @@ class SAM2Tracker:
 
     # ------------------------------------------------------------------------------------------
     # per-object steps
-    def _kept_idx(self, state: VideoState, obj: ObjectState, feats: FrameFeatures, prompted: bool):
+    def _kept_count(self) -> int:
+        """K, the kept tokens of a pruned frame (the same for every object)."""
         opt, n = self.options, self.config.num_tokens
-        if opt.keep_ratio >= 1.0 or (prompted and not opt.prune_cond_frames):
-            return self._all_idx
         k = max(math.ceil(opt.keep_ratio * n), opt.min_kept, 1)
-        k = min(n, -(-k // opt.k_multiple) * opt.k_multiple)
-        return self._timed(ROUTER, self.router.select, obj, feats, k)
+        return min(n, -(-k // opt.k_multiple) * opt.k_multiple)
 
-    def _condition(self, state: VideoState, obj: ObjectState, feats: FrameFeatures, kept: Any):
-        self._flush_object(obj)
-        feed = {"vision_feats": feats.vision_feats, "kept_idx": kept}
-        feed.update(self._gather_memory(state, obj, feats.frame_idx))
-        return self._run(MEMORY_ATTENTION, feed)["pix_feat"]
+    def _kept_rows(self, jobs: list[_Job], prompted: bool) -> list[Any]:
+        """Kept token positions [1,K] per job: every token at keep 1.0 (and on prompted frames unless
+        ``prune_cond_frames``), else the router's top K for each object, all objects in one call."""
+        opt = self.options
+        if opt.keep_ratio >= 1.0 or (prompted and not opt.prune_cond_frames):
+            return [self._all_idx] * len(jobs)
+        k = self._kept_count()
+        return self._timed(ROUTER, self.router.select, [(j.obj, j.feats) for j in jobs], k)
 
-    def _track_object(self, state: VideoState, obj: ObjectState, feats: FrameFeatures) -> FrameOutput:
-        """A non-prompted frame: memory attention, decoder, memory encoder (SAM2's track_step)."""
-        kept = self._kept_idx(state, obj, feats, prompted=False)
-        pix = self._condition(state, obj, feats, kept)
-        dec = self._decode(pix, feats, None, None, self._use_multimask(False, 0))
-        mem_idx = kept if self.options.memory_tokens == "kept" else self._all_idx
-        memory = self._encode_memory(
-            feats.vision_feats, dec.low_res_masks, dec.object_score_logits, False, mem_idx
-        )
-        out = FrameOutput(
-            frame_idx=feats.frame_idx,
-            pred_masks=self._fill_holes(dec.low_res_masks),
-            obj_ptr=dec.obj_ptr,
-            object_score_logits=dec.object_score_logits,
-            is_cond=False,
-            memory=memory,
-            memory_pos_idx=mem_idx,
-            kept_tokens=int(kept.shape[0]),
-        )
-        obj.recent[feats.frame_idx] = out
-        return out
+    def _condition(self, jobs: list[_Job], kept: list[Any]) -> list[Any]:
+        """Memory attention for each job (objects with equal K, M, P batched): pix_feat [1,C,H,W]."""
+        self._flush([j.obj for j in jobs])
+        feeds = [
+            {"vision_feats": j.feats.vision_feats, "kept_idx": k,
+             **self._gather_memory(j.state, j.obj, j.feats.frame_idx)}
+            for j, k in zip(jobs, kept)
+        ]
+        return [out["pix_feat"] for out in self._run_rows(MEMORY_ATTENTION, feeds)]
+
+    def _track_objects(self, jobs: list[_Job]) -> None:
+        """Non-prompted frames (SAM2's track_step) of several objects — of one frame, or of several
+        streams' frames: memory attention, mask decoder and memory encoder each run on batches of
+        objects whose inputs have equal shapes. Row by row the same arithmetic as one object at a time."""
+        kept = self._kept_rows(jobs, prompted=False)
+        pix = self._condition(jobs, kept)
+        multimask = self._use_multimask(False, 0)
+        feeds = [self._decoder_feed(p, j.feats, None, None, multimask) for p, j in zip(pix, jobs)]
+        decs = self._run_rows(MASK_DECODER, feeds)
+        mem_idx = kept if self.options.memory_tokens == "kept" else [self._all_idx] * len(jobs)
+        memories = self._encode_memories([
+            (j.feats.vision_feats, d["low_res_masks"], d["object_score_logits"], False, m)
+            for j, d, m in zip(jobs, decs, mem_idx)
+        ])
+        for j, d, k, m, memory in zip(jobs, decs, kept, mem_idx, memories):
+            j.obj.recent[j.feats.frame_idx] = FrameOutput(
+                frame_idx=j.feats.frame_idx,
+                pred_masks=self._fill_holes(d["low_res_masks"]),
+                obj_ptr=d["obj_ptr"],
+                object_score_logits=d["object_score_logits"],
+                is_cond=False,
+                memory=memory,
+                memory_pos_idx=m,
+                kept_tokens=int(k.shape[-1]),
+            )
 
     def _prompt_object(
         self,
@@ -454,16 +502,17 @@ class SAM2Tracker:
                 pix = self.ops.add(feats.vision_feats, self._no_mem_embed)
                 kept_count = 0
             else:
-                kept = self._kept_idx(state, obj, feats, prompted=True)
-                pix = self._condition(state, obj, feats, kept)
-                kept_count = int(kept.shape[0])
+                job = [_Job(state, obj, feats)]
+                kept = self._kept_rows(job, prompted=True)
+                pix = self._condition(job, kept)[0]
+                kept_count = int(kept[0].shape[-1])
             n_pts = 0 if points is None else int(points.labels.shape[0])
             dec = self._decode(pix, feats, points, prev_logits, self._use_multimask(is_init, n_pts))
             low, ptr, score = dec.low_res_masks, dec.obj_ptr, dec.object_score_logits
         pred = self._fill_holes(low)
         mem_idx = self._all_idx
         if self.options.prune_cond_frames and self.options.memory_tokens == "kept" and not is_init:
-            mem_idx = self._kept_idx(state, obj, feats, prompted=True)
+            mem_idx = self._kept_rows([_Job(state, obj, feats)], prompted=True)[0]
         out = FrameOutput(
             frame_idx=t,
             pred_masks=pred,
@@ -694,12 +743,24 @@ class SAM2Tracker:
 
     def _step_objects(self, state: VideoState, feats: FrameFeatures) -> None:
         """Every object on one frame: prompted ones keep their output, the others are tracked."""
-        t = feats.frame_idx
-        for obj in state.objects.values():
-            if t not in obj.cond:
-                self._track_object(state, obj, feats)
-            obj.tracked.add(t)
-            self._evict(state, obj, t + 1)
+        self.step_frames([(state, feats)])
+
+    def step_frames(self, frames: list[tuple[VideoState, FrameFeatures]]) -> None:
+        """One frame of each session ``(state, its frame's features)``: every object not prompted on
+        its frame is tracked — all objects of all sessions batched stage by stage — then memory
+        that no later frame can select is evicted. Sessions share nothing but the calls."""
+        jobs = [
+            _Job(state, obj, feats)
+            for state, feats in frames
+            for obj in state.objects.values()
+            if feats.frame_idx not in obj.cond
+        ]
+        if jobs:
+            self._track_objects(jobs)
+        for state, feats in frames:
+            for obj in state.objects.values():
+                obj.tracked.add(feats.frame_idx)
+                self._evict(state, obj, feats.frame_idx + 1)
 
     # ------------------------------------------------------------------------------------------
     # streaming API

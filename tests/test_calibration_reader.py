@@ -23,7 +23,7 @@ class EchoRunner(StageRunner):
 
     def infer_impl(self, feed):
         self.seen += 1
-        k = feed["kept_idx"].shape[0]
+        k = feed["kept_idx"].shape[1]
         return {"memory": np.zeros((feed["vision_feats"].shape[0], k, 64), np.float32)}
 
 
@@ -33,7 +33,7 @@ def _feed(i, k=3):
         "mask_logits": np.zeros((1, 1, 16, 16), np.float32),
         "object_score_logits": np.zeros((1, 1), np.float32),
         "binarize": np.zeros((1,), np.float32),
-        "kept_idx": np.arange(k, dtype=np.int64),
+        "kept_idx": np.arange(k, dtype=np.int64)[None],
     }
 
 

@@ -20,8 +20,12 @@ def test_ops_agree():
     assert (n.non_overlapping(x) <= -10).sum() > 0  # something was suppressed
     mem = rng.normal(size=(1, 50, 64)).astype(np.float32)
     np.testing.assert_array_equal(n.unpack_memory(n.pack_memory(mem)), t.to_numpy(t.unpack_memory(t.pack_memory(t.asarray(mem)))))
-    scores = rng.random(1024).astype(np.float32)
-    np.testing.assert_array_equal(n.topk_sorted(scores, 300), t.to_numpy(t.topk_sorted(t.asarray(scores), 300)))
-    assert list(n.topk_sorted(scores, 5000)) == list(range(1024))
+    scores = rng.random((3, 1024)).astype(np.float32)  # one row per object
+    top = n.topk_sorted(scores, 300)
+    np.testing.assert_array_equal(top, t.to_numpy(t.topk_sorted(t.asarray(scores), 300)))
+    assert top.shape == (3, 300) and (np.diff(top, axis=-1) > 0).all()
+    for row, kept in zip(scores, top):  # each row keeps its own top 300
+        assert set(kept) == set(np.argsort(-row)[:300])
+    assert n.topk_sorted(scores, 5000).tolist() == [list(range(1024))] * 3
     assert n.pack_memory(mem).nbytes == mem.nbytes // 2  # bf16 bank: half the bytes
     assert torch.equal(t.cat([t.arange(3), t.arange(2)]), torch.tensor([0, 1, 2, 0, 1]))

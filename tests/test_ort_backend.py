@@ -185,7 +185,7 @@ def test_ort_backend_imports_without_torch(export_dir):
             mask_logits=np.zeros((1, 1, 128, 128), np.float32),
             object_score_logits=np.ones((1, 1), np.float32),
             binarize=np.zeros((1,), np.float32),
-            kept_idx=np.arange(10, dtype=np.int64)))
+            kept_idx=np.arange(10, dtype=np.int64)[None]))
         assert out["memory"].shape == (1, 10, 64), out["memory"].shape
         assert not any(m.split(".")[0] in ("torch", "sam2") for m in sys.modules)
         print("ok")

@@ -97,6 +97,7 @@ class Spy:
 
     def __init__(self, runner):
         self.runner, self.feeds = runner, []
+        self.spec = runner.spec
 
     def infer(self, feed):
         self.feeds.append({k: tuple(v.shape) for k, v in feed.items()})
@@ -129,9 +130,9 @@ def test_pruned_propagation_shrinks_attention_and_memory(tiny512, clip25):
     assert all(r.kept_tokens == {1: K, 2: K} for r in results[1:])
     assert results[0].kept_tokens == {1: 0, 2: 0}  # prompted frames are not pruned (nor attended)
     last = spy.feeds[-1]
-    assert last["kept_idx"] == (K,)
+    assert last["kept_idx"] == (2, K)  # both objects in one call
     # memory: the prompted frame with every token + 6 pruned frames with K tokens each
-    assert last["memory"] == (1, H * W + 6 * K, 64)
+    assert last["memory"] == (2, H * W + 6 * K, 64)
     state = tracker.stream_state
     for obj in state.objects.values():
         assert all(o.memory_tokens == K for o in obj.recent.values())

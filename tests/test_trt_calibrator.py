@@ -21,14 +21,14 @@ def _feed(i, k=3):
         "mask_logits": np.zeros((1, 1, 16, 16), np.float32),
         "object_score_logits": np.zeros((1, 1), np.float32),
         "binarize": np.zeros((1,), np.float32),
-        "kept_idx": np.arange(k, dtype=np.int64),
+        "kept_idx": np.arange(k, dtype=np.int64)[None],
     }
 
 
 def test_calibration_shapes_picks_most_common_and_rewinds():
     reader = ListReader([_feed(0, k=5), _feed(1, k=3), _feed(2, k=3)])
     shapes = calibration_shapes(reader, SPEC)
-    assert shapes["kept_idx"] == (3,) and shapes["vision_feats"] == (1, 256, 4, 4)
+    assert shapes["kept_idx"] == (1, 3) and shapes["vision_feats"] == (1, 256, 4, 4)
     assert reader.i == 0
 
 
@@ -37,7 +37,7 @@ def test_feed_queue_orders_by_names_and_skips_other_shapes():
     q = FeedQueue(reader, SPEC, calibration_shapes(reader, SPEC))
     names = ["kept_idx", "vision_feats", "binarize", "mask_logits", "object_score_logits"]
     first = q.next_batch(names)
-    assert first[0].shape == (3,) and first[1][0, 0, 0, 0] == 1  # feed 0 (k=5) skipped
+    assert first[0].shape == (1, 3) and first[1][0, 0, 0, 0] == 1  # feed 0 (k=5) skipped
     assert q.next_batch(names)[1][0, 0, 0, 0] == 2
     assert q.next_batch(names) is None
     assert (q.used, q.skipped) == (2, 1)
@@ -64,7 +64,7 @@ def test_feed_queue_errors_name_the_problem():
 def test_no_usable_feed_is_an_error():
     with pytest.raises(CalibrationError, match="No data is collected"):
         calibration_shapes(ListReader([]), SPEC)
-    q = FeedQueue(ListReader([_feed(0, k=5)]), SPEC, {"kept_idx": (3,)})
+    q = FeedQueue(ListReader([_feed(0, k=5)]), SPEC, {"kept_idx": (1, 3)})
     with pytest.raises(CalibrationError, match="none of 1 feeds has the calibration shapes"):
         q.next_batch(SPEC.input_names)
 

@@ -75,7 +75,7 @@ def test_every_graph_gets_covering_profiles(name, kind):
 
 def test_memory_attention_profile_shapes():
     (p,) = profiles_for(SPECS["memory_attention"], CONFIG)
-    assert p["kept_idx"] == ((410,), (2048,), (4096,))
+    assert p["kept_idx"] == ((1, 410), (1, 2048), (1, 4096))
     assert p["memory"].max == (1, 40960, 64)
     assert p["obj_ptrs"].max == (1, 19, 256)
     assert p["vision_feats"].min == p["vision_feats"].max == (1, 256, 64, 64)
@@ -96,7 +96,7 @@ def test_wrong_fixed_axis_and_inconsistent_symbol():
     (p,) = profiles_for(spec, CONFIG)
     bad = Profile((n, p[n]) for n in p)
     bad.add("vision_feats", (1, 256, 32, 32), (1, 256, 32, 32), (1, 256, 32, 32))
-    bad.add("memory_pos_idx", (1,), (2,), (3,))
+    bad.add("memory_pos_idx", (1, 1), (1, 2), (1, 3))
     with pytest.raises(ValueError) as err:
         check_profiles_cover(spec, [bad])
     assert "axis 2 is fixed at 64" in str(err.value)

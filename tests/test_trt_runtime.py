@@ -40,7 +40,8 @@ def test_dummy_feed_indices_are_valid():
     feed = dummy_feed(spec, profile.shapes("opt"), seed=3)
     kept = feed["kept_idx"]
     assert kept.min() >= 0 and kept.max() < HW
-    assert len(np.unique(kept)) == len(kept) and np.all(np.diff(kept) > 0)
+    for row in kept:  # each object's positions: distinct, ascending
+        assert len(np.unique(row)) == len(row) and np.all(np.diff(row) > 0)
     assert feed["memory_pos_idx"].max() < HW and feed["memory_pos_idx"].min() >= 0
     assert feed["memory_tpos_idx"].max() < CONFIG.num_maskmem and feed["memory_tpos_idx"].min() >= 0
     dec = SPECS["mask_decoder"]

@@ -226,15 +226,15 @@ def test_profile_limits_are_enforced_before_tensorrt(export512, device):
     _, manifest = export512
     runner, engine, profile = _runner(export512, "memory_attention", device, kind="edge")
     hw = manifest.model_config.num_tokens
-    k_min = profile["kept_idx"].min[0]
+    k_min = profile["kept_idx"].min[1]
     m_max = profile["memory"].max[1]
     with runner:
         spec = runner.spec
-        small = dummy_feed(spec, {**profile.shapes("opt"), "kept_idx": (k_min - 1,)})
+        small = dummy_feed(spec, {**profile.shapes("opt"), "kept_idx": (1, k_min - 1)})
         with pytest.raises(ProfileLimitError, match=rf"kept_tokens = {k_min - 1}, outside the engine's profile {k_min}\.\.{hw}; change the keep ratio"):
             runner.infer(_torch_feed(small, device))
         opt = profile.shapes("opt")
-        big_shapes = {**opt, "memory": (1, m_max + 1, 64), "memory_pos_idx": (m_max + 1,), "memory_tpos_idx": (m_max + 1,)}
+        big_shapes = {**opt, "memory": (1, m_max + 1, 64), "memory_pos_idx": (1, m_max + 1), "memory_tpos_idx": (1, m_max + 1)}
         big = dummy_feed(spec, big_shapes)
         with pytest.raises(ProfileLimitError, match="memory_tokens.*max_cond_frames_in_attn"):
             runner.infer(_torch_feed(big, device))
@@ -248,7 +248,7 @@ def test_cuda_graph_buckets_have_their_own_context(export512, device):
     runner, engine, profile = _runner(export512, "memory_encoder", device, cuda_graphs=True, max_graphs=2,
                                       graph_factory=StandInGraph)
     cfg = manifest.model_config
-    feeds = [dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (k,)}, seed=k) for k in (300, 500, 700)]
+    feeds = [dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (1, k)}, seed=k) for k in (300, 500, 700)]
     with runner:
         a, b, c = (_torch_feed(f, device) for f in feeds)
         ref = [_reference(export512, "memory_encoder", f)["memory"] for f in feeds]
@@ -267,7 +267,7 @@ def test_cuda_graph_buckets_have_their_own_context(export512, device):
         np.testing.assert_allclose(runner.infer(c)["memory"].cpu().numpy(), ref[2], atol=1e-5)
         assert len(runner._buckets) == 2
         # new values in a captured shape are copied into the bucket's static inputs
-        a2 = _torch_feed(dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (300,)}, seed=99), device)
+        a2 = _torch_feed(dummy_feed(runner.spec, {**profile.shapes("opt"), "kept_idx": (1, 300)}, seed=99), device)
         want = _reference(export512, "memory_encoder", {k: v.cpu().numpy() for k, v in a2.items()})["memory"]
         np.testing.assert_allclose(runner.infer(a2)["memory"].cpu().numpy(), want, atol=1e-5)
 
@@ -297,7 +297,8 @@ def test_tracker_respects_the_engine_profiles(export512, kind, cond):
     backend = backend_from_runners(runners, manifest.model_config, constants, device="cpu", description="stand-in")
     try:
         assert backend.config.max_cond_frames_in_attn == cond
-        assert backend.limits == {"max_cond_frames_in_attn": cond, "min_keep_ratio": pytest.approx(0.1, abs=0.01)}
+        assert backend.limits == {"max_cond_frames_in_attn": cond, "min_keep_ratio": pytest.approx(0.1, abs=0.01),
+                                  "max_batch": 1}  # engines built for one object per call
         config, _ = tracker_limits(manifest.model_config, runners)
         assert config == backend.config
         router = make_router(backend)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import ModelConfig
-from ..specs import GraphSpec
+from ..specs import BATCH, GraphSpec
 from ..errors import UserError
 
 
@@ -74,6 +74,41 @@ class StageRunner(ABC):
     @abstractmethod
     def infer_impl(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         """Backend-specific execution; ``feed`` has been checked against the spec."""
+
+
+def infer_rows(
+    runner: StageRunner,
+    feeds: Sequence[Mapping[str, Any]],
+    cat: Callable[[Sequence[Any]], Any],
+    max_batch: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``runner`` on many one-row feeds (batch axis of size 1) in as few calls as possible.
+
+    Feeds whose inputs have equal shapes (batch axis aside) and share their batch-free inputs (the
+    same array object, e.g. a flag) are concatenated along the batch axis with ``cat`` — at most
+    ``max_batch`` rows per call — and each output is cut back into rows ``[i:i+1]``. Nothing is
+    padded: every call computes exactly what the per-feed calls would, row by row. Returns one
+    {output name: array [1,...]} per feed, in order.
+    """
+    spec = runner.spec
+    batched = [t.name for t in spec.inputs if t.shape and t.shape[0] == BATCH]
+    shared = [t.name for t in spec.inputs if t.name not in batched]
+    rows_out = {t.name for t in spec.outputs if t.shape and t.shape[0] == BATCH}
+    groups: dict[tuple, list[int]] = {}
+    for i, feed in enumerate(feeds):
+        key = tuple(tuple(feed[n].shape[1:]) for n in batched) + tuple(id(feed[n]) for n in shared)
+        groups.setdefault(key, []).append(i)
+    step = max_batch or len(feeds) or 1
+    results: list[dict[str, Any]] = [{} for _ in feeds]
+    for rows in groups.values():
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            feed = {n: cat([feeds[i][n] for i in chunk]) for n in batched}
+            feed.update({n: feeds[chunk[0]][n] for n in shared})
+            out = runner.infer(feed)
+            for j, i in enumerate(chunk):
+                results[i] = {n: v[j : j + 1] if n in rows_out and len(chunk) > 1 else v for n, v in out.items()}
+    return results
 
 
 def dtype_name(array: Any) -> str:

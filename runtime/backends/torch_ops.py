@@ -55,10 +55,12 @@ class TorchOps:
         return x.float()
 
     def topk_sorted(self, scores, k: int):
-        if k >= scores.shape[0]:
-            return self.arange(scores.shape[0])
-        idx = self.torch.topk(scores, k, sorted=False).indices
-        return self.torch.sort(idx).values
+        """Indices [..., k] int64 of the k largest scores along the last axis, ascending."""
+        n = scores.shape[-1]
+        if k >= n:
+            return self.arange(n).expand(scores.shape).clone()
+        idx = self.torch.topk(scores, k, dim=-1, sorted=False).indices
+        return self.torch.sort(idx, dim=-1).values
 
     def resize_bilinear(self, x, size: tuple[int, int]):
         import torch.nn.functional as F

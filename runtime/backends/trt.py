@@ -49,7 +49,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..manifest import ExportDir, GraphLoadError
-from ..specs import MEMORY_ATTENTION, ROUTER, GraphSpec
+from ..specs import BATCH, MEMORY_ATTENTION, ROUTER, GraphSpec
 from .base import MAX_CUDA_GRAPHS, Backend, StageError, StageRunner
 
 # trt.DataType member names -> numpy/torch dtype names.
@@ -400,7 +400,7 @@ def tracker_limits(config: ModelConfig, runners: Mapping[str, "TensorRTRunner"])
     hw = config.num_tokens
     m_max = ma.profile_limits["memory"][2][1]
     p_max = ma.profile_limits["obj_ptrs"][2][1]
-    k_min = ma.profile_limits["kept_idx"][0][0]
+    k_min = ma.profile_limits["kept_idx"][0][1]
     cond = min(m_max // hw - (config.num_maskmem - 1), p_max - config.max_obj_ptrs_in_encoder + 1)
     if cond < 2:  # SAM2's selection of conditioning frames needs two (or all: -1)
         raise StageError(
@@ -410,6 +410,12 @@ def tracker_limits(config: ModelConfig, runners: Mapping[str, "TensorRTRunner"])
         )
     limits["max_cond_frames_in_attn"] = cond
     limits["min_keep_ratio"] = k_min / hw
+    # rows per call (objects, or images): the smallest batch maximum of the engines' profiles
+    limits["max_batch"] = min(
+        r.profile_limits[t.name][2][0]
+        for r in runners.values() if r.profile_limits
+        for t in r.spec.inputs if t.shape and t.shape[0] == BATCH
+    )
     current = config.max_cond_frames_in_attn
     if current == -1 or current > cond:
         # The tracker's selection keeps the closest frames; with one frame it keeps the prompted one.
