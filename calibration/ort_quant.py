@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsam2.runtime.backends.ort import INT8_DIR, INT8_REPORT, load_ort_backend
-from fastsam2.runtime.manifest import MANIFEST_NAME, Manifest, file_sha256
+from fastsam2.runtime.manifest import MANIFEST_NAME, ORT_VARIANT, Manifest, file_sha256
 from fastsam2.runtime.specs import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
 
 from .reader import DirectoryCalibrationReader, FeedRecorder
@@ -278,7 +278,10 @@ def build_int8(
             entry = manifest.graphs[name]
             dst = tmp / entry.file
             say(f"quantizing {name}")
-            quantize_graph(export_dir / entry.file, dst, DirectoryCalibrationReader(calib_dir, name), options)
+            # ORT's quantizer starts from ONNX Runtime's variant (fused attention stays fp32); the
+            # TensorRT QDQ graphs from the plain graph TensorRT builds
+            src = entry.file_for(ORT_VARIANT if options.quantizer == "ort" else None)[0]
+            quantize_graph(export_dir / src, dst, DirectoryCalibrationReader(calib_dir, name), options)
             from fastsam2.runtime.backends.ort import OrtStageRunner
 
             q = OrtStageRunner(entry.spec, dst, intra_op_threads=options.intra_op_threads)

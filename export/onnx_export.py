@@ -15,7 +15,6 @@ temporary directory beside ``out_dir`` and renamed at the end, so a failed expor
 from __future__ import annotations
 
 import contextlib
-import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fastsam2.runtime.config import ModelConfig
-from fastsam2.runtime.manifest import CONSTANTS_NAME, GraphEntry, Manifest
+from fastsam2.runtime.manifest import CONSTANTS_NAME, ORT_VARIANT, GraphEntry, GraphVariant, Manifest
 from fastsam2.runtime.specs import (
     IMAGE_ENCODER,
     MASK_DECODER,
@@ -36,6 +35,7 @@ from fastsam2.runtime.errors import UserError
 from fastsam2.runtime.outdir import atomic_output_dir
 
 DEFAULT_OPSET = 17
+ATTENTION_KINDS = ("onnx", "ort")
 GRAPH_ORDER = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 # ONNX protobufs cannot exceed 2 GiB; larger graphs keep their weights in a side file.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -45,8 +45,9 @@ class ExportError(UserError, ValueError):
     """An export that cannot be done or failed a check (one-line message for the CLI)."""
 
 
-def graph_file(name: str) -> str:
-    return f"{name}.onnx"
+def graph_file(name: str, variant: str | None = None) -> str:
+    """``<graph>.onnx``, or ``<graph>.<variant>.onnx`` for a runtime-specific variant."""
+    return f"{name}.onnx" if variant is None else f"{name}.{variant}.onnx"
 
 
 # -- dummy inputs ---------------------------------------------------------------------------------
@@ -150,33 +151,37 @@ def graph_metadata(config: ModelConfig) -> dict[str, str]:
     return {"fastsam2.config_name": config.config_name, "fastsam2.image_size": str(config.image_size)}
 
 
-def export_graph(
+def trace_graph(
     module: Any,
     spec: GraphSpec,
-    path: str | Path,
     config: ModelConfig,
     *,
     opset: int = DEFAULT_OPSET,
     optimize: bool = True,
+    scratch: str | Path,
 ) -> Any:
-    """Export one stage module to ``path``; returns the saved ``onnx.ModelProto``.
+    """Trace one stage module into an ``onnx.ModelProto`` with its attention as ONNX Runtime's
+    MultiHeadAttention (:mod:`fastsam2.export.attention`), IO declared as the spec says.
 
-    Raises :class:`ExportError` naming the graph when the trace froze a dynamic axis or the result
-    fails ``onnx.checker``.
+    ``scratch``: a file path the exporter writes through (removed after; a graph in a BytesIO would
+    be one more in-memory copy of its weights). Raises :class:`ExportError` naming the graph when the
+    trace froze a dynamic axis.
     """
     import onnx
     import torch
 
+    from .attention import ort_attention
+
     feeds = dummy_inputs(spec)
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings(), _static_position_embeddings(module, config):
+    scratch = Path(scratch)
+    with torch.no_grad(), warnings.catch_warnings(), _static_position_embeddings(module, config), ort_attention():
         # TracerWarnings about Python ints taken from shapes are expected: fixed sizes (S, H, W, C)
         # become constants, and the frozen-axis check below catches any dynamic one.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             tuple(feeds[n] for n in spec.input_names),
-            buf,
+            str(scratch),
             input_names=spec.input_names,
             output_names=spec.output_names,
             dynamic_axes=spec.dynamic_axes(),
@@ -184,7 +189,11 @@ def export_graph(
             do_constant_folding=True,
             dynamo=False,
         )
-    model = onnx.load_from_string(buf.getvalue())
+    del feeds
+    try:
+        model = onnx.load(str(scratch))
+    finally:
+        scratch.unlink(missing_ok=True)
     frozen = frozen_axes(model, spec)
     if frozen:
         raise ExportError(f"{spec.name}: the trace froze dynamic axes: {'; '.join(frozen)}")
@@ -195,18 +204,54 @@ def export_graph(
     # The graph names the model it came from, so a runtime can refuse a manifest edited to another.
     for key, value in graph_metadata(config).items():
         model.metadata_props.add(key=key, value=value)
+    return model
+
+
+def save_graph(model: Any, spec: GraphSpec, path: str | Path) -> Path:
+    """Write ``model`` to ``path`` (weights in a side file past protobuf's 2 GiB) and run
+    ``onnx.checker`` (full check) on the file; :class:`ExportError` when it rejects the graph."""
+    import onnx
+
     path = Path(path)
     if model.ByteSize() > _EXTERNAL_DATA_BYTES:
         onnx.save(model, path, save_as_external_data=True, location=path.name + ".data")
-        check_target: Any = str(path)
     else:
         onnx.save(model, path)
-        check_target = model
     try:
-        onnx.checker.check_model(check_target, full_check=True)
+        onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0]
         raise ExportError(f"{spec.name}: onnx.checker rejects the exported graph: {first}") from e
+    return path
+
+
+def export_graph(
+    module: Any,
+    spec: GraphSpec,
+    path: str | Path,
+    config: ModelConfig,
+    *,
+    opset: int = DEFAULT_OPSET,
+    optimize: bool = True,
+    attention: str = "onnx",
+) -> Any:
+    """Export one stage module to ``path``; returns the saved ``onnx.ModelProto``.
+
+    ``attention``: "onnx" (standard operators, MatMul -> Softmax -> MatMul: what TensorRT parses) or
+    "ort" (``com.microsoft.MultiHeadAttention``: ONNX Runtime's fused kernel). Raises
+    :class:`ExportError` naming the graph when the trace froze a dynamic axis or the result fails
+    ``onnx.checker``.
+    """
+    from .attention import decompose_attention
+
+    if attention not in ATTENTION_KINDS:
+        raise ExportError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+    path = Path(path)
+    model = trace_graph(module, spec, config, opset=opset, optimize=optimize,
+                        scratch=path.with_name(f".{path.name}.trace"))
+    if attention == "onnx":
+        decompose_attention(model)
+    save_graph(model, spec, path)
     return model
 
 
@@ -245,6 +290,7 @@ def export_graphs(
     frames: Any = None,
     overwrite: bool = False,
     trt_check: bool = True,
+    ort_variants: bool = True,
     log: Any = None,
 ) -> Manifest:
     """Export ``model``'s stages (+ ``router_stage``, any module with a ``.spec``) to ``out_dir``.
@@ -255,10 +301,14 @@ def export_graphs(
     shape sets (see :func:`fastsam2.export.validate.validate_graphs`); a failure raises
     :class:`~fastsam2.export.validate.ValidationError` listing every problem. ``trt_check``: a graph
     that fails the static TensorRT-10 check raises :class:`ExportError` with the full report.
-    ``router_weights``: the router's weights file, hashed into the manifest.
+    ``router_weights``: the router's weights file, hashed into the manifest. ``ort_variants``: also
+    write ``<graph>.ort.onnx`` for every graph with attention (``MultiHeadAttention`` for ONNX
+    Runtime; the manifest lists it as the graph's "ort" variant, the plain file stays TensorRT's).
     """
     from fastsam2.export.models import file_sha256, model_config
     from fastsam2.export.stages import FILL_MODES, build_stages, model_constants
+
+    from .attention import decompose_attention, has_fused_attention
 
     if fill not in FILL_MODES:
         raise ExportError(f"fill must be one of {FILL_MODES}, got {fill!r}")
@@ -283,13 +333,26 @@ def export_graphs(
             spec = stage.spec
             path = tmp / graph_file(name)
             say(f"exporting {name} -> {path.name}")
-            onnx_model = export_graph(stage, spec, path, config, opset=opset)
+            # one trace: its attention as ONNX Runtime's fused node (the "ort" variant), then the
+            # same graph with attention in standard operators (the plain graph TensorRT parses)
+            onnx_model = trace_graph(stage, spec, config, opset=opset, scratch=tmp / f".{name}.trace")
+            if ort_variants and has_fused_attention(onnx_model):
+                vpath = save_graph(onnx_model, spec, tmp / graph_file(name, ORT_VARIANT))
+                variants = {ORT_VARIANT: GraphVariant(
+                    file=vpath.name, sha256=file_sha256(vpath), runtime="onnxruntime",
+                    note="attention as com.microsoft.MultiHeadAttention (fused CPU kernel)",
+                )}
+            else:
+                variants = {}
+            save_graph(decompose_attention(onnx_model), spec, path)
             if trt_check:
                 report = trt_compat_report(onnx_model, spec, config)
                 compat[name] = list(report.problems)
                 if not report.ok:
                     raise ExportError(report.format().replace("\n", " "))
-            entries[name] = GraphEntry(name=name, file=path.name, sha256=file_sha256(path), spec=spec)
+            entries[name] = GraphEntry(name=name, file=path.name, sha256=file_sha256(path), spec=spec,
+                                       variants=variants)
+            del onnx_model
         np.savez(tmp / CONSTANTS_NAME, **model_constants(model))
         if router_weights is not None:
             router_hash = file_sha256(router_weights)
@@ -319,11 +382,12 @@ def export_summary(manifest: Manifest, out_dir: str | Path) -> list[str]:
     """Human-readable lines: one per graph (file, size, max |Δ| when validated)."""
     lines = []
     val = (manifest.validation or {}).get("max_abs_diff", {})
-    for name, g in manifest.graphs.items():
-        size = (Path(out_dir) / g.file).stat().st_size / 2**20
-        diffs = val.get(name)
+    for label, file in manifest.graph_files():
+        size = (Path(out_dir) / file).stat().st_size / 2**20
+        diffs = val.get(label)
         extra = ""
         if diffs:
             extra = "  max|Δ| " + ", ".join(f"{k}={v:.1e}" for k, v in diffs.items())
-        lines.append(f"{g.file:24s} {size:8.1f} MiB{extra}")
+        lines.append(f"{file:28s} {size:8.1f} MiB{extra}")
     return lines
+

@@ -213,7 +213,7 @@ def _as_tuple(x):
     return x if isinstance(x, tuple) else (x,)
 
 
-def _declared_axes_problems(path: Path, spec: GraphSpec) -> list[str]:
+def _declared_axes_problems(path: Path, spec: GraphSpec, label: str) -> list[str]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -224,7 +224,7 @@ def _declared_axes_problems(path: Path, spec: GraphSpec) -> list[str]:
             continue  # reported by the name check
         dims = [d.dim_param or d.dim_value for d in io[t.name].type.tensor_type.shape.dim]
         if len(dims) != len(t.shape) or any(a != b for a, b in zip(dims, t.shape)):
-            problems.append(f"{spec.name}: {t.name} declared {tuple(dims)}, spec {t.shape}")
+            problems.append(f"{label}: {t.name} declared {tuple(dims)}, spec {t.shape}")
     return problems
 
 
@@ -264,19 +264,20 @@ def validate_graphs(
     if intra_op_threads:
         opts.intra_op_num_threads = intra_op_threads
 
-    for name, entry in manifest.graphs.items():
-        spec = stages[name].spec if name in stages else entry.spec
-        path = out_dir / entry.file
+    for label, file in manifest.graph_files():
+        name = label.split("[")[0]  # a variant is checked against the same stage and spec
+        spec = stages[name].spec if name in stages else manifest.graphs[name].spec
+        path = out_dir / file
         sess = ort.InferenceSession(str(path), opts, providers=list(providers))
         # 1. names
         got_out = [o.name for o in sess.get_outputs()]
         got_in = [i.name for i in sess.get_inputs()]
         if got_out != spec.output_names:
-            name_fails.append(f"{name}: outputs {got_out}, spec {spec.output_names}")
+            name_fails.append(f"{label}: outputs {got_out}, spec {spec.output_names}")
         if got_in != spec.input_names:
-            name_fails.append(f"{name}: inputs {got_in}, spec {spec.input_names}")
+            name_fails.append(f"{label}: inputs {got_in}, spec {spec.input_names}")
         # 2. declared dynamic axes
-        axis_fails.extend(_declared_axes_problems(path, spec))
+        axis_fails.extend(_declared_axes_problems(path, spec, label))
         if got_out != spec.output_names or got_in != spec.input_names:
             continue
         # 3./4. shapes, then values, at every shape set
@@ -290,22 +291,22 @@ def validate_graphs(
             try:
                 ours = sess.run(None, feed)
             except Exception as e:  # noqa: BLE001 - any ORT failure at a shape set is a finding
-                shape_fails.append(f"{name} at {sizes}: ONNX Runtime failed: {str(e).splitlines()[0]}")
+                shape_fails.append(f"{label} at {sizes}: ONNX Runtime failed: {str(e).splitlines()[0]}")
                 continue
             for t, a, b in zip(spec.outputs, ref, ours):
                 want = t.concrete(sizes)
                 if a.shape != want or b.shape != want:
                     shape_fails.append(
-                        f"{name}.{t.name} at {sizes}: ORT {b.shape}, torch {a.shape}, spec {want}"
+                        f"{label}.{t.name} at {sizes}: ORT {b.shape}, torch {a.shape}, spec {want}"
                     )
                     continue
                 diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
                 worst[t.name] = max(worst[t.name], diff)
-        report.max_abs_diff[name] = worst
+        report.max_abs_diff[label] = worst
         for o, d in worst.items():
             atol = spec.atol.get(o)
             if atol is not None and not d <= atol:
-                value_fails.append(f"{name}.{o}: max |Δ| {d:.2e} > atol {atol:.0e}")
+                value_fails.append(f"{label}.{o}: max |Δ| {d:.2e} > atol {atol:.0e}")
     report.failures = name_fails + axis_fails + shape_fails + value_fails
     if not report.ok:
         raise ValidationError(report)

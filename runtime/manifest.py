@@ -89,21 +89,56 @@ def spec_from_json(name: str, data: dict[str, Any]) -> GraphSpec:
     )
 
 
+# Graph variants: the same stage, spec and weights written for one runtime. "ort": attention as
+# ONNX Runtime's com.microsoft.MultiHeadAttention (its fused flash kernel on the CPU, no K x M score
+# matrix); the plain file is standard ONNX, the one TensorRT parses.
+ORT_VARIANT = "ort"
+
+
+@dataclass
+class GraphVariant:
+    """Another file of a graph (same spec, same weights) for one runtime, and what differs."""
+
+    file: str
+    sha256: str
+    runtime: str  # the runtime it is written for ("onnxruntime")
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "runtime": self.runtime, "note": self.note}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GraphVariant":
+        return cls(file=data["file"], sha256=data["sha256"], runtime=data["runtime"], note=data.get("note", ""))
+
+
 @dataclass
 class GraphEntry:
-    """One exported graph: its file (relative to the export directory), sha256 and interface."""
+    """One exported graph: its file (relative to the export directory), sha256 and interface, plus
+    runtime-specific variants of it ({variant name: :class:`GraphVariant`})."""
 
     name: str
     file: str
     sha256: str
     spec: GraphSpec
+    variants: dict[str, GraphVariant] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "sha256": self.sha256, **spec_to_json(self.spec)}
+        out = {"file": self.file, "sha256": self.sha256, **spec_to_json(self.spec)}
+        if self.variants:
+            out["variants"] = {k: v.to_json() for k, v in self.variants.items()}
+        return out
 
     @classmethod
     def from_json(cls, name: str, data: dict[str, Any]) -> "GraphEntry":
-        return cls(name=name, file=data["file"], sha256=data["sha256"], spec=spec_from_json(name, data))
+        variants = {k: GraphVariant.from_json(v) for k, v in data.get("variants", {}).items()}
+        return cls(name=name, file=data["file"], sha256=data["sha256"], spec=spec_from_json(name, data),
+                   variants=variants)
+
+    def file_for(self, variant: str | None) -> tuple[str, str]:
+        """(file, sha256) of ``variant`` where this graph has it, else of the plain graph."""
+        v = self.variants.get(variant) if variant else None
+        return (v.file, v.sha256) if v is not None else (self.file, self.sha256)
 
 
 @dataclass
@@ -159,6 +194,15 @@ class Manifest:
             versions=dict(data.get("versions", {})),
             validation=data.get("validation"),
         )
+
+    def graph_files(self) -> list[tuple[str, str]]:
+        """[(label, file)] of every graph file: ``name`` for a plain graph, ``name[variant]`` for a
+        variant (the labels validation reports under)."""
+        out = []
+        for name, g in self.graphs.items():
+            out.append((name, g.file))
+            out.extend((f"{name}[{v}]", var.file) for v, var in g.variants.items())
+        return out
 
     def write(self, directory: str | Path) -> Path:
         path = Path(directory) / MANIFEST_NAME

@@ -45,6 +45,11 @@ def test_demo_exports_and_tracks_pruned_with_ort(tmp_path, capsys):
     assert (out / "graphs" / "manifest.json").is_file() and (out / "graphs" / "router.onnx").is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["backend"] == "ort" and report["keep_ratio"] == 0.3 and report["frames"] == 3
+    # ONNX Runtime ran the fused-attention variants the export wrote beside the TensorRT graphs
+    assert (out / "graphs" / "image_encoder.onnx").is_file()
+    assert "image_encoder.ort.onnx" in report["runtime"] and "memory_attention.ort.onnx" in report["runtime"]
+    assert report["threads"]["threads"] >= 1 and report["threads"]["source"] == "idle cores"
+    assert report["peak_rss_mb"] > 0
     labels = np.array(Image.open(out / "masks" / "00002.png"))
     assert labels.shape == (540, 960) and set(np.unique(labels)) <= {0, 1, 2}
     assert (out / "overlay.mp4").stat().st_size > 1000

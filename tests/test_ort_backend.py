@@ -155,14 +155,16 @@ def test_missing_manifest_and_graph(export_dir, tmp_path):
         load_ort_backend(d)
 
 
-def test_truncated_graph(export_dir, tmp_path):
+@pytest.mark.parametrize("file,attention", [("mask_decoder.ort.onnx", "fused"), ("mask_decoder.onnx", "plain")])
+def test_truncated_graph(export_dir, tmp_path, file, attention):
     d = linked_copy(export_dir, tmp_path / "t")
-    (d / "mask_decoder.onnx").unlink()
-    (d / "mask_decoder.onnx").write_bytes((export_dir / "mask_decoder.onnx").read_bytes()[:4096])
-    with pytest.raises(GraphLoadError, match=r"mask_decoder\.onnx does not match the manifest"):
-        load_ort_backend(d)
-    with pytest.raises(GraphLoadError, match=r"cannot load .*mask_decoder\.onnx \(truncated or corrupt\?\)") as e:
-        load_ort_backend(d, check=False)
+    (d / file).unlink()
+    (d / file).write_bytes((export_dir / file).read_bytes()[:4096])
+    name = file.replace(".", r"\.")
+    with pytest.raises(GraphLoadError, match=rf"{name} does not match the manifest"):
+        load_ort_backend(d, attention=attention)
+    with pytest.raises(GraphLoadError, match=rf"cannot load .*{name} \(truncated or corrupt\?\)") as e:
+        load_ort_backend(d, check=False, attention=attention)
     assert "\n" not in str(e.value)
 
 

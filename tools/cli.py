@@ -93,6 +93,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", default=None, help="text description of the object(s) for the router")
     p.add_argument("--texts", default=None, help="text embeddings .npz from `fastsam2-export text`")
     p.add_argument("--router", default=None, help="router weights .safetensors (default: built-in heuristic weights)")
+    p.add_argument("--threads", type=positive(int), default=None, metavar="N",
+                   help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
 
 
 TORCH_ONLY = ("checkpoint", "device", "dtype")  # options an exported graph directory has fixed
@@ -157,7 +159,10 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     """A SAM2Tracker for the backend the arguments name, plus a description for reports."""
     from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
 
+    from fastsam2.runtime.threads import plan_threads
+
     check_model_args(args)
+    threads = plan_threads(getattr(args, "threads", None))
     if args.backend == "torch":
         try:
             import sam2  # noqa: F401
@@ -177,12 +182,15 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
             object_score_bias=5.0 if random_init else None,
             quiet=quiet,
         )
+        import torch
+
+        torch.set_num_threads(threads.threads)
         autocast = None if args.dtype == "float32" else args.dtype
         backend = build_torch_backend(model, autocast_dtype=autocast)
     elif args.backend == "ort":
         from fastsam2.runtime.backends.ort import load_ort_backend
 
-        backend = load_ort_backend(Path(args.graphs))
+        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads)
     else:
         from fastsam2.runtime.backends.trt import load_trt_backend
 
@@ -193,7 +201,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     if args.image_size is not None and args.image_size != cfg.image_size:
         raise UsageError(f"--image-size {args.image_size}: the graphs in {args.graphs} take {cfg.image_size}")
     info: dict = {"backend": args.backend, "config": cfg.config_name, "image_size": cfg.image_size,
-                  "keep_ratio": args.keep, "weights": weights}
+                  "keep_ratio": args.keep, "weights": weights, "threads": threads.to_json()}
     if args.backend != "torch":
         info["runtime"] = backend.description
     if weights == "random-init":
@@ -372,6 +380,8 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--image-size", type=positive(int), default=None, help="model input size (default 1024)")
     p.add_argument("--max-frames", type=positive(int), default=None)
     p.add_argument("--video", default=str(SAMPLE_CLIP), help="frames to track (default: the bundled sample clip)")
+    p.add_argument("--threads", type=positive(int), default=None, metavar="N",
+                   help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
     p.set_defaults(func=run_demo)
 
 
@@ -382,7 +392,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
         config=args.config, checkpoint=args.checkpoint, backend=args.backend, graphs=None,
         device=None, dtype="float32", image_size=args.image_size, keep=args.keep, text=None,
-        texts=None, router=None, video=args.video, fill_hole_area=None,
+        texts=None, router=None, video=args.video, fill_hole_area=None, threads=args.threads,
         prompts=[("point", [480.0, 300.0]), ("box", [100.0, 100.0, 300.0, 400.0])],
         obj_id=None, out=args.out, overwrite=True, max_frames=args.max_frames, on_bad_frame="stop",
         no_overlay=False, fps=None,
@@ -392,32 +402,62 @@ def run_demo(args: argparse.Namespace) -> int:
         return run_track(ns)
     if not 0.0 < args.keep <= 1.0:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise UsageError(f"--checkpoint: file not found: {args.checkpoint}")
+    with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
+        graphs = Path(tmp) / "graphs"
+        t0 = time.perf_counter()
+        print(f"exporting {args.config} to ONNX (in a separate process) ...", file=sys.stderr)
+        export_in_subprocess(
+            export_demo_graphs, args.config, args.checkpoint, args.image_size, str(graphs), args.threads
+        )
+        print(f"exported in {time.perf_counter() - t0:.0f} s; tracking with ONNX Runtime at keep {args.keep}",
+              file=sys.stderr)
+        # the graphs now fix the config, size and weights
+        ns.graphs, ns.config, ns.image_size, ns.checkpoint = str(graphs), None, None, None
+        code = run_track(ns, extra_dirs={"graphs": graphs})
+        if args.checkpoint is None:
+            print("fastsam2 demo: RANDOM weights (no --checkpoint): masks are meaningless, timings are real",
+                  file=sys.stderr)
+        return code
+
+
+def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | None, out: str,
+                       threads: int | None) -> None:
+    """The demo's export: ``config`` (random weights with the object-score bias +5 when no
+    checkpoint, so that masks show) and the default router, to ``out``."""
     try:
+        import torch
+
         from fastsam2.export.models import build_sam2
         from fastsam2.export.onnx_export import export_graphs
         from fastsam2.export.router import TokenRouter
     except ImportError as e:
         raise UsageError(f"demo exports ONNX first and needs fastsam2[export]: {e}") from None
-    with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
-        graphs = Path(tmp) / "graphs"
-        random_init = args.checkpoint is None
-        model = build_sam2(args.config, args.checkpoint, image_size=args.image_size,
-                           object_score_bias=5.0 if random_init else None)
-        router = TokenRouter.for_model(model)
-        router.fastsam2_weights = "default-weights"
-        t0 = time.perf_counter()
-        print(f"exporting {args.config} to ONNX ...", file=sys.stderr)
-        export_graphs(model, graphs, router_stage=router, validate=False)
-        print(f"exported in {time.perf_counter() - t0:.0f} s; tracking with ONNX Runtime at keep {args.keep}",
-              file=sys.stderr)
-        del model
-        # the graphs now fix the config, size and weights
-        ns.graphs, ns.config, ns.image_size, ns.checkpoint = str(graphs), None, None, None
-        code = run_track(ns, extra_dirs={"graphs": graphs})
-        if random_init:
-            print("fastsam2 demo: RANDOM weights (no --checkpoint): masks are meaningless, timings are real",
-                  file=sys.stderr)
-        return code
+    from fastsam2.runtime.threads import plan_threads
+
+    torch.set_num_threads(plan_threads(threads).threads)
+    model = build_sam2(config, checkpoint, image_size=image_size,
+                       object_score_bias=5.0 if checkpoint is None else None)
+    router = TokenRouter.for_model(model)
+    router.fastsam2_weights = "default-weights"
+    export_graphs(model, out, router_stage=router, validate=False)
+
+
+def export_in_subprocess(fn, *args) -> None:
+    """``fn(*args)`` in a fresh (spawned) process: torch, the traced model and the export's buffers
+    (about 1.9 GB at 1024 px, half of it torch's import and the trace) leave with it, so the
+    process that tracks afterwards holds ONNX Runtime only. A user error raised there is raised
+    here; a process that dies (out of memory, a signal) is one line."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            raise UsageError("the export process died (out of memory or killed); nothing was written") from None
 
 
 # ------------------------------------------------------------------------------------------------

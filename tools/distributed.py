@@ -44,8 +44,8 @@ def uses_gpu(args: argparse.Namespace) -> bool:
 class VideoWorker:
     """The actor: one loaded backend, any number of videos (wrapped by ``ray.remote`` at start)."""
 
-    def __init__(self, args: argparse.Namespace, torch_threads: int | None):
-        self.trackers = TrackerCache(args, torch_threads=torch_threads)
+    def __init__(self, args: argparse.Namespace, threads: int | None):
+        self.trackers = TrackerCache(args, threads=threads)
 
     def load(self) -> dict:
         """Build the backend now, so that model errors surface before any video is given out."""

@@ -116,9 +116,9 @@ class TrackerCache:
     This is what a long-lived worker holds: building the model or loading engines happens once.
     """
 
-    def __init__(self, args: argparse.Namespace, *, torch_threads: int | None = None):
+    def __init__(self, args: argparse.Namespace, *, threads: int | None = None):
         self.args = copy.copy(args)
-        self.torch_threads = torch_threads
+        self.threads = threads
         self.info: dict = {}
         self._base = None
         self._trackers: dict[tuple[float, str | None], Any] = {}
@@ -128,12 +128,10 @@ class TrackerCache:
         if self._base is None:
             from .cli import build_tracker
 
-            if self.torch_threads and self.args.backend == "torch":
-                import torch
-
-                torch.set_num_threads(self.torch_threads)
             args = copy.copy(self.args)
             args.keep = 1.0
+            if self.threads and getattr(args, "threads", None) is None:
+                args.threads = self.threads  # a Ray worker's CPUs
             self._base, self.info = build_tracker(args, quiet=True)
         return self.info
 
