@@ -27,6 +27,11 @@ class TorchStageRunner(StageRunner):
     copy the feed into the graph's static inputs, replay it and return clones of its outputs, so a
     stage costs one launch instead of hundreds. The feed's values may differ freely between calls,
     its shapes select the graph: keep them to a few buckets (see ``TrackerOptions.k_multiple``).
+
+    ``compile``: run the stage through ``torch.compile`` (TorchInductor: elementwise chains, layout
+    changes and RoPE fused into few kernels), shapes dynamic after the first change so that the
+    kept/memory/pointer counts do not each recompile; with ``cuda_graphs`` the compiled stage is what
+    each bucket's graph captures (compilation happens in the warm-up runs before the capture).
     """
 
     def __init__(
@@ -38,12 +43,14 @@ class TorchStageRunner(StageRunner):
         check_inputs: bool = True,
         cuda_graphs: bool = False,
         graph_pool: Any = None,
+        compile: bool = False,
     ):
         super().__init__(spec, check_inputs=check_inputs)
         import torch
 
         self.torch = torch
         self.module = module
+        self.call = torch.compile(module, dynamic=None) if compile else module
         self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
         self.device_type = next(iter(module.parameters())).device.type
         self.cuda_graphs = bool(cuda_graphs) and self.device_type == "cuda"
@@ -56,9 +63,9 @@ class TorchStageRunner(StageRunner):
         if self.autocast_dtype is not None:
             # no weight-cast cache: a captured graph must redo the casts it recorded
             with torch.autocast(self.device_type, dtype=self.autocast_dtype, cache_enabled=not self.cuda_graphs):
-                outs = self.module(**feed)
+                outs = self.call(**feed)
         else:
-            outs = self.module(**feed)
+            outs = self.call(**feed)
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
         if self.autocast_dtype is not None:
@@ -130,7 +137,12 @@ class DeviceTorchOps(TorchOps):
         return t.to(self.device, non_blocking=True)
 
     def preprocess_frame(self, image: np.ndarray, image_size: int, mean, std):
-        """RGB uint8 [H,W,3] → normalized float32 [1,3,S,S] on the device.
+        """RGB uint8 [H,W,3] → normalized float32 [1,3,S,S] on the device (see :meth:`preprocess_frames`)."""
+        return self.preprocess_frames([image], image_size, mean, std)[0]
+
+    def preprocess_frames(self, images: list[np.ndarray], image_size: int, mean, std) -> list:
+        """RGB uint8 [H,W,3] frames → normalized float32 [1,3,S,S] each, on the device; frames of one
+        size are uploaded and resized as one batch (several camera streams: one launch chain).
 
         PIL's default resize (bicubic, a=-0.5) is torch's antialiased bicubic done as PIL does it:
         horizontal pass, rounded to uint8 levels, then vertical pass, rounded: equal to the host
@@ -139,15 +151,11 @@ class DeviceTorchOps(TorchOps):
         import torch.nn.functional as F
 
         torch = self.torch
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"frames must be RGB uint8 arrays of shape [H, W, 3], got {image.dtype} {image.shape}"
-            )
-        x = self.asarray(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-        for size in ((x.shape[2], image_size), (image_size, image_size)):
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-            x = x.round_().clamp_(0.0, 255.0)
-        x = x / 255.0
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    f"frames must be RGB uint8 arrays of shape [H, W, 3], got {image.dtype} {image.shape}"
+                )
         key = (tuple(mean), tuple(std))
         if getattr(self, "_norm_key", None) != key:
             self._norm = (
@@ -155,7 +163,20 @@ class DeviceTorchOps(TorchOps):
                 torch.tensor(std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1),
             )
             self._norm_key = key
-        return ((x - self._norm[0]) / self._norm[1]).contiguous()
+        out: list = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(i)
+        for idx in by_size.values():
+            batch = np.stack([images[i] for i in idx]) if len(idx) > 1 else images[idx[0]][None]
+            x = self.asarray(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
+            for size in ((x.shape[2], image_size), (image_size, image_size)):
+                x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+                x = x.round_().clamp_(0.0, 255.0)
+            x = ((x / 255.0 - self._norm[0]) / self._norm[1]).contiguous()
+            for j, i in enumerate(idx):
+                out[i] = x[j : j + 1]
+        return out
 
 
 def build_torch_backend(
@@ -167,12 +188,14 @@ def build_torch_backend(
     extra_stages: dict[str, Any] | None = None,
     cuda_graphs: bool = False,
     router_weights: str | None = None,
+    compile: bool = False,
 ) -> Backend:
     """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device), the token
     router included (``router_weights``: a router .safetensors; default: the built-in weights).
 
     On CUDA, ``cuda_graphs`` captures each stage per input-shape bucket (see
-    :class:`TorchStageRunner`); all graphs share one memory pool.
+    :class:`TorchStageRunner`); all graphs share one memory pool. ``compile``: every stage through
+    ``torch.compile`` (the eager stages stay the reference: parity tests run them).
     """
     from .models import model_config
     from .router import TokenRouter, load_router
@@ -194,7 +217,7 @@ def build_torch_backend(
     runners = {
         name: TorchStageRunner(
             m, m.spec, autocast_dtype=autocast_dtype, check_inputs=check_inputs,
-            cuda_graphs=cuda_graphs, graph_pool=pool,
+            cuda_graphs=cuda_graphs, graph_pool=pool, compile=compile,
         )
         for name, m in stages.items()
     }
@@ -206,6 +229,6 @@ def build_torch_backend(
         config=model_config(model),
         constants=model_constants(model),
         description=f"torch {device}" + (f" autocast {autocast_dtype}" if autocast_dtype else "")
-        + (" cuda-graphs" if pool is not None else ""),
+        + (" cuda-graphs" if pool is not None else "") + (" compiled" if compile else ""),
         weights=getattr(model, "fastsam2_weights", None),
     )

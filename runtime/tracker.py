@@ -66,7 +66,7 @@ class TrackerOptions:
     # GPU path (defaults keep the reference behaviour):
     k_multiple: int = 1  # round the kept count up to a multiple of this (few shapes: CUDA graphs reuse)
     device_results: bool = False  # TrackResult logits/scores stay backend arrays: no host sync
-    device_preprocess: bool = False  # resize/normalize on the backend's device (ops.preprocess_frame)
+    device_preprocess: bool = False  # resize/normalize on the backend's device (ops.preprocess_frames)
 
     def __post_init__(self):
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -103,6 +103,13 @@ class TrackResult:
     def masks(self) -> dict[int, np.ndarray]:
         """{obj_id: bool [H, W]}."""
         return {oid: self.logits[i] > 0 for i, oid in enumerate(self.obj_ids)}
+
+
+def _rgb(frame: Any) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise TrackerError(f"frames must be RGB arrays [H, W, 3], got shape {frame.shape}")
+    return frame
 
 
 @dataclass
@@ -188,7 +195,7 @@ class SAM2Tracker:
         self.times = StageTimes()
         self._stream: VideoState | None = None
         self._consts: dict[tuple, Any] = {}
-        if self.options.device_preprocess and getattr(ops, "preprocess_frame", None) is None:
+        if self.options.device_preprocess and getattr(ops, "preprocess_frames", None) is None:
             raise TrackerError(f"device_preprocess: the {backend.name} backend's ops cannot preprocess")
 
     def _const(self, x: np.ndarray) -> Any:
@@ -229,8 +236,8 @@ class SAM2Tracker:
         """[(RGB uint8 [H,W,3], frame index)] → their :class:`FrameFeatures`, encoded in batches."""
         cfg = self.config
         t0 = time.perf_counter()
-        if self.options.device_preprocess:
-            xs = [self.ops.preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std) for im, _ in frames]
+        if self.options.device_preprocess:  # frames of one size resized as one batch
+            xs = self.ops.preprocess_frames([im for im, _ in frames], cfg.image_size, cfg.img_mean, cfg.img_std)
         else:
             xs = [self.ops.asarray(preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std)) for im, _ in frames]
         if self.options.profile_stages:
@@ -778,28 +785,41 @@ class SAM2Tracker:
         ``frame``: RGB uint8 [H,W,3]. ``prompts``: {obj_id: Prompt} given on this frame (a new
         object, or a re-initialisation of an existing one). Returns the masks at frame resolution.
         """
-        t0 = time.perf_counter()
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise TrackerError(f"frames must be RGB arrays [H, W, 3], got shape {frame.shape}")
-        h, w = frame.shape[:2]
+        frame = _rgb(frame)
         if self._stream is None:
-            self._stream = VideoState(h, w)
-        state = self._stream
-        if (h, w) != (state.video_height, state.video_width):
-            raise TrackerError(
-                f"frame size {w}x{h} differs from the stream's {state.video_width}x{state.video_height}"
-            )
-        t = state.last_frame_idx + 1
-        feats = self._features(state, t, frame)
-        for obj_id, prompt in (prompts or {}).items():
-            self._apply_prompt(state, obj_id, t, prompt)
-        if not state.objects:
+            self._stream = VideoState(*frame.shape[:2])
+        if not self._stream.objects and not prompts:
             raise TrackerError("no object to track: pass prompts={obj_id: Prompt(...)} on a frame")
-        self.flush_memory(state)
-        self._step_objects(state, feats)
-        state.last_frame_idx = t
-        return self._result(state, t, t0)
+        return self.track_streams([(self._stream, frame, prompts)])[0]
+
+    def track_streams(
+        self, items: list[tuple[VideoState, np.ndarray, dict[int, Prompt] | None]]
+    ) -> list[TrackResult]:
+        """The next frame of each of several streaming sessions ``(state, RGB uint8 [H,W,3],
+        {obj_id: Prompt} or None)``, batched: one image-encoder call for all frames, then every
+        object of every session through the per-object stages together (:meth:`step_frames`).
+        A session without objects has its frame encoded and counted, nothing tracked. Returns one
+        :class:`TrackResult` per item; ``ms`` is the whole batch's time."""
+        t0 = time.perf_counter()
+        frames = []
+        for state, frame, _ in items:
+            frame = _rgb(frame)
+            if frame.shape[:2] != (state.video_height, state.video_width):
+                raise TrackerError(
+                    f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the stream's "
+                    f"{state.video_width}x{state.video_height}"
+                )
+            frames.append((frame, state.last_frame_idx + 1))
+        feats = self.encode_images(frames)
+        for (state, _, prompts), f in zip(items, feats):
+            state.cached = f
+            for obj_id, prompt in (prompts or {}).items():
+                self._apply_prompt(state, obj_id, f.frame_idx, prompt)
+        self._flush([obj for state, _, _ in items for obj in state.objects.values()])
+        self.step_frames([(state, f) for (state, _, _), f in zip(items, feats) if state.objects])
+        for (state, _, _), f in zip(items, feats):
+            state.last_frame_idx = f.frame_idx
+        return [self._result(state, f.frame_idx, t0) for (state, _, _), f in zip(items, feats)]
 
     def refine(
         self,

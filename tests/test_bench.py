@@ -14,13 +14,15 @@ def test_bench_cpu_report(bedroom, tmp_path):
     out = tmp_path / "bench.json"
     rc = main([
         "bench", "--device", "cpu", "--image-size", "256", "--frames", "3", "--keep", "1.0,0.5",
-        "--frames-dir", str(bedroom), "--json", str(out),
+        "--frames-dir", str(bedroom), "--json", str(out), "--threads", "1",
     ])
     assert rc == 0
     report = json.loads(out.read_text())
     assert set(report) == {"meta", "runs", "comparisons"}
     meta = report["meta"]
     assert meta["device"] == "cpu" and meta["image_size"] == 256 and "RANDOM" in meta["weights"]
+    assert meta["threads"]["threads"] == 1 and meta["threads"]["source"] == "--threads"
+    assert meta["torch_threads"] == 1  # both sides ran with the chosen threads
     runs = report["runs"]
     official = [r for r in runs if r["impl"] == "official"]
     ours = [r for r in runs if r["impl"] == "fastsam2"]
@@ -30,6 +32,7 @@ def test_bench_cpu_report(bedroom, tmp_path):
         for key in ("median_ms", "p90_ms", "mean_ms", "fps", "prompt_ms"):
             assert r[key] > 0, (r["variant"], key)
         assert r["peak_mem_mb"] >= 0 and r["memory_bank_mb"] > 0
+        assert r["peak_rss_mb"] >= r["rss_base_mb"] > 0  # per configuration, absolute and above its start
         assert r["stage_ms"] and all(v > 0 for v in r["stage_ms"].values())
     assert {"image_encoder", "memory_attention", "mask_decoder", "memory_encoder"} <= set(official[0]["stage_ms"])
     assert "router" in next(r for r in ours if r["keep"] == 0.5)["stage_ms"]

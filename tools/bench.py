@@ -47,22 +47,38 @@ from fastsam2.runtime.outdir import check_output_file, write_text_atomic
 from fastsam2.runtime.errors import UsageError
 
 DEFAULT_FRAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bedroom"
-PROMPT_BOX = (100.0, 100.0, 300.0, 400.0)  # x0, y0, x1, y1 in video pixels
-PROMPT_POINT = (200.0, 250.0)  # a positive click inside the box
-# --objects 2 adds a second object (SAM2 runs memory attention once per object and frame)
-SECOND_BOX = (600.0, 150.0, 900.0, 450.0)
-SECOND_POINT = (750.0, 300.0)
+# Benchmark objects: a box (x0, y0, x1, y1, video pixels of the 960x540 sample) and a positive click
+# inside it each; --objects N prompts the first N on frame 0 (SAM2 runs memory attention, the mask
+# decoder and the memory encoder once per object and frame).
+BENCH_OBJECTS = (
+    ((100.0, 100.0, 300.0, 400.0), (200.0, 250.0)),
+    ((600.0, 150.0, 900.0, 450.0), (750.0, 300.0)),
+    ((350.0, 80.0, 550.0, 280.0), (450.0, 180.0)),
+    ((380.0, 300.0, 580.0, 500.0), (480.0, 400.0)),
+    ((20.0, 380.0, 180.0, 530.0), (100.0, 455.0)),
+    ((780.0, 20.0, 940.0, 140.0), (860.0, 80.0)),
+    ((620.0, 460.0, 800.0, 530.0), (710.0, 495.0)),
+    ((200.0, 20.0, 340.0, 90.0), (270.0, 55.0)),
+)
+STREAM_OFFSET = 25  # stream i starts at sample frame 25*i: the streams see different frames
 
 
 def object_prompts(n: int) -> list[tuple[int, tuple[float, float], tuple[float, float, float, float]]]:
     """[(obj_id, click, box)] for the first n benchmark objects."""
-    return [(1, PROMPT_POINT, PROMPT_BOX), (2, SECOND_POINT, SECOND_BOX)][:n]
-OBJ_ID = 1
+    return [(i + 1, point, box) for i, (box, point) in enumerate(BENCH_OBJECTS[:n])]
 STAGES_OFFICIAL = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
 
 # ------------------------------------------------------------------------------------------------
 # CLI
+def _dtypes(text: str) -> list[str]:
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in vals if v not in ("float32", "bfloat16")]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(f"expected float32 and/or bfloat16, got {text!r}")
+    return vals
+
+
 def _ints(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
@@ -112,8 +128,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ort-int8", action="store_true",
                    help="ORT: also run the INT8 graphs (quantized and accepted per graph by "
                         "calibration/ort_quant's report; built from --frames-dir if the export has none)")
-    p.add_argument("--objects", type=int, choices=(1, 2), default=1,
-                   help="objects prompted on frame 0 (default 1; 2 adds a second box + click)")
+    p.add_argument("--objects", type=int, choices=range(1, len(BENCH_OBJECTS) + 1), default=1, metavar="N",
+                   help=f"objects prompted on frame 0, 1..{len(BENCH_OBJECTS)} (default 1)")
+    p.add_argument("--streams", type=positive(int), default=1, metavar="N",
+                   help="fastsam2: N streams (the sample clip from N offsets, --objects each) served by one "
+                        "MultiStreamTracker, batched; reports aggregate fps and per-stream latency (default 1)")
+    p.add_argument("--compile", action="store_true",
+                   help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
+    p.add_argument("--official-dtype", type=_dtypes, default=["float32"], metavar="D,D",
+                   help="the official predictor's modes: float32 (eager, its default) and/or bfloat16 "
+                        "(torch.inference_mode + bf16 autocast, as its README runs it); default float32")
+    p.add_argument("--official-vos", action="store_true",
+                   help="also the official predictor with vos_optimized=True (torch.compile of its "
+                        "stages; a failure is reported as a row)")
+    p.add_argument("--threads", type=positive(int), default=None, metavar="N",
+                   help="intra-op threads of torch (both sides) and ONNX Runtime (default: the CPU cores idle "
+                        "at the start)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", required=True, metavar="OUT.json", help="write the results here")
     p.add_argument("--plot", metavar="OUT.png", help="fps vs keep ratio and peak memory vs frames (matplotlib)")
@@ -140,7 +170,12 @@ class BenchOptions:
     official: bool = True
     official_offload: bool = False
     objects: int = 1
+    streams: int = 1
+    compile: bool = False
+    official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
+    official_vos: bool = False
     ort_int8: bool = False
+    threads: int | None = None
     seed: int = 0
     command: str = ""
 
@@ -153,8 +188,10 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda: torch sees no CUDA device")
     if args.ort_int8 and args.backend != "ort":
         raise UsageError("--ort-int8 needs --backend ort")
-    if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32"):
-        raise UsageError("--cuda-graphs and --dtype are torch-backend options")
+    if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32" or args.compile):
+        raise UsageError("--cuda-graphs, --compile and --dtype are torch-backend options")
+    if ("bfloat16" in args.official_dtype or args.official_vos) and device != "cuda":
+        raise UsageError("--official-dtype bfloat16 and --official-vos are GPU modes of the official predictor")
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
     if not Path(args.frames_dir).is_dir():
@@ -182,7 +219,12 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         official=not args.no_official,
         official_offload=args.official_offload,
         objects=args.objects,
+        streams=args.streams,
+        compile=args.compile,
+        official_dtypes=args.official_dtype,
+        official_vos=args.official_vos,
         ort_int8=args.ort_int8,
+        threads=args.threads,
         seed=args.seed,
         command=shlex.join(["fastsam2", *sys.argv[1:]]) if "bench" in sys.argv[1:2] else "",
     )
@@ -301,7 +343,8 @@ class MemoryMeter:
                 "peak_mem_delta_mb": (self.peak - self.base) / 2**20,
                 "peak_reserved_mb": self.peak_reserved / 2**20,
             }
-        return {"peak_mem_mb": (self.peak - self.base) / 2**20, "rss_base_mb": self.base / 2**20}
+        return {"peak_mem_mb": (self.peak - self.base) / 2**20, "rss_base_mb": self.base / 2**20,
+                "peak_rss_mb": self.peak / 2**20}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -355,12 +398,22 @@ def _stats(ms: list[float]) -> dict[str, float]:
     return {**s, "fps": fps(s)}
 
 
+def official_variant(dtype: str = "float32", offload: bool = False, vos: bool = False) -> str:
+    """The row name of an official-predictor mode ("official" is its default: eager fp32)."""
+    return " ".join(["official"] + (["vos_optimized"] if vos else []) + (["bf16"] if dtype == "bfloat16" else [])
+                    + (["offload_video_to_cpu"] if offload else []))
+
+
 def run_official(model, frames: SampleFrames, n: int, opts: BenchOptions, tmp: Path, *,
-                 offload: bool = False, profile_last: int = 0) -> dict[str, Any]:
+                 offload: bool = False, profile_last: int = 0, dtype: str = "float32",
+                 vos: bool = False) -> dict[str, Any]:
     """One official run over an n-frame folder: init_state, prompt on frame 0, propagate.
 
-    Per-stage times: over the last ``profile_last`` frames (GPU warm-up run), or on the CPU over
-    every tracked frame (synchronizing costs nothing there)."""
+    ``dtype`` "bfloat16": under bf16 autocast (with ``torch.inference_mode``), as SAM2's README runs
+    the predictor on a GPU. Per-stage times: over the last ``profile_last`` frames (GPU warm-up run),
+    or on the CPU over every tracked frame (synchronizing costs nothing there)."""
+    import contextlib
+
     import torch
 
     cuda = opts.device == "cuda"
@@ -370,7 +423,9 @@ def run_official(model, frames: SampleFrames, n: int, opts: BenchOptions, tmp: P
     meter = MemoryMeter(opts.device)
     ms: list[float] = []
     first_profiled = n - profile_last if cuda else 1
-    with meter, torch.inference_mode():
+    autocast = (torch.autocast(opts.device, dtype=torch.bfloat16) if dtype == "bfloat16"
+                else contextlib.nullcontext())
+    with meter, torch.inference_mode(), autocast:
         t0 = time.perf_counter()
         state = model.init_state(str(folder), offload_video_to_cpu=offload)
         sync()
@@ -394,7 +449,8 @@ def run_official(model, frames: SampleFrames, n: int, opts: BenchOptions, tmp: P
     profiled = n - first_profiled
     return {
         "impl": "official",
-        "variant": "official offload_video_to_cpu" if offload else "official",
+        "variant": official_variant(dtype, offload, vos),
+        "objects": opts.objects,
         "keep": 1.0,
         "frames": n,
         "load_s": load_s,
@@ -422,7 +478,8 @@ def _official_bank_bytes(state) -> int:
 
 # ------------------------------------------------------------------------------------------------
 # fastsam2
-def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision: str = "fp32"):
+def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision: str = "fp32",
+                   threads: int | None = None):
     """The fastsam2 backend over ``model``'s weights (torch stages, or ONNX graphs of ``model``)."""
     if opts.backend == "torch":
         from fastsam2.export.torch_backend import build_torch_backend
@@ -435,13 +492,14 @@ def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision:
         )
     from fastsam2.runtime.backends.ort import load_ort_backend
 
-    return load_ort_backend(graphs_dir, check_inputs=False, precision=precision)
+    return load_ort_backend(graphs_dir, check_inputs=False, precision=precision, intra_op_threads=threads)
 
 
 def _tracker(backend, keep: float, opts: BenchOptions):
+    """A MultiStreamTracker over ``backend`` at ``keep`` (one stream is the streaming tracker)."""
     from fastsam2.runtime.router import make_router
-    from fastsam2.runtime.specs import ROUTER
-    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.streams import MultiStreamTracker
+    from fastsam2.runtime.tracker import TrackerOptions
 
     router = make_router(backend) if keep < 1.0 else None  # the backend's router stage, graphs too
     gpu_path = opts.cuda_graphs
@@ -454,12 +512,15 @@ def _tracker(backend, keep: float, opts: BenchOptions):
         device_results=gpu_path,
         device_preprocess=gpu_path,
     )
-    return SAM2Tracker(backend, options, router=router)
+    return MultiStreamTracker(backend, options, router=router)
 
 
-def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep: float,
+def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: float,
                  *, profile_last: int = 0) -> dict[str, Any]:
-    """One streaming run over n frames (prompt on frame 0); per-stage times as in run_official."""
+    """One streaming run over n frames of each of ``opts.streams`` streams (stream i: the sample
+    clip from frame STREAM_OFFSET*i; ``opts.objects`` objects prompted on its frame 0), every step
+    one batch of all streams (:class:`MultiStreamTracker`). ms per frame is the step's time: each
+    stream's latency. Per-stage times as in run_official."""
     import torch
 
     from fastsam2.runtime.tracker import Prompt
@@ -470,41 +531,57 @@ def run_fastsam2(tracker, frames: SampleFrames, n: int, opts: BenchOptions, keep
         obj_id: Prompt(points=[point], labels=[1], box=list(box))
         for obj_id, point, box in object_prompts(opts.objects)
     }
+    streams = list(range(opts.streams))
     first_profiled = n - profile_last if cuda else 1
-    frames.preload(n)
-    tracker.reset()
+    frames.preload(n + STREAM_OFFSET * (opts.streams - 1))
+    for sid in list(mst.streams):
+        mst.remove_stream(sid)
+    tracker = mst.tracker
     times = tracker.set_profiling(False)
     meter = MemoryMeter(opts.device)
     ms: list[float] = []
+
+    def batch(t: int) -> dict[int, np.ndarray]:
+        return {sid: frames.image(t + STREAM_OFFSET * sid) for sid in streams}
+
     with meter:
         t0 = time.perf_counter()
-        tracker.track(frames.image(0), prompts)
+        mst.step(batch(0), {sid: prompts for sid in streams})
         sync()
         prompt_ms = (time.perf_counter() - t0) * 1e3
         for t in range(1, n):
             if t == first_profiled:
                 times = tracker.set_profiling(True)
             t0 = time.perf_counter()
-            res = tracker.track(frames.image(t))
+            res = mst.step(batch(t))
             sync()
             if t > opts.skip:
                 ms.append((time.perf_counter() - t0) * 1e3)
-        kept = res.kept_tokens.get(OBJ_ID, 0)
-        bank = tracker.memory_bytes(tracker.stream_state)
+        kept = res[0].kept_tokens.get(1, 0)
+        bank = sum(mst.memory_bytes(sid) for sid in streams)
         del res
     stage_ms = {k: v / (n - first_profiled) for k, v in times.ms.items()} if n > first_profiled else {}
     tracker.set_profiling(False)
-    tracker.reset()
+    for sid in streams:
+        mst.remove_stream(sid)
+    stats = _stats(ms)
+    mem = meter.fields()
     return {
         "impl": "fastsam2",
-        "variant": f"fastsam2 {opts.backend}" + (" cuda-graphs" if opts.cuda_graphs else ""),
+        "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
+        + (" cuda-graphs" if opts.cuda_graphs else ""),
         "keep": keep,
         "kept_tokens": int(kept),
+        "objects": opts.objects,
+        "streams": opts.streams,
         "frames": n,
         "prompt_ms": prompt_ms,
-        **_stats(ms),
+        **stats,
+        # every stream gets one frame per step: frames/s over all streams
+        "aggregate_fps": stats["fps"] * opts.streams,
         "stage_ms": stage_ms,
-        **meter.fields(),
+        **mem,
+        "peak_mem_per_stream_mb": mem["peak_mem_mb"] / opts.streams,
         "memory_bank_mb": bank / 2**20,
     }
 
@@ -533,8 +610,11 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
     import torch
 
     from fastsam2.export.models import build_sam2
+    from fastsam2.runtime.threads import plan_threads
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # the official predictor's progress bars
+    threads = plan_threads(opts.threads)
+    torch.set_num_threads(threads.threads)  # both sides: the official predictor runs torch too
     frames = SampleFrames(opts.frames_dir)
     cuda = opts.device == "cuda"
     t_start = time.perf_counter()
@@ -546,6 +626,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "threads": threads.to_json(),
         "dtype": opts.dtype if opts.backend == "torch" else "float32 (onnx)",
         "official_dtype": "float32 (eager, as SAM2VideoPredictor runs by default)",
         "cuda_graphs": opts.cuda_graphs,
@@ -610,19 +691,12 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                 meta["int8_report"] = int8_report.to_json()
         # official predictor
         if opts.official:
-            variants = [False] + ([True] if opts.official_offload else [])
-            for offload in variants:
-                stage_ms = None
-                if opts.warmup_frames:
-                    log(f"bench: official warm-up ({opts.warmup_frames} frames)")
-                    stage_ms = run_official(model, frames, opts.warmup_frames, opts, tmp, offload=offload,
-                                            profile_last=opts.profile_frames)["stage_ms"]
-                for n in opts.frames:
-                    row = run_official(model, frames, n, opts, tmp, offload=offload)
-                    if stage_ms is not None:
-                        row["stage_ms"] = stage_ms
-                    rows.append(row)
-                    log(_row_line(row))
+            modes = [(dtype, False) for dtype in opts.official_dtypes]
+            modes += [(dtype, True) for dtype in opts.official_dtypes[:1] if opts.official_offload]
+            for dtype, offload in modes:
+                rows.extend(_official_rows(model, frames, opts, tmp, log, dtype=dtype, offload=offload))
+            if opts.official_vos:
+                rows.extend(_official_vos_rows(opts, frames, tmp, log))
         # fastsam2
         backend = None
         for precision, keep in [(p, k) for p in precisions for k in opts.keep]:
@@ -631,7 +705,9 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                 backend.close()
                 del tracker, backend
                 gc.collect()
-            backend = _make_fastsam2(model, opts, graphs_dir, precision)
+            backend = _make_fastsam2(model, opts, graphs_dir, precision, threads.threads)
+            if opts.compile:
+                log("bench: stages through torch.compile (compiled during the warm-up run)")
             tracker = _tracker(backend, keep, opts)
             stage_ms = None
             if opts.warmup_frames:
@@ -660,48 +736,133 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
     return report
 
 
+def _official_rows(model, frames, opts: BenchOptions, tmp: Path, log, *, dtype: str, offload: bool,
+                   vos: bool = False) -> list[dict[str, Any]]:
+    """The official predictor in one mode: a warm-up run (GPU: its last frames give the per-stage
+    times), then one row per video length."""
+    stage_ms = None
+    if opts.warmup_frames:
+        log(f"bench: {official_variant(dtype, offload, vos)} warm-up ({opts.warmup_frames} frames)")
+        stage_ms = run_official(model, frames, opts.warmup_frames, opts, tmp, offload=offload, dtype=dtype,
+                                vos=vos, profile_last=opts.profile_frames)["stage_ms"]
+    rows = []
+    for n in opts.frames:
+        row = run_official(model, frames, n, opts, tmp, offload=offload, dtype=dtype, vos=vos)
+        if stage_ms is not None:
+            row["stage_ms"] = stage_ms
+        rows.append(row)
+        log(_row_line(row))
+    return rows
+
+
+def _official_vos_rows(opts: BenchOptions, frames, tmp: Path, log) -> list[dict[str, Any]]:
+    """The official predictor built with ``vos_optimized=True`` (SAM2VideoPredictorVOS: its stages
+    through torch.compile) in its bf16 mode. A failure (compile or run) is a row with the error."""
+    import torch
+
+    from fastsam2.export.models import build_sam2
+
+    dtype = "bfloat16"
+    t0 = time.perf_counter()
+    try:
+        model = build_sam2(opts.config, opts.checkpoint, device=opts.device, image_size=opts.image_size,
+                           seed=opts.seed, object_score_bias=5.0, quiet=True, hydra_overrides=[
+                               "++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictorVOS",
+                               "++model.compile_image_encoder=True"])
+        return _official_rows(model, frames, opts, tmp, log, dtype=dtype, offload=False, vos=True)
+    except Exception as e:  # noqa: BLE001 - the official mode's failure is a finding, reported as a row
+        msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+        log(f"bench: {official_variant(dtype, vos=True)} failed after {time.perf_counter() - t0:.0f} s: {msg}")
+        return [{"impl": "official", "variant": official_variant(dtype, vos=True), "keep": 1.0,
+                 "objects": opts.objects, "frames": n, "error": msg,
+                 "failed_after_s": time.perf_counter() - t0} for n in opts.frames]
+    finally:
+        if opts.device == "cuda":
+            torch.cuda.empty_cache()
+
+
 def _row_line(r: dict[str, Any]) -> str:
-    return (f"  {r['variant']:<34} keep {r['keep']:.2f} frames {r['frames']:>5}: "
-            f"{r['median_ms']:8.2f} ms median ({r['fps']:7.2f} fps), p90 {r['p90_ms']:8.2f} ms, "
-            f"peak {r['peak_mem_mb']:9.1f} MiB")
+    if "error" in r:
+        return f"  {r['variant']:<34} frames {r['frames']:>5}: FAILED: {r['error']}"
+    streams = f" x{r['streams']} streams" if r.get("streams", 1) > 1 else ""
+    return (f"  {r['variant'] + streams:<34} keep {r['keep']:.2f} frames {r['frames']:>5}: "
+            f"{r['median_ms']:8.2f} ms median ({r['fps']:7.2f} fps"
+            + (f", {r['aggregate_fps']:.1f} fps in all" if streams else "")
+            + f"), p90 {r['p90_ms']:8.2f} ms, peak {r['peak_mem_mb']:9.1f} MiB")
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """fastsam2 vs the official predictor (default variant) at each video length."""
-    official = {r["frames"]: r for r in rows if r["variant"] == "official"}
+    """fastsam2 vs every official mode that ran, at each video length: fps ratio (with several
+    streams: fastsam2's aggregate fps, the official predictor serving streams one after another
+    at its own fps) and peak-memory ratio (per stream). ``fps_ratio`` / ``peak_mem_ratio`` are
+    against the default mode ("official", eager fp32), ``vs`` has every mode."""
+    official = [r for r in rows if r["impl"] == "official" and "error" not in r]
     out = []
     for r in rows:
-        ref = official.get(r["frames"])
-        if r["impl"] != "fastsam2" or ref is None:
+        if r["impl"] != "fastsam2":
             continue
+        fps = r.get("aggregate_fps", r["fps"])
+        mem = r.get("peak_mem_per_stream_mb", r["peak_mem_mb"])
+        vs = {}
+        for ref in official:
+            if ref["frames"] == r["frames"]:
+                vs[ref["variant"]] = {
+                    "fps_ratio": fps / ref["fps"] if ref["fps"] else None,
+                    "peak_mem_ratio": mem / ref["peak_mem_mb"] if ref["peak_mem_mb"] > 0 else None,
+                }
+        if not vs:
+            continue
+        default = vs.get("official", {})
         out.append({
             "variant": r["variant"],
             "keep": r["keep"],
             "frames": r["frames"],
-            "fps_ratio": r["fps"] / ref["fps"] if ref["fps"] else None,
-            "peak_mem_ratio": r["peak_mem_mb"] / ref["peak_mem_mb"] if ref["peak_mem_mb"] > 0 else None,
+            "streams": r.get("streams", 1),
+            "objects": r.get("objects", 1),
+            "fps_ratio": default.get("fps_ratio"),
+            "peak_mem_ratio": default.get("peak_mem_ratio"),
+            "vs": vs,
         })
     return out
 
 
 def format_table(report: dict[str, Any]) -> str:
+    """The report as a markdown table: one row per run; speedups against every official mode."""
     m = report["meta"]
-    mem = "peak GPU MiB" if m["device"] == "cuda" else "peak RSS+ MiB"
+    cpu = m["device"] != "cuda"
+    threads = m.get("threads") or {}
+    modes = [v for v in dict.fromkeys(r["variant"] for r in report["runs"] if r["impl"] == "official")]
+    ok_modes = [v for v in modes if any(r["variant"] == v and "error" not in r for r in report["runs"])]
+    mem = "peak RSS+ MiB | peak RSS MiB" if cpu else "peak GPU MiB (per stream)"
+    head = ["side", "streams x objects", "keep", "frames", "ms/frame median", "p90", "fps (all streams)"]
     lines = [
         f"{m['config']} @ {m['image_size']} on {m['device_name']} ({m['backend']}, {m['dtype']}"
-        f"{', cuda graphs' if m['cuda_graphs'] else ''}); weights: {m['weights']}",
-        f"| side | keep | frames | ms/frame median | p90 | fps | {mem} | speedup | mem ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"{', cuda graphs' if m['cuda_graphs'] else ''}; {threads.get('threads', '?')} threads "
+        f"({threads.get('source', '?')})); weights: {m['weights']}",
+        "| " + " | ".join(head) + f" | {mem} | " + " | ".join(f"speedup vs {v}" for v in ok_modes)
+        + " | mem ratio |",
+        "|" + "---|" * (len(head) + (2 if cpu else 1) + len(ok_modes) + 1),
     ]
-    cmp = {(c.get("variant"), c["keep"], c["frames"]): c for c in report["comparisons"]}
+    cmp = {(c["variant"], c["keep"], c["frames"], c.get("streams", 1), c.get("objects", 1)): c
+           for c in report["comparisons"]}
     for r in report["runs"]:
-        c = cmp.get((r["variant"], r["keep"], r["frames"])) if r["impl"] == "fastsam2" else None
-        sp = f"{c['fps_ratio']:.2f}x" if c and c["fps_ratio"] else "-"
+        so = f"{r.get('streams', 1)} x {r.get('objects', 1)}"
+        if "error" in r:
+            lines.append(f"| {r['variant']} | {so} | - | {r['frames']} | FAILED: {r['error']} |")
+            continue
+        key = (r["variant"], r["keep"], r["frames"], r.get("streams", 1), r.get("objects", 1))
+        c = cmp.get(key) if r["impl"] == "fastsam2" else None
+        sp = [f"{c['vs'][v]['fps_ratio']:.2f}x" if c and v in c["vs"] else "-" for v in ok_modes]
         mr = f"{c['peak_mem_ratio']:.2f}" if c and c["peak_mem_ratio"] else "-"
         keep = f"{r['keep']:.2f}" + (f" (K={r['kept_tokens']})" if r.get("kept_tokens") else "")
+        if cpu:
+            memory = f"{r['peak_mem_mb']:.1f} | " + (f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-")
+        else:
+            memory = f"{r['peak_mem_mb']:.1f}" + (f" ({r['peak_mem_per_stream_mb']:.1f})"
+                                                  if r.get("streams", 1) > 1 else "")
         lines.append(
-            f"| {r['variant']} | {keep} | {r['frames']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
-            f"{r['fps']:.2f} | {r['peak_mem_mb']:.1f} | {sp} | {mr} |"
+            f"| {r['variant']} | {so} | {keep} | {r['frames']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
+            f"{r.get('aggregate_fps', r['fps']):.2f} | {memory} | " + " | ".join(sp) + f" | {mr} |"
         )
     return "\n".join(lines)
 
@@ -715,12 +876,12 @@ def plot_report(report: dict[str, Any], path: str | Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "no plot: matplotlib is not installed (pip install matplotlib)"
-    runs, m = report["runs"], report["meta"]
+    runs, m = [r for r in report["runs"] if "error" not in r], report["meta"]
     lengths = sorted({r["frames"] for r in runs})
     n_ref = min(lengths, key=lambda n: abs(n - 200))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     ours = sorted((r for r in runs if r["impl"] == "fastsam2" and r["frames"] == n_ref), key=lambda r: r["keep"])
-    a1.plot([r["keep"] for r in ours], [r["fps"] for r in ours], "o-", label="fastsam2")
+    a1.plot([r["keep"] for r in ours], [r.get("aggregate_fps", r["fps"]) for r in ours], "o-", label="fastsam2")
     for r in runs:
         if r["impl"] == "official" and r["frames"] == n_ref:
             a1.axhline(r["fps"], ls="--", color="gray" if "offload" not in r["variant"] else "silver",
@@ -734,10 +895,11 @@ def plot_report(report: dict[str, Any], path: str | Path) -> str:
     for variant, keep in variants:
         rs = sorted((r for r in runs if r["variant"] == variant and r["keep"] == keep), key=lambda r: r["frames"])
         label = variant if variant.startswith("official") else f"{variant} keep {keep:g}"
-        a2.plot([r["frames"] for r in rs], [r["peak_mem_mb"] for r in rs], "o-", label=label)
+        a2.plot([r["frames"] for r in rs], [r.get("peak_mem_per_stream_mb", r["peak_mem_mb"]) for r in rs], "o-",
+                label=label)
     a2.set_xscale("log")
     a2.set_xlabel("video length (frames)")
-    a2.set_ylabel("peak GPU memory (MiB)" if m["device"] == "cuda" else "peak RSS increase (MiB)")
+    a2.set_ylabel("peak GPU memory per stream (MiB)" if m["device"] == "cuda" else "peak RSS increase (MiB)")
     a2.set_title("memory vs video length")
     a2.set_ylim(bottom=0)
     a2.legend(fontsize=7)
