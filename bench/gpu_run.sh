@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (the device tool runs this in the repo root; $OUT comes back):
-#   bash bench/gpu_run.sh smoke   # correctness of the GPU path + a short bench
-#   bash bench/gpu_run.sh full    # the benchmark whose results are in bench/results/
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, objects, streams, full)
+# Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (../shared/tools/device-wheels.sh)
 # and the sample frames in .bench_frames/bedroom (both carried; neither is tracked).
 set -o pipefail
-export PYTHONUNBUFFERED=1
-mode=${1:-smoke}
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "pip -e failed"
 python3 -c "import fastsam2.tools.bench, sam2, torch; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$OUT/nvidia-smi.txt"
 frames=.bench_frames/bedroom
-if [ "$mode" = smoke ]; then
-  python3 bench/gpu_smoke.py --frames-dir $frames 2>&1 | tee "$OUT/smoke.log" || exit 1
-  python3 -m fastsam2.tools.cli bench --device cuda --cuda-graphs --dtype bfloat16 --keep 1.0,0.3 \
-    --frames 60 --frames-dir $frames --json "$OUT/smoke_bench.json" 2>&1 | tee -a "$OUT/smoke.log"
-else
-  python3 -m fastsam2.tools.cli bench --config tiny --backend torch --device cuda \
-    --keep 1.0,0.5,0.3 --frames 60,200,1000 --dtype bfloat16 --cuda-graphs --official-offload \
-    --frames-dir $frames --json "$OUT/gpu_h100.json" --plot "$OUT/gpu_h100.png" 2>&1 | tee "$OUT/gpu_h100.log"
-fi
+bench="python3 -m fastsam2.tools.cli bench --config tiny --backend torch --device cuda --dtype bfloat16 --cuda-graphs --frames-dir $frames"
+for mode in "${@:-smoke}"; do
+  case $mode in
+  smoke)  # parity, graphs vs eager, compile vs eager, batching (TF32 convolutions on and off)
+    python3 bench/gpu_smoke.py --frames-dir $frames --compile 2>&1 | tee "$OUT/smoke.log" || exit 1 ;;
+  batching)  # the smoke without the compile check
+    python3 bench/gpu_smoke.py --frames-dir $frames 2>&1 | tee "$OUT/batching.log" || exit 1 ;;
+  single)  # one stream, one object: official fp32 + bf16 against the CUDA-graph path
+    $bench --keep 1.0,0.3 --frames 200 --official-dtype float32,bfloat16 \
+      --json "$OUT/h200_single.json" 2>&1 | tee "$OUT/h200_single.log" || exit 1 ;;
+  compiled)  # the same, stages compiled, against the official bf16 mode of the same run
+    $bench --keep 1.0,0.3 --frames 200 --compile --official-dtype bfloat16 \
+      --json "$OUT/h200_single_compiled.json" 2>&1 | tee "$OUT/h200_single_compiled.log" || exit 1 ;;
+  objects)  # one stream, four objects
+    $bench --keep 0.3 --frames 200 --objects 4 --compile --official-dtype bfloat16 \
+      --json "$OUT/h200_4objects.json" 2>&1 | tee "$OUT/h200_4objects.log" || exit 1 ;;
+  streams)  # eight streams of one object, memory against video length
+    $bench --keep 0.3 --frames 60,200,1000 --streams 8 --compile --official-dtype bfloat16 \
+      --json "$OUT/h200_8streams.json" --plot "$OUT/h200_8streams.png" 2>&1 | tee "$OUT/h200_8streams.log" || exit 1 ;;
+  streams-200)  # eight streams at 200 frames only (the speed target), with a per-stage profile
+    $bench --keep 0.3 --frames 200 --streams 8 --compile --official-dtype bfloat16 \
+      --json "$OUT/h200_8streams_200.json" 2>&1 | tee "$OUT/h200_8streams_200.log" || exit 1 ;;
+  full)  # the H100 benchmark of bench/results/gpu_h100.*
+    $bench --keep 1.0,0.5,0.3 --frames 60,200,1000 --official-offload \
+      --json "$OUT/gpu_h100.json" --plot "$OUT/gpu_h100.png" 2>&1 | tee "$OUT/gpu_h100.log" ;;
+  *) echo "unknown mode $mode"; exit 2 ;;
+  esac
+done

@@ -98,10 +98,19 @@ def main() -> None:
               f"first run incl. compile {time.perf_counter() - t0:.0f} s; ms/frame median frames 20+: "
               f"compiled {statistics.median(c_ms[20:]):.2f}")
     batching(model, frames)
+    # the same without TF32 convolutions (cuDNN's default): what differs between batch sizes is
+    # then only the kernels' summation order
+    torch.backends.cudnn.allow_tf32 = False
+    batching(model, frames, label="cuDNN TF32 off")
+    torch.backends.cudnn.allow_tf32 = True
     print(f"max allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
 
-def batching(model, frames, n: int = 10) -> None:
+def _agreement(a: list, b: list) -> float:
+    return float(np.mean([((x > 0) == (y > 0)).mean() for x, y in zip(a, b)]))
+
+
+def batching(model, frames, n: int = 10, label: str = "cuDNN TF32 on (default)") -> None:
     """Four objects together vs one at a time, and four streams together vs four trackers (fp32)."""
     from fastsam2.runtime.streams import MultiStreamTracker
     from fastsam2.tools.bench import STREAM_OFFSET, object_prompts
@@ -117,7 +126,8 @@ def batching(model, frames, n: int = 10) -> None:
         results.append([tr.track(frames.image(t), prompts if t == 0 else None).logits for t in range(n)])
     d = max(float(np.abs(a - b).max()) for a, b in zip(*results))
     fg = min(float((m > 0).mean()) for lg in results[1] for m in lg)
-    print(f"4 objects batched vs one at a time, fp32, {n} frames: max |dlogit| = {d:.2e} (min fg {fg:.3f})")
+    print(f"{label}: 4 objects batched vs one at a time, fp32, {n} frames: max |dlogit| = {d:.2e}, "
+          f"mask agreement {_agreement(*results):.5f} (min fg {fg:.3f})")
     mst = MultiStreamTracker(backend, TrackerOptions(**opts), router=make_router(backend))
     one = {1: prompts[1]}
     together = {s: [] for s in range(4)}
@@ -126,12 +136,14 @@ def batching(model, frames, n: int = 10) -> None:
                        {s: one for s in range(4)} if t == 0 else None)
         for s, r in res.items():
             together[s].append(r.logits)
-    worst = 0.0
+    worst, agree = 0.0, []
     for s in range(4):
         tr = SAM2Tracker(backend, TrackerOptions(**opts), router=make_router(backend))
         alone = [tr.track(frames.image(t + STREAM_OFFSET * s), one if t == 0 else None).logits for t in range(n)]
         worst = max(worst, max(float(np.abs(a - b).max()) for a, b in zip(alone, together[s])))
-    print(f"4 streams in one MultiStreamTracker vs 4 trackers, fp32, {n} frames: max |dlogit| = {worst:.2e}")
+        agree.append(_agreement(alone, together[s]))
+    print(f"{label}: 4 streams in one MultiStreamTracker vs 4 trackers, fp32, {n} frames: "
+          f"max |dlogit| = {worst:.2e}, mask agreement {min(agree):.5f}")
 
 
 if __name__ == "__main__":

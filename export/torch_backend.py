@@ -168,8 +168,12 @@ class DeviceTorchOps(TorchOps):
         for i, image in enumerate(images):
             by_size.setdefault(image.shape[:2], []).append(i)
         for idx in by_size.values():
-            batch = np.stack([images[i] for i in idx]) if len(idx) > 1 else images[idx[0]][None]
-            x = self.asarray(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
+            # one host copy per frame, straight into pinned memory, then one upload for the batch
+            host = torch.empty((len(idx), *images[idx[0]].shape), dtype=torch.uint8, pin_memory=True)
+            staged = host.numpy()
+            for j, i in enumerate(idx):
+                staged[j] = images[i]
+            x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             for size in ((x.shape[2], image_size), (image_size, image_size)):
                 x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
                 x = x.round_().clamp_(0.0, 255.0)

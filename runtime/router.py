@@ -97,6 +97,7 @@ class TopKRouter:
     text_vectors: dict[int, np.ndarray] = field(default_factory=dict)
     max_batch: int | None = None  # objects per router call (None: all)
     last_scores: Any = None  # the most recent token_scores [1,HW] (last object), for inspection
+    _uploaded: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)  # id(vec) -> (vec, array)
 
     def _feed(self, obj: ObjectState, feats: FrameFeatures) -> dict[str, Any]:
         ops = self.ops
@@ -109,14 +110,19 @@ class TopKRouter:
             prev_logits = prev.pred_masks
         else:
             prev_logits = ops.full((1, 1, self.mask_size, self.mask_size), NO_OBJ_SCORE)
-        vec = self.text_vectors.get(obj.obj_id, self.default_text)
-        if vec is None:
-            vec = np.zeros(self.hidden_dim, np.float32)
         return {
             "vision_feats": feats.vision_feats,
-            "projected_text": ops.asarray(np.asarray(vec, np.float32).reshape(1, -1)),
+            "projected_text": self._text_array(self.text_vectors.get(obj.obj_id, self.default_text)),
             "prev_mask_logits": prev_logits,
         }
+
+    def _text_array(self, vec: np.ndarray | None) -> Any:
+        """The projected text [1,C] as a backend array, uploaded once per vector (not per frame)."""
+        cached = self._uploaded.get(id(vec))
+        if cached is None or cached[0] is not vec:
+            host = np.zeros(self.hidden_dim, np.float32) if vec is None else np.asarray(vec, np.float32)
+            cached = self._uploaded[id(vec)] = (vec, self.ops.asarray(host.reshape(1, -1)))
+        return cached[1]
 
     def select(self, items: list[tuple[ObjectState, FrameFeatures]], k: int) -> list[Any]:
         feeds = [self._feed(obj, feats) for obj, feats in items]
