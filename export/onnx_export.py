@@ -4,12 +4,15 @@
     manifest = export_graphs(model, "out/tiny", validate=True, frames="frames/")
 
 Every name, dtype and dynamic axis comes from the stage's :class:`~fastsam2.runtime.specs.GraphSpec`.
-Graphs are traced with the TorchScript exporter (``dynamo=False``: at opset 17 it gives the plainest
-graphs for TensorRT's parser), then cleaned by the onnxscript optimizer (constant folding; it removes
-the ``If``/``Tile`` shape arithmetic that Hiera's position-embedding resize leaves behind, since the
-image size is fixed), checked for frozen dynamic axes, given the spec's IO shapes, checked by
-``onnx.checker`` and by the static TensorRT-10 compatibility check. Everything is written into a
-temporary directory beside ``out_dir`` and renamed at the end, so a failed export leaves nothing.
+Graphs are traced once each with the TorchScript exporter (``dynamo=False``: at opset 17 it gives the
+plainest graphs for TensorRT's parser; Hiera's position embedding is traced as a constant, the image
+size being fixed), attention as ONNX Runtime's fused node (:mod:`fastsam2.export.attention`), then
+cleaned by the onnxscript optimizer (constant folding, shape arithmetic: about half the nodes),
+checked for frozen dynamic axes, given the spec's IO shapes and written twice where the graph has
+attention: as ``<graph>.ort.onnx`` (ONNX Runtime) and, attention in standard operators, as
+``<graph>.onnx`` (TensorRT, and the static TensorRT-10 compatibility check), each checked by
+``onnx.checker``. Everything is written into a temporary directory beside ``out_dir`` and renamed at
+the end, so a failed export leaves nothing.
 """
 
 from __future__ import annotations
@@ -291,6 +294,7 @@ def export_graphs(
     overwrite: bool = False,
     trt_check: bool = True,
     ort_variants: bool = True,
+    optimize: bool = True,
     log: Any = None,
 ) -> Manifest:
     """Export ``model``'s stages (+ ``router_stage``, any module with a ``.spec``) to ``out_dir``.
@@ -304,6 +308,9 @@ def export_graphs(
     ``router_weights``: the router's weights file, hashed into the manifest. ``ort_variants``: also
     write ``<graph>.ort.onnx`` for every graph with attention (``MultiHeadAttention`` for ONNX
     Runtime; the manifest lists it as the graph's "ort" variant, the plain file stays TensorRT's).
+    ``optimize``: clean each graph with the onnxscript optimizer (about half the nodes: shape
+    arithmetic folded; 10 s of a 1024-px export). Without it the graphs compute the same and pass
+    the same checks (ONNX Runtime folds at session start); ``fastsam2 demo`` skips it.
     """
     from fastsam2.export.models import file_sha256, model_config
     from fastsam2.export.stages import FILL_MODES, build_stages, model_constants
@@ -335,7 +342,8 @@ def export_graphs(
             say(f"exporting {name} -> {path.name}")
             # one trace: its attention as ONNX Runtime's fused node (the "ort" variant), then the
             # same graph with attention in standard operators (the plain graph TensorRT parses)
-            onnx_model = trace_graph(stage, spec, config, opset=opset, scratch=tmp / f".{name}.trace")
+            onnx_model = trace_graph(stage, spec, config, opset=opset, optimize=optimize,
+                                     scratch=tmp / f".{name}.trace")
             if ort_variants and has_fused_attention(onnx_model):
                 vpath = save_graph(onnx_model, spec, tmp / graph_file(name, ORT_VARIANT))
                 variants = {ORT_VARIANT: GraphVariant(

@@ -441,7 +441,8 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
                        object_score_bias=5.0 if checkpoint is None else None)
     router = TokenRouter.for_model(model)
     router.fastsam2_weights = "default-weights"
-    export_graphs(model, out, router_stage=router, validate=False)
+    # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
+    export_graphs(model, out, router_stage=router, validate=False, optimize=False)
 
 
 def export_in_subprocess(fn, *args) -> None:
