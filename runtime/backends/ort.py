@@ -13,13 +13,16 @@ with ``copy_outputs_to_cpu()`` — one explicit host→device and device→host 
 instead of ORT's implicit staging, and no host-side output allocation before the run. On CPU a plain
 ``session.run`` is already zero-copy for contiguous numpy inputs.
 
-Memory (CPU). By default every session keeps its own arena, grown to the next power of two of what
-a run asked for and never given back, plus a memory pattern planned per input shape: the five
-sessions' peaks add up. Here all sessions of the process allocate from ONE arena registered with
-the ONNX Runtime environment (``session.use_env_allocators``), grown by what is requested, and no
-memory pattern is planned (the per-object graphs change shape every frame). Measured on the 2-core
-CPU machine (tiny@1024, two objects, keep 0.3, 12 frames, fused attention): peak RSS 1805 MB with
-per-session arenas, 1143 MB with the shared one, ms per frame within noise (3659 vs 3788).
+Memory (CPU). By default every session keeps an arena of its own, never given back, plus a memory
+pattern planned per input shape: the five sessions' peaks add up, and the per-object graphs change
+shape every frame. Here (``arena="shared"``, the default) all sessions of the process allocate from
+ONE arena registered with the ONNX Runtime environment (``session.use_env_allocators``), grown in
+powers of two, and no memory pattern is planned. Growing by exactly what a run requests instead
+left a region per new shape behind (16 GB with plain attention at keep 1.0). Measured by
+``bench/ort_memory.py`` on the 2-core CPU (tiny@1024, two objects, 12 frames; peak RSS of the
+process, per-session → shared arena), fused attention: keep 0.3 1794 → 933 MB, keep 1.0 2284 → 993 MB,
+ms per frame within this machine's run-to-run spread; plain attention at keep 1.0: 5405 → 3128 MB
+(bench/results/cpu_ort_memory.*).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .base import Backend, StageError, StageRunner
 INT8_DIR = "int8"
 INT8_REPORT = "report.json"
 PRECISIONS = ("fp32", "int8")
+ARENAS = ("shared", "session")  # one process-wide arena, or ONNX Runtime's default of one per session
 ATTENTION = ("fused", "plain")
 
 
@@ -54,9 +58,9 @@ def _register_shared_cpu_arena(ort: Any) -> None:
     if _shared_arena_registered:
         return
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-    # max_mem 0: no cap; arena_extend_strategy 1: kSameAsRequested (grow by what a run needs, not to
-    # the next power of two); -1, -1: ONNX Runtime's initial chunk and dead-bytes defaults
-    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+    # max_mem 0: no cap; arena_extend_strategy 0: kNextPowerOfTwo (1, kSameAsRequested, leaves a
+    # region per new shape behind); -1, -1: ONNX Runtime's initial chunk and dead-bytes defaults
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 0, -1, -1))
     _shared_arena_registered = True
 
 
@@ -65,8 +69,8 @@ class OrtStageRunner(StageRunner):
 
     The session is created in :meth:`activate` (graph optimization level ALL); a file ORT cannot load
     raises :class:`GraphLoadError` naming it. ``intra_op_threads``: ORT's intra-op thread count
-    (None: ORT's default, one per physical core). ``shared_arena``: allocate from the process-wide
-    CPU arena (see the module docstring) instead of a session's own.
+    (None: ORT's default, one per physical core). ``arena``: how the session allocates on the CPU
+    (:data:`ARENAS`; see the module docstring).
     """
 
     def __init__(
@@ -77,13 +81,15 @@ class OrtStageRunner(StageRunner):
         providers: Sequence[Any] | None = None,
         intra_op_threads: int | None = None,
         check_inputs: bool = True,
-        shared_arena: bool = True,
+        arena: str = "shared",
     ):
         super().__init__(spec, check_inputs=check_inputs)
+        if arena not in ARENAS:
+            raise ValueError(f"arena must be one of {ARENAS}, got {arena!r}")
         self.path = Path(path)
         self.providers = list(providers or default_providers())
         self.intra_op_threads = intra_op_threads
-        self.shared_arena = shared_arena
+        self.arena = arena
         self.session = None
         self.use_io_binding = False
 
@@ -95,7 +101,7 @@ class OrtStageRunner(StageRunner):
         opts.log_severity_level = 3
         if self.intra_op_threads:
             opts.intra_op_num_threads = int(self.intra_op_threads)
-        if self.shared_arena:
+        if self.arena == "shared":
             _register_shared_cpu_arena(ort)
             opts.add_session_config_entry("session.use_env_allocators", "1")
             opts.enable_mem_pattern = False
@@ -174,7 +180,7 @@ def load_ort_backend(
     graphs: Sequence[str] | None = None,
     check_inputs: bool = True,
     attention: str = "fused",
-    shared_arena: bool = True,
+    arena: str = "shared",
 ) -> Backend:
     """A :class:`Backend` over the ONNX graphs in ``graph_dir`` (an ``export_graphs`` output).
 
@@ -184,7 +190,8 @@ def load_ort_backend(
     fp32 for the rest. ``graphs``: load only these (default: every graph in the manifest).
     ``attention``: "fused" loads each graph's ONNX Runtime variant (``<graph>.ort.onnx``: attention as
     one MultiHeadAttention node, run by ORT's fused kernel) where the export has one; "plain" the
-    standard-ONNX graphs TensorRT is built from.
+    standard-ONNX graphs TensorRT is built from. ``arena``: "shared" (one CPU arena for all the
+    process's sessions, see the module docstring) or "session" (ONNX Runtime's default).
     Every problem is one :class:`ManifestError` / :class:`GraphLoadError` line naming the file.
     Sessions are created here, so a corrupt graph fails now, not on the first frame.
     """
@@ -219,7 +226,7 @@ def load_ort_backend(
             providers=providers,
             intra_op_threads=intra_op_threads,
             check_inputs=check_inputs,
-            shared_arena=shared_arena,
+            arena=arena,
         )
         runner.activate()
         made_for = runner.session.get_modelmeta().custom_metadata_map.get("fastsam2.config_name")
