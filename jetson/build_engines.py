@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB",
                    help="TensorRT workspace limit (default: TensorRT's, the device memory)")
     p.add_argument("--profile", choices=("edge", "desktop"), default="edge", help="shape profile kind (default edge)")
+    p.add_argument("--max-batch", type=int, default=1, metavar="N",
+                   help="objects (or camera streams) one engine call takes (default 1)")
     p.add_argument("--only", nargs="+", metavar="GRAPH", help="build only these graphs")
     p.add_argument("--skip-compat-check", action="store_true", help="skip the static ONNX check (no onnx package)")
     return p
@@ -75,7 +77,7 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     plan = make_plan(args.graphs, args.out, kind=args.profile, precision=args.precision,
-                     workspace_mib=args.workspace, graphs=args.only)
+                     workspace_mib=args.workspace, graphs=args.only, max_batch=args.max_batch)
     if args.calib:
         check_calib_dir(plan, Path(args.calib))
     from fastsam2.runtime.backends.trt_api import TensorRTMissing, tensorrt_flavor

@@ -109,6 +109,21 @@ def test_trtexec_edge_memory_max_follows_the_edge_cond_frames(fake_export):
     assert plan.build_info()["max_cond_frames_in_attn"] == 2
 
 
+def test_max_batch_reaches_every_profile_and_the_build_info(fake_export):
+    """Engines for several objects or camera streams per call: every profile's batch maximum."""
+    plan = engine_plan.make_plan(fake_export, kind="desktop", max_batch=4)
+    for g in plan.graphs:
+        (profile,) = g.profiles
+        batched = [t.name for t in g.spec.inputs if t.shape[0] == "batch"]
+        assert batched and all(profile[n].max[0] == 4 and profile[n].min[0] == 1 for n in batched)
+    argv = trtexec.trtexec_command(plan.graphs[0], plan)
+    assert all(shape[0] == 4 for name, shape in _parse_shapes(_flag(argv, "maxShapes")).items()
+               if name in [t.name for t in plan.graphs[0].spec.inputs if t.shape[0] == "batch"])
+    assert plan.build_info()["max_batch"] == 4
+    with pytest.raises(engine_plan.PlanError, match="max batch must be >= 1"):
+        engine_plan.make_plan(fake_export, max_batch=0)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_trtexec_precision_and_build_flags(fake_export, precision):
     plan = engine_plan.make_plan(fake_export, kind="edge", precision=precision, workspace_mib=768)

@@ -233,6 +233,8 @@ def test_cli_existing_out_and_bad_checkpoint(tmp_path, capsys):
         (["--trt", "--workspace", "0"], "argument --workspace: must be > 0"),
         (["--tf32"], "only apply with --trt"),
         (["--trt-target", "7.5"], "only apply with --trt"),
+        (["--max-batch", "4"], "only apply with --trt"),
+        (["--trt", "--max-batch", "0"], "argument --max-batch: must be > 0"),
     ],
 )
 def test_cli_trt_option_errors_are_one_line(tmp_path, capsys, argv, needle):

@@ -79,13 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "(repeatable; default: TensorRT-RTX's portable set 8.0-12.x)")
     trt.add_argument("--profile", choices=("edge", "desktop"), default="desktop",
                      help="shape profiles: edge (Jetson: fewer memory frames) or desktop (default)")
+    trt.add_argument("--max-batch", type=positive(int), default=1, metavar="N",
+                     help="objects (or camera streams) one engine call takes; the tracker batches up to N "
+                          "(default 1; activation memory grows with N)")
     return p
 
 
 def _check_args(args: argparse.Namespace) -> None:
     trt_only = [f for f, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--calib", args.calib),
                                 ("--workspace", args.workspace is not None), ("--tf32", args.tf32),
-                                ("--trt-target", bool(args.trt_target))) if on]
+                                ("--trt-target", bool(args.trt_target)), ("--max-batch", args.max_batch != 1))
+                if on]
     if trt_only and not args.trt:
         raise UsageError(f"{', '.join(trt_only)} only apply with --trt")
     if args.calib and not args.int8:
@@ -169,7 +173,7 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
 
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     try:
-        plan = make_plan(out, out, kind=args.profile, precision=precision,
+        plan = make_plan(out, out, kind=args.profile, precision=precision, max_batch=args.max_batch,
                          workspace_mib=args.workspace if args.workspace is not None else DEFAULT_WORKSPACE_MIB)
         calib_dir = None
         if args.int8:

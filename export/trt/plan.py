@@ -68,10 +68,11 @@ class BuildPlan:
     workspace_mib: int | None
     timing_cache: Path
     graphs: list[GraphPlan]
+    max_batch: int = 1
 
     def build_info(self) -> dict:
         """What the tracker must know about these engines (written to ``jetson_build.json``)."""
-        limits = symbol_ranges(self.manifest.model_config, kind=self.kind)
+        limits = symbol_ranges(self.manifest.model_config, kind=self.kind, max_batch=self.max_batch)
         return {
             "config_name": self.manifest.config_name,
             "profile_kind": self.kind,
@@ -82,6 +83,8 @@ class BuildPlan:
             "max_cond_frames_in_attn": limits.max_cond_frames,
             "max_memory_frames": limits.max_memory_frames,
             "min_keep_ratio": limits.ranges["kept_tokens"][0] / self.manifest.model_config.num_tokens,
+            # objects (and camera streams) one engine call takes: the tracker batches up to this many
+            "max_batch": self.max_batch,
         }
 
 
@@ -93,8 +96,10 @@ def make_plan(
     precision: str = "fp16",
     workspace_mib: int | None = DEFAULT_WORKSPACE_MIB,
     graphs: Sequence[str] | None = None,
+    max_batch: int = 1,
 ) -> BuildPlan:
-    """The build plan for every graph of the export in ``graphs_dir`` (or only ``graphs``)."""
+    """The build plan for every graph of the export in ``graphs_dir`` (or only ``graphs``);
+    ``max_batch``: the batch maximum of every profile (objects or streams per engine call)."""
     graphs_dir = Path(graphs_dir)
     out_dir = Path(out_dir) if out_dir is not None else graphs_dir
     if kind not in KINDS:
@@ -103,6 +108,8 @@ def make_plan(
         raise PlanError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if workspace_mib is not None and workspace_mib < 1:
         raise PlanError(f"workspace must be >= 1 MiB, got {workspace_mib}")
+    if max_batch < 1:
+        raise PlanError(f"max batch must be >= 1, got {max_batch}")
     if not (graphs_dir / MANIFEST_NAME).is_file():
         raise PlanError(f"no {MANIFEST_NAME} in {graphs_dir}: export the ONNX graphs first (fastsam2-export)")
     manifest = Manifest.read(graphs_dir)
@@ -119,7 +126,7 @@ def make_plan(
                 spec=entry.spec,
                 onnx_path=graphs_dir / entry.file,
                 engine_path=out_dir / f"{name}.engine",
-                profiles=profiles_for(entry.spec, manifest.model_config, kind=kind),
+                profiles=profiles_for(entry.spec, manifest.model_config, kind=kind, max_batch=max_batch),
                 build_onnx=(graphs_dir / entry.file if precision == "fp32"
                             else out_dir / f"{name}.{precision}.onnx"),
             )
@@ -133,6 +140,7 @@ def make_plan(
         workspace_mib=workspace_mib,
         timing_cache=out_dir / TIMING_CACHE,
         graphs=plans,
+        max_batch=max_batch,
     )
 
 

@@ -134,8 +134,9 @@ class Backend:
     description: str = ""
     weights: str | None = None  # checkpoint sha256, "random-init", or None when unknown
     precisions: dict[str, str] = field(default_factory=dict)  # {graph: "fp32" | "fp16" | "int8"}
-    # What the backend's graphs cannot take, e.g. {"min_keep_ratio": 0.1, "max_cond_frames_in_attn": 4}
-    # for TensorRT engines built with bounded profiles (the tracker refuses options outside them).
+    # What the backend's graphs cannot take, e.g. {"min_keep_ratio": 0.1, "max_cond_frames_in_attn": 4,
+    # "max_batch": 1} for TensorRT engines built with bounded profiles (the tracker refuses options
+    # outside them, and batches at most max_batch objects or streams per call).
     limits: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
