@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Mapping
 
 import numpy as np
@@ -145,16 +145,14 @@ class MultiStreamTracker:
 
 @dataclass
 class ServeStats:
-    """What :meth:`MultiStreamTracker.serve` did: steps, frames tracked, frames each stream's
-    newest-frame slot dropped, batch sizes, and the error that ended a stream, if any."""
+    """What :meth:`MultiStreamTracker.serve` did: steps, frames tracked, batch sizes, frames each
+    live stream's slot dropped, and the error that ended a stream, if any."""
 
     steps: int = 0
     frames: int = 0
-
-    def __post_init__(self):
-        self.batch_sizes: list[int] = []
-        self.dropped: dict[StreamId, int] = {}
-        self.errors: dict[StreamId, str] = {}
+    batch_sizes: list[int] = field(default_factory=list)
+    dropped: dict[StreamId, int] = field(default_factory=dict)
+    errors: dict[StreamId, str] = field(default_factory=dict)
 
 
 class _Slot:
