@@ -202,9 +202,11 @@ def run_export(args: argparse.Namespace) -> int:
     from fastsam2.export.models import build_sam2
     from fastsam2.export.onnx_export import export_graphs, export_summary
     from fastsam2.export.validate import ValidationError
+    from fastsam2.runtime.metrics import mmap_large_allocations
 
     try:
         _check_args(args)
+        mmap_large_allocations()  # freed trace activations leave the process (see its docstring)
         model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
         router = None
         if args.router:
