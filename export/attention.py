@@ -14,6 +14,7 @@ they differ in the attention operator only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any, Iterator
 
@@ -136,3 +137,75 @@ def decompose_attention(model: Any) -> Any:
         del model.opset_import[:]
         model.opset_import.extend(keep)
     return model
+
+
+# -- the torch backend on a GPU: a kernel per attention shape -------------------------------------
+
+FLASH_MAX_TILES = 64  # batch * heads * ceil(Nq / 128) at or below which flash beats PyTorch's choice
+WINDOW_MIN_ROWS = 1024  # batch * heads at or above which tiny windows go through two matmuls
+WINDOW_MAX_Q, WINDOW_MAX_K = 16, 64
+
+
+def gpu_attention_kernel(batch: int, heads: int, nq: int, nk: int) -> str:
+    """The kernel for a half-precision attention of these sizes on the GPU: "flash" (FlashAttention-2)
+    when the call has few query tiles to spread over the SMs, "explicit" (``softmax(q kᵀ·scale) v``
+    as two batched matmuls) for many tiny windows, else "default" (PyTorch's SDPA choice: cuDNN on
+    Hopper).
+
+    Measured on the H200 (``bench/attention_shapes.py``, ``bench/results/h200_attention_shapes.log``,
+    µs per call, default → chosen): memory attention of one object, q 1280 × k 11812 × 256: 288 → 84
+    (flash); of eight objects: 293 stays cuDNN (flash 449); Hiera's windows at eight frames,
+    [8192, 2, 16 × 64, 96]: 365 → 226 and [8192, 4, 4 × 16, 96]: 708 → 399 (explicit); the
+    decoder's [1, 8, 10 × 4096, 16]: 54 → 31 (flash); Hiera's global and 196-token windows stay.
+    """
+    if batch * heads * -(-nq // 128) <= FLASH_MAX_TILES:
+        return "flash"
+    if batch * heads >= WINDOW_MIN_ROWS and nq <= WINDOW_MAX_Q and nk <= WINDOW_MAX_K:
+        return "explicit"
+    return "default"
+
+
+def explicit_attention(q, k, v, scale: float | None = None):
+    """``softmax(q kᵀ · scale) v`` for q [..., Nq, d], k [..., Nk, d], v [..., Nk, dv] → [..., Nq, dv]:
+    scores in q's dtype, the softmax in float32 (as SDPA's kernels accumulate)."""
+    scale = 1.0 / math.sqrt(int(q.shape[-1])) if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale
+    return scores.float().softmax(-1).to(v.dtype) @ v
+
+
+@functools.lru_cache(maxsize=None)
+def _by_shape(sdpa):
+    """``F.scaled_dot_product_attention`` with :func:`gpu_attention_kernel`'s choice for plain
+    (no mask, no dropout, not causal) half-precision CUDA calls; everything else goes to ``sdpa``.
+    One function object per ``sdpa`` (torch.compile guards on its identity; it also looks
+    functions up by name)."""
+    import torch
+
+    @functools.wraps(sdpa)
+    def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+        if (attn_mask is not None or dropout_p or is_causal or kw or q.dim() != 4 or not q.is_cuda
+                or q.dtype not in (torch.float16, torch.bfloat16) or k.dtype != q.dtype or v.dtype != q.dtype
+                or q.shape[-1] > 256 or q.shape[-1] % 8 or v.shape[-1] != q.shape[-1]):
+            return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **kw)
+        kernel = gpu_attention_kernel(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        if kernel == "flash":
+            return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[0]
+        if kernel == "explicit":
+            return explicit_attention(q, k, v, scale)
+        return sdpa(q, k, v, scale=scale)
+
+    return attention
+
+
+@contextlib.contextmanager
+def gpu_attention() -> Iterator[None]:
+    """Within the block, plain half-precision SDPA calls on CUDA use :func:`gpu_attention_kernel`'s
+    kernel (the torch backend wraps its GPU stages in this; traced by torch.compile like any call)."""
+    import torch.nn.functional as F
+
+    sdpa = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = _by_shape(sdpa)
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = sdpa

@@ -7,6 +7,7 @@ for; the rest of the runtime never imports it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,7 +16,10 @@ from fastsam2.runtime.backends.torch_ops import TorchOps
 from fastsam2.runtime.specs import ROUTER, GraphSpec
 from fastsam2.runtime.backends.base import MAX_CUDA_GRAPHS, Backend, StageRunner
 
+from .attention import gpu_attention
 
+
+ATTENTION_KERNELS = ("by-shape", "sdpa")  # half-precision GPU attention: per-shape choice, or SDPA's own
 _WARMUP_STREAM = None  # the side stream CUDA-graph captures warm up on (created on first use)
 
 
@@ -32,6 +36,10 @@ class TorchStageRunner(StageRunner):
     changes and RoPE fused into few kernels), shapes dynamic after the first change so that the
     kept/memory/pointer counts do not each recompile; with ``cuda_graphs`` the compiled stage is what
     each bucket's graph captures (compilation happens in the warm-up runs before the capture).
+
+    ``attention`` (CUDA, half precision): "by-shape" runs each attention with the kernel
+    :func:`~fastsam2.export.attention.gpu_attention_kernel` picks for its sizes; "sdpa" leaves the
+    choice to PyTorch. fp32 and CPU calls always go to PyTorch's SDPA.
     """
 
     def __init__(
@@ -44,8 +52,11 @@ class TorchStageRunner(StageRunner):
         cuda_graphs: bool = False,
         graph_pool: Any = None,
         compile: bool = False,
+        attention: str = "by-shape",
     ):
         super().__init__(spec, check_inputs=check_inputs)
+        if attention not in ATTENTION_KERNELS:
+            raise ValueError(f"attention must be one of {ATTENTION_KERNELS}, got {attention!r}")
         import torch
 
         self.torch = torch
@@ -53,6 +64,8 @@ class TorchStageRunner(StageRunner):
         self.call = torch.compile(module, dynamic=None) if compile else module
         self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
         self.device_type = next(iter(module.parameters())).device.type
+        # half-precision attention on the GPU: a kernel per shape (export/attention.py)
+        self.gpu_attention = attention == "by-shape" and self.device_type == "cuda"
         self.cuda_graphs = bool(cuda_graphs) and self.device_type == "cuda"
         self.graph_pool = graph_pool
         self.graphs: dict[tuple, tuple[Any, dict[str, Any], tuple[Any, ...]]] = {}
@@ -60,11 +73,13 @@ class TorchStageRunner(StageRunner):
 
     def _forward(self, feed: Mapping[str, Any]) -> tuple[Any, ...]:
         torch = self.torch
-        if self.autocast_dtype is not None:
-            # no weight-cast cache: a captured graph must redo the casts it recorded
-            with torch.autocast(self.device_type, dtype=self.autocast_dtype, cache_enabled=not self.cuda_graphs):
-                outs = self.call(**feed)
-        else:
+        with contextlib.ExitStack() as ctx:
+            if self.autocast_dtype is not None:
+                # no weight-cast cache: a captured graph must redo the casts it recorded
+                ctx.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype,
+                                                 cache_enabled=not self.cuda_graphs))
+            if self.gpu_attention:
+                ctx.enter_context(gpu_attention())
             outs = self.call(**feed)
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
@@ -193,13 +208,15 @@ def build_torch_backend(
     cuda_graphs: bool = False,
     router_weights: str | None = None,
     compile: bool = False,
+    attention: str = "by-shape",
 ) -> Backend:
     """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device), the token
     router included (``router_weights``: a router .safetensors; default: the built-in weights).
 
     On CUDA, ``cuda_graphs`` captures each stage per input-shape bucket (see
     :class:`TorchStageRunner`); all graphs share one memory pool. ``compile``: every stage through
-    ``torch.compile`` (the eager stages stay the reference: parity tests run them).
+    ``torch.compile`` (the eager stages stay the reference: parity tests run them). ``attention``:
+    see :class:`TorchStageRunner`.
     """
     from .models import model_config
     from .router import TokenRouter, load_router
@@ -221,7 +238,7 @@ def build_torch_backend(
     runners = {
         name: TorchStageRunner(
             m, m.spec, autocast_dtype=autocast_dtype, check_inputs=check_inputs,
-            cuda_graphs=cuda_graphs, graph_pool=pool, compile=compile,
+            cuda_graphs=cuda_graphs, graph_pool=pool, compile=compile, attention=attention,
         )
         for name, m in stages.items()
     }
@@ -233,6 +250,7 @@ def build_torch_backend(
         config=model_config(model),
         constants=model_constants(model),
         description=f"torch {device}" + (f" autocast {autocast_dtype}" if autocast_dtype else "")
-        + (" cuda-graphs" if pool is not None else "") + (" compiled" if compile else ""),
+        + (" cuda-graphs" if pool is not None else "") + (" compiled" if compile else "")
+        + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
         weights=getattr(model, "fastsam2_weights", None),
     )

@@ -46,3 +46,7 @@ def test_bench_rejects_bad_options(capsys):
     assert "fastsam2 bench: error: argument --keep" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--cuda-graphs", "--json", "x.json"]) == 1
     assert "--cuda-graphs needs --device cuda" in capsys.readouterr().err
+    assert main(["bench", "--backend", "ort", "--device", "cpu", "--gpu-attention", "sdpa", "--json", "x.json"]) == 1
+    assert "--gpu-attention" in capsys.readouterr().err
+    assert main(["bench", "--gpu-attention", "fastest", "--json", "x.json"]) == 1
+    assert "argument --gpu-attention: invalid choice" in capsys.readouterr().err

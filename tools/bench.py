@@ -135,6 +135,9 @@ def add_parser(subparsers) -> None:
                         "MultiStreamTracker, batched; reports aggregate fps and per-stream latency (default 1)")
     p.add_argument("--compile", action="store_true",
                    help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
+    p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
+                   help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape "
+                        "(default) or PyTorch's SDPA choice")
     p.add_argument("--official-dtype", type=_dtypes, default=["float32"], metavar="D,D",
                    help="the official predictor's modes: float32 (eager, its default) and/or bfloat16 "
                         "(torch.inference_mode + bf16 autocast, as its README runs it); default float32")
@@ -172,6 +175,7 @@ class BenchOptions:
     objects: int = 1
     streams: int = 1
     compile: bool = False
+    gpu_attention: str = "by-shape"
     official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
     official_vos: bool = False
     ort_int8: bool = False
@@ -188,8 +192,9 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda: torch sees no CUDA device")
     if args.ort_int8 and args.backend != "ort":
         raise UsageError("--ort-int8 needs --backend ort")
-    if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32" or args.compile):
-        raise UsageError("--cuda-graphs, --compile and --dtype are torch-backend options")
+    if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32" or args.compile
+                                  or args.gpu_attention != "by-shape"):
+        raise UsageError("--cuda-graphs, --compile, --gpu-attention and --dtype are torch-backend options")
     if ("bfloat16" in args.official_dtype or args.official_vos) and device != "cuda":
         raise UsageError("--official-dtype bfloat16 and --official-vos are GPU modes of the official predictor")
     if args.cuda_graphs and device != "cuda":
@@ -221,6 +226,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         objects=args.objects,
         streams=args.streams,
         compile=args.compile,
+        gpu_attention=args.gpu_attention,
         official_dtypes=args.official_dtype,
         official_vos=args.official_vos,
         ort_int8=args.ort_int8,
@@ -490,6 +496,7 @@ def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision:
             check_inputs=False,
             cuda_graphs=opts.cuda_graphs,
             compile=opts.compile,
+            attention=opts.gpu_attention,
         )
     from fastsam2.runtime.backends.ort import load_ort_backend
 
@@ -570,6 +577,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
     return {
         "impl": "fastsam2",
         "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
+        + (" sdpa-attention" if opts.gpu_attention == "sdpa" and opts.device == "cuda" else "")
         + (" cuda-graphs" if opts.cuda_graphs else ""),
         "keep": keep,
         "kept_tokens": int(kept),
