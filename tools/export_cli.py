@@ -202,11 +202,9 @@ def run_export(args: argparse.Namespace) -> int:
     from fastsam2.export.models import build_sam2
     from fastsam2.export.onnx_export import export_graphs, export_summary
     from fastsam2.export.validate import ValidationError
-    from fastsam2.runtime.metrics import mmap_large_allocations
 
     try:
         _check_args(args)
-        mmap_large_allocations()  # freed trace activations leave the process (see its docstring)
         model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
         router = None
         if args.router:
@@ -241,6 +239,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        # the console script: the process is the export's, and freed trace activations leave it
+        from fastsam2.runtime.metrics import mmap_large_allocations
+
+        mmap_large_allocations()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "text":
         from fastsam2.export.text import add_text_parser
