@@ -27,7 +27,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping
 import numpy as np
 
 from .state import VideoState
-from .tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions, TrackResult
+from .tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions, TrackResult, rgb_frame
 
 StreamId = Hashable
 
@@ -40,24 +40,27 @@ class MultiStreamTracker:
         self.streams: dict[StreamId, VideoState] = {}
 
     # -- streams and objects ----------------------------------------------------------------------
+    def _state(self, stream_id: StreamId) -> VideoState:
+        state = self.streams.get(stream_id)
+        if state is None:
+            raise TrackerError(f"no stream {stream_id!r} (streams: {list(self.streams)})")
+        return state
+
     def remove_stream(self, stream_id: StreamId) -> None:
         """Forget a stream (its objects and memory)."""
-        if stream_id not in self.streams:
-            raise TrackerError(f"no stream {stream_id!r} (streams: {list(self.streams)})")
+        self._state(stream_id)
         del self.streams[stream_id]
 
     def remove_object(self, stream_id: StreamId, obj_id: int) -> list[int]:
         """Forget one object of one stream; returns the stream's remaining object ids."""
-        if stream_id not in self.streams:
-            raise TrackerError(f"no stream {stream_id!r} (streams: {list(self.streams)})")
-        return self.tracker.remove_object(self.streams[stream_id], obj_id)
+        return self.tracker.remove_object(self._state(stream_id), obj_id)
 
     def objects(self, stream_id: StreamId) -> list[int]:
         return self.streams[stream_id].obj_ids if stream_id in self.streams else []
 
     def memory_bytes(self, stream_id: StreamId) -> int:
         """Bytes of one stream's memory bank."""
-        return self.tracker.memory_bytes(self.streams[stream_id])
+        return self.tracker.memory_bytes(self._state(stream_id))
 
     # -- tracking ---------------------------------------------------------------------------------
     def step(
@@ -75,11 +78,9 @@ class MultiStreamTracker:
             raise TrackerError(f"prompts for streams {unknown} without a frame in this step")
         items = []
         for sid, frame in frames.items():
-            frame = np.asarray(frame)
+            frame = rgb_frame(frame)
             state = self.streams.get(sid)
             if state is None:
-                if frame.ndim != 3 or frame.shape[2] != 3:
-                    raise TrackerError(f"stream {sid!r}: frames must be RGB [H, W, 3], got {frame.shape}")
                 state = self.streams[sid] = VideoState(*frame.shape[:2])
             items.append((state, frame, dict(prompts.get(sid, {}))))
         if not items:

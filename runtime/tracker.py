@@ -105,7 +105,8 @@ class TrackResult:
         return {oid: self.logits[i] > 0 for i, oid in enumerate(self.obj_ids)}
 
 
-def _rgb(frame: Any) -> np.ndarray:
+def rgb_frame(frame: Any) -> np.ndarray:
+    """``frame`` as an array, checked to be RGB [H, W, 3] (:class:`TrackerError` otherwise)."""
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise TrackerError(f"frames must be RGB arrays [H, W, 3], got shape {frame.shape}")
@@ -727,8 +728,7 @@ class SAM2Tracker:
             end = min(end, n - 1)
         frames = self._iter_frames(state, start_frame_idx, end)
         for frame_idx, image in frames:
-            feats = self._features(state, frame_idx, image)
-            self._step_objects(state, feats)
+            self.step_frames([(state, self._features(state, frame_idx, image))])
             yield frame_idx, state.obj_ids, self._video_res(state, frame_idx)
 
     def _iter_frames(self, state: VideoState, start: int, end: int) -> Iterator[tuple[int, np.ndarray | None]]:
@@ -747,10 +747,6 @@ class SAM2Tracker:
             if frame.index > end:
                 break
             yield frame.index, frame.image
-
-    def _step_objects(self, state: VideoState, feats: FrameFeatures) -> None:
-        """Every object on one frame: prompted ones keep their output, the others are tracked."""
-        self.step_frames([(state, feats)])
 
     def step_frames(self, frames: list[tuple[VideoState, FrameFeatures]]) -> None:
         """One frame of each session ``(state, its frame's features)``: every object not prompted on
@@ -785,7 +781,7 @@ class SAM2Tracker:
         ``frame``: RGB uint8 [H,W,3]. ``prompts``: {obj_id: Prompt} given on this frame (a new
         object, or a re-initialisation of an existing one). Returns the masks at frame resolution.
         """
-        frame = _rgb(frame)
+        frame = rgb_frame(frame)
         if self._stream is None:
             self._stream = VideoState(*frame.shape[:2])
         if not self._stream.objects and not prompts:
@@ -803,7 +799,7 @@ class SAM2Tracker:
         t0 = time.perf_counter()
         frames = []
         for state, frame, _ in items:
-            frame = _rgb(frame)
+            frame = rgb_frame(frame)
             if frame.shape[:2] != (state.video_height, state.video_width):
                 raise TrackerError(
                     f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the stream's "
