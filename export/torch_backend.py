@@ -8,6 +8,7 @@ for; the rest of the runtime never imports it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -136,7 +137,12 @@ class TorchStageRunner(StageRunner):
 class DeviceTorchOps(TorchOps):
     """TorchOps for a CUDA device with no hidden host synchronization: host arrays go up through
     pinned memory asynchronously (a pageable copy may wait for the whole stream), and frames can be
-    preprocessed on the device."""
+    preprocessed on the device (``compile``: that arithmetic through ``torch.compile``)."""
+
+    def __init__(self, device: str = "cuda", compile: bool = False):
+        super().__init__(device)
+        # the resize and normalization: one kernel per pass compiled, a gather, product and sum eager
+        self._normalize = self.torch.compile(normalize_frames, dynamic=None) if compile else normalize_frames
 
     def asarray(self, x: Any, dtype: str | None = None):
         torch = self.torch
@@ -159,12 +165,12 @@ class DeviceTorchOps(TorchOps):
         """RGB uint8 [H,W,3] frames → normalized float32 [1,3,S,S] each, on the device; frames of one
         size are uploaded and resized as one batch (several camera streams: one launch chain).
 
-        PIL's default resize (bicubic, a=-0.5) is torch's antialiased bicubic done as PIL does it:
-        horizontal pass, rounded to uint8 levels, then vertical pass, rounded: equal to the host
-        path except for one uint8 level on ~1e-5 of the values (PIL's fixed-point arithmetic).
+        PIL's default resize (bicubic, a=-0.5), done as PIL does it: horizontal pass, rounded to
+        uint8 levels, then vertical pass, rounded (:func:`normalize_frames`): equal to the host path
+        except for one uint8 level on ~1e-5 of the values (PIL's fixed-point arithmetic). Each pass
+        gathers its few taps per output (:func:`pil_bicubic_taps`, torch's antialiased-bicubic
+        weights) instead of calling that kernel, which also runs an identity pass over the other axis.
         """
-        import torch.nn.functional as F
-
         torch = self.torch
         for image in images:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -188,14 +194,56 @@ class DeviceTorchOps(TorchOps):
             staged = host.numpy()
             for j, i in enumerate(idx):
                 staged[j] = images[i]
-            x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            for size in ((x.shape[2], image_size), (image_size, image_size)):
-                x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-                x = x.round_().clamp_(0.0, 255.0)
-            x = ((x / 255.0 - self._norm[0]) / self._norm[1]).contiguous()
+            x = host.to(self.device, non_blocking=True)
+            (h, w), s = x.shape[1:3], image_size
+            x = self._normalize(x, *pil_bicubic_taps(w, s, self.device), *pil_bicubic_taps(h, s, self.device),
+                                *self._norm)
             for j, i in enumerate(idx):
                 out[i] = x[j : j + 1]
         return out
+
+
+def pil_bicubic_taps(n_in: int, n_out: int, device: Any) -> tuple[Any, Any]:
+    """PIL's bicubic resize of one axis (a=-0.5, support widened when shrinking, as torch's
+    antialiased bicubic computes it) as taps: int64 indices [n_out, T] into the input axis and
+    float32 weights [n_out, T] (unused taps: weight 0). Read off torch's own kernel on ``device``
+    by resizing the identity, so the weights are that kernel's, bit for bit. Cached per sizes."""
+    return _taps(int(n_in), int(n_out), str(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(n_in: int, n_out: int, device: str) -> tuple[Any, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    eye = torch.eye(n_in, device=device).reshape(1, 1, n_in, n_in)  # row r: an impulse at r
+    weights = F.interpolate(eye, size=(n_in, n_out), mode="bicubic", align_corners=False, antialias=True)[0, 0]
+    rows = torch.arange(n_in, device=device)[:, None].expand(n_in, n_out)
+    taps = int((weights != 0).sum(0).max())
+    # the input positions of each output's nonzero weights, ascending, padded with weight-0 taps
+    pos = torch.where(weights != 0, rows, n_in).sort(dim=0).values[:taps]
+    used = pos < n_in
+    pos = torch.where(used, pos, 0)
+    w = torch.where(used, weights.gather(0, pos), 0.0)
+    return pos.T.contiguous(), w.T.contiguous()
+
+
+def resample_axis(x: Any, idx: Any, w: Any, dim: int) -> Any:
+    """``x`` float32 [..., n_in at ``dim``, ...] resampled along ``dim`` by taps ``idx``/``w``
+    [n_out, T] (:func:`pil_bicubic_taps`) → [..., n_out at ``dim``, ...]."""
+    dim = dim % x.dim()
+    g = x.index_select(dim, idx.reshape(-1)).unflatten(dim, idx.shape)  # [..., n_out, T, ...]
+    return (g * w.reshape(*w.shape, *([1] * (x.dim() - dim - 1)))).sum(dim + 1)
+
+
+def normalize_frames(x: Any, idx_w: Any, w_w: Any, idx_h: Any, w_h: Any, mean: Any, std: Any) -> Any:
+    """uint8 frames [B,H,W,3] → normalized float32 [B,3,S,S] as SAM2's loader makes them: PIL's
+    bicubic resize (horizontal pass rounded to uint8 levels, then the vertical pass, rounded; taps of
+    :func:`pil_bicubic_taps`), then (x/255 - mean) / std (mean/std [1,3,1,1])."""
+    x = x.permute(0, 3, 1, 2).float()
+    x = resample_axis(x, idx_w, w_w, -1).round().clamp(0.0, 255.0)
+    x = resample_axis(x, idx_h, w_h, -2).round().clamp(0.0, 255.0)
+    return ((x / 255.0 - mean) / std).contiguous()
 
 
 def build_torch_backend(
@@ -242,7 +290,7 @@ def build_torch_backend(
         )
         for name, m in stages.items()
     }
-    ops = DeviceTorchOps(device) if on_cuda else TorchOps(device)
+    ops = DeviceTorchOps(device, compile=compile) if on_cuda else TorchOps(device)
     return Backend(
         name="torch",
         runners=runners,

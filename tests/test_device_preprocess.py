@@ -1,0 +1,88 @@
+"""The torch backend's frame preprocessing on the device (DeviceTorchOps.preprocess_frames): PIL's
+bicubic resize as gathered taps, equal to torch's antialiased bicubic kernel and to the host path
+(PIL) that gives the official predictor's input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tolerances import EPS32, reduction_atol
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from fastsam2.export.torch_backend import normalize_frames, pil_bicubic_taps, resample_axis  # noqa: E402
+from fastsam2.runtime.preprocess import preprocess_frame  # noqa: E402
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(540, 1024), (960, 1024), (1920, 1024), (1080, 512), (300, 256)])
+def test_taps_resample_like_torch_antialiased_bicubic(n_in, n_out):
+    g = torch.Generator().manual_seed(n_in)
+    x = torch.randint(0, 256, (2, 3, 7, n_in), generator=g).float()
+    idx, w = pil_bicubic_taps(n_in, n_out, "cpu")
+    assert idx.shape == w.shape and idx.shape[0] == n_out
+    assert torch.allclose(w.sum(1), torch.ones(n_out), atol=idx.shape[1] * EPS32 * 4)
+    ref = F.interpolate(x, size=(7, n_out), mode="bicubic", align_corners=False, antialias=True)
+    # the same weights, summed in another order: T terms of up to 255 each
+    atol = reduction_atol(255.0 * float(w.abs().max()), idx.shape[1])
+    assert (resample_axis(x, idx, w, -1) - ref).abs().max().item() <= atol
+    # along the height axis too
+    xt = x.transpose(-1, -2).contiguous()
+    ref_t = F.interpolate(xt, size=(n_out, 7), mode="bicubic", align_corners=False, antialias=True)
+    assert (resample_axis(xt, idx, w, -2) - ref_t).abs().max().item() <= atol
+
+
+def test_taps_are_not_bilinear_or_nearest():
+    # a wrong filter (bilinear's 2 taps when enlarging, or a shifted centre) moves values by levels
+    x = torch.arange(540, dtype=torch.float32).reshape(1, 1, 1, 540) % 17 * 15
+    idx, w = pil_bicubic_taps(540, 1024, "cpu")
+    got = resample_axis(x, idx, w, -1)
+    bilinear = F.interpolate(x, size=(1, 1024), mode="bilinear", align_corners=False, antialias=True)
+    assert idx.shape[1] == 4 and (w < 0).any()  # bicubic's negative lobes
+    assert (got - bilinear).abs().max().item() > 1.0
+
+
+def test_normalize_frames_matches_the_host_path(bedroom):
+    """The device arithmetic on real frames (run here on the CPU) against PIL's resize: equal except
+    for one uint8 level on rare values (PIL's fixed-point rounding)."""
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(bedroom.glob("*.jpg"))[:2]]
+    for size in (1024, 512):
+        x = torch.from_numpy(np.stack(images))
+        h, w = x.shape[1:3]
+        mean = torch.tensor(MEAN).reshape(1, 3, 1, 1)
+        std = torch.tensor(STD).reshape(1, 3, 1, 1)
+        got = normalize_frames(x, *pil_bicubic_taps(w, size, "cpu"), *pil_bicubic_taps(h, size, "cpu"), mean, std)
+        assert got.shape == (2, 3, size, size) and got.dtype == torch.float32
+        ref = np.concatenate([preprocess_frame(im, size, MEAN, STD) for im in images])
+        diff = np.abs(got.numpy() - ref)
+        level = 1.0 / 255.0 / min(STD)  # one uint8 level after normalization
+        # float32 normalization of a value up to ~2.6 in two different orders of operations
+        same = diff <= 8 * EPS32 * 2.7
+        assert diff.max() <= level * 1.001
+        assert 1.0 - same.mean() < 1e-3, f"{1.0 - same.mean():.2e} of the values differ by a level"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True])
+def test_device_preprocess_equals_cpu_arithmetic(bedroom, compile):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run on the lent GPU: pytest -m gpu tests/test_device_preprocess.py)")
+    from fastsam2.export.torch_backend import DeviceTorchOps
+
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(bedroom.glob("*.jpg"))[:3]]
+    images.append(np.ascontiguousarray(images[0][:300, :500]))  # a second frame size in the batch
+    ops = DeviceTorchOps("cuda", compile=compile)
+    got = ops.preprocess_frames(images, 1024, MEAN, STD)
+    for im, g in zip(images, got):
+        x = torch.from_numpy(im[None])
+        mean, std = torch.tensor(MEAN).reshape(1, 3, 1, 1), torch.tensor(STD).reshape(1, 3, 1, 1)
+        h, w = im.shape[:2]
+        ref = normalize_frames(x, *pil_bicubic_taps(w, 1024, "cpu"), *pil_bicubic_taps(h, 1024, "cpu"), mean, std)
+        diff = (g.cpu() - ref).abs()
+        level = 1.0 / 255.0 / min(STD)
+        assert diff.max().item() <= level * 1.001
+        assert (diff > 8 * EPS32 * 2.7).float().mean().item() < 1e-4
