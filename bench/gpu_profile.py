@@ -25,6 +25,8 @@ def main() -> int:
     ap.add_argument("--keep", type=float, default=0.3)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--trace", default=None, metavar="FILE.json.gz",
+                    help="also write a Chrome trace (Python stacks) of 3 steps, for a look at the idle gaps")
     args = ap.parse_args()
 
     import torch
@@ -94,6 +96,27 @@ def main() -> int:
           f"kernels per step: {len(kernels) / 5:.0f}")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
 
+    # where the GPU waits: per step, the time from the step's call to its first kernel, and the gaps
+    # between kernels (each named by the kernels around it)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=bool(args.trace)) as prof:
+        for i in range(3):
+            with torch.profiler.record_function(f"fastsam2_step_{i}"):
+                mst.step(batch(t))
+                torch.cuda.synchronize()
+            t += 1
+    idle_report(prof, torch)
+    if args.trace:
+        import gzip
+        import os
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(raw)
+            with open(raw, "rb") as src, gzip.open(args.trace, "wb") as dst:
+                dst.write(src.read())
+        print(f"wrote {args.trace}")
+
     pr = cProfile.Profile()
     pr.enable()
     for _ in range(10):
@@ -126,6 +149,32 @@ def main() -> int:
     print(f"preprocess {len(imgs)} frames: host staging {np.median(host):.2f} ms, whole (synchronized) "
           f"{np.median(full):.2f} ms")
     return 0
+
+
+def idle_report(prof, torch, min_gap_us: float = 10.0, top: int = 12) -> None:
+    """Print, per profiled step (CPU ranges named ``fastsam2_step_*``), the lead from the call to the
+    first kernel, the GPU idle time up to the last kernel, and the largest gaps between kernels."""
+    events = prof.events()
+    steps = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
+                   if e.name.startswith("fastsam2_step_") and e.device_type == torch.autograd.DeviceType.CPU)
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
+                     if e.device_type == torch.autograd.DeviceType.CUDA)
+    for s0, s1, name in steps:
+        ks = [k for k in kernels if s0 <= k[0] <= s1]
+        if not ks:
+            continue
+        gaps, end, prev = [], ks[0][1], ks[0][2]
+        for ks0, ks1, kname in ks[1:]:
+            if ks0 - end > min_gap_us:
+                gaps.append((ks0 - end, end - s0, prev, kname))
+            if ks1 > end:
+                end, prev = ks1, kname
+        idle = sum(g[0] for g in gaps)
+        print(f"{name}: wall {(s1 - s0) / 1e3:.2f} ms, first kernel after {(ks[0][0] - s0) / 1e3:.2f} ms, "
+              f"last ends {(end - s0) / 1e3:.2f} ms, idle between kernels {idle / 1e3:.2f} ms in {len(gaps)} gaps "
+              f"> {min_gap_us:.0f} us")
+        for gap, at, before, after in sorted(gaps, reverse=True)[:top]:
+            print(f"   {gap:8.1f} us at {at / 1e3:6.2f} ms: {before[:50]} -> {after[:50]}")
 
 
 if __name__ == "__main__":

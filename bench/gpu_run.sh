@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (the device tool runs this in the repo root; $OUT comes back):
-#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, profile, attention, gpu-tests, full)
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, profile, profile-8, attention, kernels, gpu-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (../shared/tools/device-wheels.sh)
 # and the sample frames in .bench_frames/bedroom (both carried; neither is tracked).
@@ -29,7 +29,8 @@ for mode in "${@:-smoke}"; do
     $bench --keep 0.3 --frames 200 --compile --official-dtype bfloat16 --gpu-attention sdpa \
       --json "$OUT/h200_single_compiled_sdpa.json" 2>&1 | tee "$OUT/h200_single_compiled_sdpa.log" || exit 1 ;;
   gpu-tests)  # the tests marked gpu
-    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_attention.py tests/test_trt_standin.py -rs 2>&1 \
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_attention.py tests/test_device_preprocess.py \
+      tests/test_trt_standin.py -rs 2>&1 \
       | tee "$OUT/gpu_tests.log" || exit 1 ;;
   attention)  # every attention shape of a step, timed per kernel
     python3 bench/attention_shapes.py --frames-dir $frames 2>&1 | tee "$OUT/h200_attention_shapes.log" || exit 1 ;;
@@ -42,10 +43,15 @@ for mode in "${@:-smoke}"; do
   streams-200)  # eight streams at 200 frames only (the speed target), with a per-stage profile
     $bench --keep 0.3 --frames 200 --streams 8 --compile --official-dtype bfloat16 \
       --json "$OUT/h200_8streams_200.json" 2>&1 | tee "$OUT/h200_8streams_200.log" || exit 1 ;;
-  profile)  # where a step's time goes: 8 streams and 1 stream, compiled (bench/gpu_profile.py)
-    for n in 8 1; do
-      python3 bench/gpu_profile.py --frames-dir $frames --streams $n --compile 2>&1 | tee "$OUT/h200_profile_${n}streams.log" || exit 1
-    done ;;
+  profile)  # where a step's time goes: 8 streams (with a trace of 3 steps) and 1 stream, compiled
+    python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
+      2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1
+    python3 bench/gpu_profile.py --frames-dir $frames --streams 1 --compile 2>&1 | tee "$OUT/h200_profile_1streams.log" || exit 1 ;;
+  profile-8)  # the 8-stream half of profile
+    python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
+      2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1 ;;
+  kernels)  # alternatives for the slowest single kernels (bench/stage_kernels.py)
+    python3 bench/stage_kernels.py --frames-dir $frames 2>&1 | tee "$OUT/h200_stage_kernels.log" || exit 1 ;;
   full)  # the H100 benchmark of bench/results/gpu_h100.*
     $bench --keep 1.0,0.5,0.3 --frames 60,200,1000 --official-offload \
       --json "$OUT/gpu_h100.json" --plot "$OUT/gpu_h100.png" 2>&1 | tee "$OUT/gpu_h100.log" ;;
