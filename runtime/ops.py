@@ -16,6 +16,18 @@ import numpy as np
 Array = Any
 
 
+class Reached:
+    """A marker (see ``marker()``) for work that is already done: host arrays compute eagerly.
+    Device markers (a ``torch.cuda.Event``) have the same two methods."""
+
+    def synchronize(self) -> None:
+        """Wait until the work issued before the marker is done."""
+
+    def query(self) -> bool:
+        """Whether that work is done, without waiting."""
+        return True
+
+
 class NumpyOps:
     """Host arrays. The memory bank holds bf16 bit patterns (uint16): half the bytes of float32 and
     the same rounding SAM2's predictor applies when it stores ``maskmem_features`` as bfloat16."""
@@ -25,6 +37,14 @@ class NumpyOps:
 
     def synchronize(self) -> None:
         """Host arrays: nothing runs asynchronously."""
+
+    def marker(self) -> Reached:
+        """A point in the queue of issued work (``synchronize()``, ``query()``); host: reached."""
+        return Reached()
+
+    def to_host_async(self, x: Array) -> np.ndarray:
+        """Start copying ``x`` to host memory; read it once a later marker is reached. Host: ``x``."""
+        return np.asarray(x)
 
     def asarray(self, x: np.ndarray, dtype: str | None = None) -> np.ndarray:
         x = np.asarray(x)

@@ -14,20 +14,22 @@ the router, memory attention, mask decoder and memory encoder in batches of equa
 :meth:`serve` runs the loop over frame sources: a reader thread per stream keeps its newest frame
 (older ones are dropped, as a live camera would), and each step takes whatever is ready. A stream
 that stalls or ends is simply not in the next batch, so streams never wait on each other for more
-than the one batch in flight.
+than the batches in flight. On a GPU the next step is issued while the current one computes
+(``in_flight=1``): the device never waits for the host to take and stage frames.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Iterable, Mapping
 
 import numpy as np
 
 from .state import VideoState
-from .tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions, TrackResult, rgb_frame
+from .tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions, TrackResult, finite_logits, rgb_frame
 
 StreamId = Hashable
 
@@ -95,6 +97,7 @@ class MultiStreamTracker:
         prompts: Mapping[StreamId, Mapping[int, Prompt]] | None = None,
         *,
         max_batch: int | None = None,
+        in_flight: int = 1,
         idle_wait_s: float = 0.01,
     ) -> ServeStats:
         """Track every source until all have ended.
@@ -105,10 +108,18 @@ class MultiStreamTracker:
         ``prompts``: {stream: {obj_id: Prompt}} applied to the stream's first frame. Each step
         takes the ready frames (at most ``max_batch`` streams, oldest-waiting first) and calls
         ``on_result(stream, result, latency_s)`` with the time from the frame's arrival to its
-        result. A source that raises ends its stream (recorded in the stats) without stopping the
-        others."""
+        result, masks on the host. A source that raises ends its stream (recorded in the stats)
+        without stopping the others.
+
+        ``in_flight``: steps issued before the oldest one's results are delivered. On a GPU backend
+        whose tracker keeps results on the device (``TrackerOptions.device_results``), 1 lets the
+        host take and stage the next frames while the device computes the current step (results are
+        copied to the host behind their own step, not behind the next one); 0 finishes each step
+        before taking the next frames. Host backends finish every step when it is issued."""
         from .frames import StreamSource
 
+        if in_flight < 0:
+            raise TrackerError(f"in_flight must be >= 0, got {in_flight}")
         slots = {sid: _Slot(live=isinstance(src, StreamSource)) for sid, src in sources.items()}
         threads = [
             threading.Thread(target=slots[sid].fill, args=(src,), daemon=True, name=f"fastsam2-{sid}")
@@ -118,12 +129,26 @@ class MultiStreamTracker:
             th.start()
         pending_prompts = {sid: dict(p) for sid, p in (prompts or {}).items()}
         stats = ServeStats()
+        ops = self.tracker.ops
+        issued: deque = deque()  # (frames taken, their results being computed, a marker after them)
+
+        def deliver() -> None:
+            ready, results, marker = issued.popleft()
+            marker.synchronize()
+            now = time.perf_counter()
+            for sid, (_, arrived) in ready:
+                stats.frames += 1
+                on_result(sid, _on_host(results[sid]), now - arrived)
+
         while True:
             waiting = sorted(
                 ((t, sid) for sid, slot in slots.items() if (t := slot.arrival()) is not None), key=lambda x: x[0]
             )
             ready = [(sid, slots[sid].take()) for _, sid in waiting[: max_batch or None]]
             if not ready:
+                if issued:
+                    deliver()
+                    continue
                 if all(slot.done for slot in slots.values()):
                     break
                 time.sleep(idle_wait_s)
@@ -131,17 +156,35 @@ class MultiStreamTracker:
             frames = {sid: frame for sid, (frame, _) in ready}
             step_prompts = {sid: pending_prompts.pop(sid) for sid in frames if sid in pending_prompts}
             results = self.step(frames, step_prompts)
-            now = time.perf_counter()
+            # device results start their way to the host now: behind this step, ahead of the next
+            results = {sid: _to_host_async(ops, r) for sid, r in results.items()}
+            issued.append((ready, results, ops.marker()))
             stats.steps += 1
             stats.batch_sizes.append(len(frames))
-            for sid, (_, arrived) in ready:
-                stats.frames += 1
-                on_result(sid, results[sid], now - arrived)
+            while len(issued) > in_flight:
+                deliver()
         for sid, slot in slots.items():
             stats.dropped[sid] = slot.dropped
             if slot.error is not None:
                 stats.errors[sid] = slot.error
         return stats
+
+
+def _to_host_async(ops: Any, result: TrackResult) -> TrackResult:
+    """``result`` with its logits and scores being copied to the host (see ``ops.to_host_async``)."""
+    if isinstance(result.logits, np.ndarray):
+        return result
+    scores = {k: ops.to_host_async(v) for k, v in result.object_scores.items()}
+    return replace(result, logits=ops.to_host_async(result.logits), object_scores=scores)
+
+
+def _on_host(result: TrackResult) -> TrackResult:
+    """A result whose host copies have arrived, as numpy arrays and floats."""
+    if isinstance(result.logits, np.ndarray):
+        return result
+    logits = finite_logits(np.asarray(result.logits), result.frame_idx)
+    scores = {k: float(v) for k, v in result.object_scores.items()}
+    return replace(result, logits=logits, object_scores=scores)
 
 
 @dataclass

@@ -105,6 +105,14 @@ class TrackResult:
         return {oid: self.logits[i] > 0 for i, oid in enumerate(self.obj_ids)}
 
 
+def finite_logits(logits: np.ndarray, frame_idx: int) -> np.ndarray:
+    """``logits`` (host) unchanged, or a TrackerError: NaN logits threshold to "no object", so they
+    must never pass as masks."""
+    if not np.isfinite(logits).all():
+        raise TrackerError(f"frame {frame_idx}: the model produced NaN/inf mask logits (corrupt weights or engine?)")
+    return logits
+
+
 def rgb_frame(frame: Any) -> np.ndarray:
     """``frame`` as an array, checked to be RGB [H, W, 3] (:class:`TrackerError` otherwise)."""
     frame = np.asarray(frame)
@@ -578,12 +586,7 @@ class SAM2Tracker:
             res = ops.non_overlapping(res)
         if not to_host:
             return res
-        res = ops.to_numpy(res)
-        if not np.isfinite(res).all():  # NaN logits threshold to "no object": never pass them as masks
-            raise TrackerError(
-                f"frame {frame_idx}: the model produced NaN/inf mask logits (corrupt weights or engine?)"
-            )
-        return res
+        return finite_logits(ops.to_numpy(res), frame_idx)
 
     def memory_bytes(self, state: VideoState) -> int:
         """Bytes held by the memory bank (memory tokens, masks, pointers) of ``state``."""

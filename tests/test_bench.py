@@ -50,3 +50,6 @@ def test_bench_rejects_bad_options(capsys):
     assert "--gpu-attention" in capsys.readouterr().err
     assert main(["bench", "--gpu-attention", "fastest", "--json", "x.json"]) == 1
     assert "argument --gpu-attention: invalid choice" in capsys.readouterr().err
+    assert main(["bench", "--device", "cpu", "--in-flight", "1", "--json", "x.json"]) == 1
+    assert "--in-flight needs the GPU path" in capsys.readouterr().err
+

@@ -163,3 +163,40 @@ def test_serve_keeps_going_when_a_stream_stalls_or_fails(backend, clips):
     assert seen["b"] == [0, 1] and seen["c"] == [0]
     assert stats.errors == {"c": "OSError: camera unplugged"} and stats.frames == N + 3
     assert max(stats.batch_sizes) >= 2 and stats.dropped == {"a": 0, "b": 0, "c": 0}
+
+
+def test_serve_issues_the_next_step_before_delivering_device_results(backend, clips):
+    """in_flight=1: step t+1 is issued before step t's results are delivered; results reach
+    on_result as host arrays (device results are copied behind their own step), equal for any
+    in_flight."""
+    runs = {}
+    for in_flight in (0, 1, 2):
+        mst = MultiStreamTracker(backend, TrackerOptions(fill_hole_area=0, device_results=True))
+        log: list[str] = []
+        step = mst.step
+
+        def logged(*a, **kw):
+            log.append("step")
+            return step(*a, **kw)
+
+        mst.step = logged
+        got: dict[str, list] = {"a": [], "b": []}
+
+        def on_result(sid, res, latency):
+            assert isinstance(res.logits, np.ndarray) and all(isinstance(v, float) for v in res.object_scores.values())
+            log.append("result")
+            got[sid].append((res.frame_idx, res.logits))
+
+        prompts = {s: {1: Prompt(box=[100, 100, 300, 400])} for s in ("a", "b")}
+        stats = mst.serve({"a": clips["a"][:4], "b": clips["b"][:4]}, on_result, prompts, in_flight=in_flight)
+        assert stats.frames == 8 and [t for t, _ in got["a"]] == [0, 1, 2, 3] == [t for t, _ in got["b"]]
+        # every step's results come out once `in_flight` later steps have been issued (or at the end)
+        issued_before_first = log.index("result")
+        assert issued_before_first == min(in_flight + 1, stats.steps), log
+        runs[in_flight] = got
+    for in_flight in (1, 2):
+        for sid in ("a", "b"):
+            for (_, x), (_, y) in zip(runs[0][sid], runs[in_flight][sid]):
+                assert (x > 0).any() and np.array_equal(x, y)
+    with pytest.raises(TrackerError, match="in_flight"):
+        MultiStreamTracker(backend).serve({"a": clips["a"][:1]}, lambda *a: None, in_flight=-1)

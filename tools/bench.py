@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,16 @@ def _dtypes(text: str) -> list[str]:
     bad = [v for v in vals if v not in ("float32", "bfloat16")]
     if not vals or bad:
         raise argparse.ArgumentTypeError(f"expected float32 and/or bfloat16, got {text!r}")
+    return vals
+
+
+def _depths(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"steps in flight are >= 0, got {text!r}")
     return vals
 
 
@@ -133,6 +144,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--streams", type=positive(int), default=1, metavar="N",
                    help="fastsam2: N streams (the sample clip from N offsets, --objects each) served by one "
                         "MultiStreamTracker, batched; reports aggregate fps and per-stream latency (default 1)")
+    p.add_argument("--in-flight", type=_depths, default=[0], metavar="N,N,..",
+                   help="fastsam2 on a GPU (--cuda-graphs: results stay on the device): issue each step "
+                        "while up to N earlier ones still compute, as MultiStreamTracker.serve does; "
+                        "latency is then each step's issue to its results being ready, fps the steps "
+                        "finished per second of wall time; several values: a row each, same backend "
+                        "(default 0: every step finishes before the next is issued)")
     p.add_argument("--compile", action="store_true",
                    help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
     p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
@@ -174,6 +191,7 @@ class BenchOptions:
     official_offload: bool = False
     objects: int = 1
     streams: int = 1
+    in_flight: list[int] = field(default_factory=lambda: [0])
     compile: bool = False
     gpu_attention: str = "by-shape"
     official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
@@ -199,6 +217,9 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--official-dtype bfloat16 and --official-vos are GPU modes of the official predictor")
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
+    if any(args.in_flight) and not args.cuda_graphs:
+        # a host step finishes inside step(): a later check would add the next step to its latency
+        raise UsageError("--in-flight needs the GPU path (--cuda-graphs), whose steps run asynchronously")
     if not Path(args.frames_dir).is_dir():
         raise UsageError(f"frames folder not found: {args.frames_dir}")
     for path in (args.json, args.plot):  # refuse an unwritable report path now, not after the run
@@ -225,6 +246,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         official_offload=args.official_offload,
         objects=args.objects,
         streams=args.streams,
+        in_flight=args.in_flight,
         compile=args.compile,
         gpu_attention=args.gpu_attention,
         official_dtypes=args.official_dtype,
@@ -524,11 +546,12 @@ def _tracker(backend, keep: float, opts: BenchOptions):
 
 
 def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: float,
-                 *, profile_last: int = 0) -> dict[str, Any]:
+                 *, profile_last: int = 0, in_flight: int = 0) -> dict[str, Any]:
     """One streaming run over n frames of each of ``opts.streams`` streams (stream i: the sample
     clip from frame STREAM_OFFSET*i; ``opts.objects`` objects prompted on its frame 0), every step
     one batch of all streams (:class:`MultiStreamTracker`). ms per frame is the step's time: each
-    stream's latency. Per-stage times as in run_official."""
+    stream's latency; ``in_flight`` steps may still compute when the next is issued (then fps is
+    steps per wall-clock second). Per-stage times as in run_official."""
     import torch
 
     from fastsam2.runtime.tracker import Prompt
@@ -557,14 +580,28 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         mst.step(batch(0), {sid: prompts for sid in streams})
         sync()
         prompt_ms = (time.perf_counter() - t0) * 1e3
-        for t in range(1, n):
-            if t == first_profiled:
-                times = tracker.set_profiling(True)
-            t0 = time.perf_counter()
-            res = mst.step(batch(t))
-            sync()
+        issued: deque = deque()  # (frame, issue time, marker after its step)
+        wall0 = None
+
+        def finish() -> None:
+            t, t0, marker = issued.popleft()
+            marker.synchronize()
             if t > opts.skip:
                 ms.append((time.perf_counter() - t0) * 1e3)
+
+        for t in range(1, n):
+            if t == first_profiled:  # (profiling synchronizes every stage: warm-up runs only)
+                times = tracker.set_profiling(True)
+            t0 = time.perf_counter()
+            if t == opts.skip + 1:
+                wall0 = t0
+            res = mst.step(batch(t))
+            issued.append((t, t0, tracker.ops.marker()))
+            while len(issued) > in_flight:
+                finish()
+        while issued:
+            finish()
+        wall_s = time.perf_counter() - wall0 if wall0 is not None else float("nan")
         kept = res[0].kept_tokens.get(1, 0)
         bank = sum(mst.memory_bytes(sid) for sid in streams)
         del res
@@ -573,16 +610,20 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
     for sid in streams:
         mst.remove_stream(sid)
     stats = _stats(ms)
+    if in_flight:  # steps overlap: throughput is steps over wall time, not 1 / latency
+        stats["fps"] = len(ms) / wall_s
     mem = meter.fields()
     return {
         "impl": "fastsam2",
         "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
         + (" sdpa-attention" if opts.gpu_attention == "sdpa" and opts.device == "cuda" else "")
-        + (" cuda-graphs" if opts.cuda_graphs else ""),
+        + (" cuda-graphs" if opts.cuda_graphs else "")
+        + (f" in-flight {in_flight}" if in_flight else ""),
         "keep": keep,
         "kept_tokens": int(kept),
         "objects": opts.objects,
         "streams": opts.streams,
+        "in_flight": in_flight,
         "frames": n,
         "prompt_ms": prompt_ms,
         **stats,
@@ -723,8 +764,8 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                 log(f"bench: fastsam2 keep {keep} warm-up ({opts.warmup_frames} frames)")
                 stage_ms = run_fastsam2(tracker, frames, opts.warmup_frames, opts, keep,
                                         profile_last=opts.profile_frames)["stage_ms"]
-            for n in opts.frames:
-                row = run_fastsam2(tracker, frames, n, opts, keep)
+            for n, depth in [(n, d) for n in opts.frames for d in opts.in_flight]:
+                row = run_fastsam2(tracker, frames, n, opts, keep, in_flight=depth)
                 if precision != "fp32":
                     row["variant"] += f" {precision} ({backend.precisions})"
                 row["precision"] = precision

@@ -24,6 +24,22 @@ class TorchOps:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
+    def marker(self) -> Any:
+        """A point in the device's queue of issued work: a recorded ``torch.cuda.Event`` on CUDA
+        (``synchronize()``, ``query()``); on the CPU work is done when issued."""
+        if self.device.type != "cuda":
+            from fastsam2.runtime.ops import Reached
+
+            return Reached()
+        event = self.torch.cuda.Event()
+        event.record()
+        return event
+
+    def to_host_async(self, x: Any) -> Any:
+        """Start copying ``x`` to (pinned) host memory behind the work issued so far; read it once a
+        later :meth:`marker` is reached. A CPU tensor is returned as it is."""
+        return x.to("cpu", non_blocking=True) if x.device.type != "cpu" else x
+
     def asarray(self, x: Any, dtype: str | None = None):
         t = self.torch.as_tensor(x) if not isinstance(x, self.torch.Tensor) else x
         if dtype is not None:
