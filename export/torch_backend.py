@@ -189,12 +189,15 @@ class DeviceTorchOps(TorchOps):
         for i, image in enumerate(images):
             by_size.setdefault(image.shape[:2], []).append(i)
         for idx in by_size.values():
-            # one host copy per frame, straight into pinned memory, then one upload for the batch
-            host = torch.empty((len(idx), *images[idx[0]].shape), dtype=torch.uint8, pin_memory=True)
+            # one host copy per frame, straight into pinned memory; each frame's upload starts at
+            # once and runs while the next frame is copied
+            shape = (len(idx), *images[idx[0]].shape)
+            host = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            x = torch.empty(shape, dtype=torch.uint8, device=self.device)
             staged = host.numpy()
             for j, i in enumerate(idx):
                 staged[j] = images[i]
-            x = host.to(self.device, non_blocking=True)
+                x[j].copy_(host[j], non_blocking=True)
             (h, w), s = x.shape[1:3], image_size
             x = self._normalize(x, *pil_bicubic_taps(w, s, self.device), *pil_bicubic_taps(h, s, self.device),
                                 *self._norm)
