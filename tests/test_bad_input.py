@@ -72,6 +72,8 @@ def _bad_value(action: argparse.Action) -> str | None:
         return "-1"
     if name == "_ints":
         return "1"
+    if name == "_depths":
+        return "0,-1"
     if name == "_dtypes":
         return "float16"
     if name == "compute_capability":
