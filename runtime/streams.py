@@ -111,11 +111,12 @@ class MultiStreamTracker:
         result, masks on the host. A source that raises ends its stream (recorded in the stats)
         without stopping the others.
 
-        ``in_flight``: steps issued before the oldest one's results are delivered. On a GPU backend
+        ``in_flight``: steps that may still compute when the next one is issued. On a GPU backend
         whose tracker keeps results on the device (``TrackerOptions.device_results``), 1 lets the
         host take and stage the next frames while the device computes the current step (results are
         copied to the host behind their own step, not behind the next one); 0 finishes each step
-        before taking the next frames. Host backends finish every step when it is issued."""
+        before taking the next frames. A step found done is delivered at once: host backends finish
+        every step when it is issued, so their results never wait for the next step."""
         from .frames import StreamSource
 
         if in_flight < 0:
@@ -161,7 +162,7 @@ class MultiStreamTracker:
             issued.append((ready, results, ops.marker()))
             stats.steps += 1
             stats.batch_sizes.append(len(frames))
-            while len(issued) > in_flight:
+            while issued and (len(issued) > in_flight or issued[0][2].query()):  # done ones go out now
                 deliver()
         for sid, slot in slots.items():
             stats.dropped[sid] = slot.dropped

@@ -3,6 +3,7 @@ across streams; streams join, leave and stall without disturbing the others."""
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -165,13 +166,30 @@ def test_serve_keeps_going_when_a_stream_stalls_or_fails(backend, clips):
     assert max(stats.batch_sizes) >= 2 and stats.dropped == {"a": 0, "b": 0, "c": 0}
 
 
-def test_serve_issues_the_next_step_before_delivering_device_results(backend, clips):
-    """in_flight=1: step t+1 is issued before step t's results are delivered; results reach
-    on_result as host arrays (device results are copied behind their own step), equal for any
-    in_flight."""
+class _DeviceLikeMarker:
+    """A marker that, like a CUDA event of a step still computing, is reached only when waited on."""
+
+    def __init__(self):
+        self.reached = False
+
+    def query(self) -> bool:
+        return self.reached
+
+    def synchronize(self) -> None:
+        self.reached = True
+
+
+@pytest.mark.parametrize("device_like", [True, False], ids=["device-markers", "host-markers"])
+def test_serve_issues_the_next_step_before_delivering_results(backend, clips, device_like):
+    """in_flight=N: with steps still computing (device-like markers), step t's results are delivered
+    once N later steps are issued; done steps (host markers) are delivered at once. Results reach
+    on_result as host arrays (device results are copied behind their own step), equal for any N."""
     runs = {}
     for in_flight in (0, 1, 2):
         mst = MultiStreamTracker(backend, TrackerOptions(fill_hole_area=0, device_results=True))
+        if device_like:
+            mst.tracker.ops = copy.copy(mst.tracker.ops)
+            mst.tracker.ops.marker = _DeviceLikeMarker
         log: list[str] = []
         step = mst.step
 
@@ -190,13 +208,15 @@ def test_serve_issues_the_next_step_before_delivering_device_results(backend, cl
         prompts = {s: {1: Prompt(box=[100, 100, 300, 400])} for s in ("a", "b")}
         stats = mst.serve({"a": clips["a"][:4], "b": clips["b"][:4]}, on_result, prompts, in_flight=in_flight)
         assert stats.frames == 8 and [t for t, _ in got["a"]] == [0, 1, 2, 3] == [t for t, _ in got["b"]]
-        # every step's results come out once `in_flight` later steps have been issued (or at the end)
-        issued_before_first = log.index("result")
-        assert issued_before_first == min(in_flight + 1, stats.steps), log
+        steps_before_first_result = log.index("result")
+        assert steps_before_first_result == (min(in_flight + 1, stats.steps) if device_like else 1), log
         runs[in_flight] = got
     for in_flight in (1, 2):
         for sid in ("a", "b"):
             for (_, x), (_, y) in zip(runs[0][sid], runs[in_flight][sid]):
                 assert (x > 0).any() and np.array_equal(x, y)
+
+
+def test_serve_refuses_a_negative_depth(backend, clips):
     with pytest.raises(TrackerError, match="in_flight"):
         MultiStreamTracker(backend).serve({"a": clips["a"][:1]}, lambda *a: None, in_flight=-1)
