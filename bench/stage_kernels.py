@@ -7,6 +7,9 @@
 - Hiera's patch embedding (7x7 stride-4 convolution, 3 -> 96 channels, then B,H,W,C) under bf16
   autocast: as sam2 runs it, channels-last, and as im2col + one matmul;
 - the memory encoder's depthwise 7x7 convolution (CXBlock) in bf16: NCHW against channels-last;
+- Hiera's small-window attentions at eight frames (q 4 x k 16 and 16 x 64 tokens, d 96): SDPA,
+  the two matmuls of ``explicit_attention`` (eager, compiled), and the same arithmetic written as
+  broadcast products and sums (compiled: Inductor's reductions, no batched GEMM);
 - the whole image encoder stage (bf16 autocast, the per-shape attention kernels) compiled as the
   backend compiles it against ``mode="max-autotune-no-cudagraphs"`` (Triton GEMM templates with the
   GELU/bias epilogues fused; ``--no-autotune`` skips that, it compiles for minutes).
@@ -134,6 +137,25 @@ def main() -> int:
         "channels-last": (dw_channels_last, (feat,)),
         "NCHW compiled": (torch.compile(dw_nchw), (feat,)),
     })
+
+    from fastsam2.export.attention import explicit_attention
+
+    def broadcast_attention(q, k, v):
+        scores = (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1, dtype=torch.float32) * q.shape[-1] ** -0.5
+        p = scores.softmax(-1).to(v.dtype)  # [..., Nq, Nk]
+        return (p.unsqueeze(-1) * v.unsqueeze(-3)).sum(-2, dtype=torch.float32).to(v.dtype)
+
+    windows = args.batch * 1024
+    for heads, nq, nk in ((4, 4, 16), (2, 16, 64), (2, 16, 16)):
+        q = torch.randn(windows, heads, nq, 96, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(windows, heads, nk, 96, device=dev, dtype=torch.bfloat16)
+        v = torch.randn(windows, heads, nk, 96, device=dev, dtype=torch.bfloat16)
+        report(f"window attn {heads}x{nq}x{nk}", {
+            "SDPA (PyTorch's choice)": (F.scaled_dot_product_attention, (q, k, v)),
+            "explicit, eager": (explicit_attention, (q, k, v)),
+            "explicit, compiled": (torch.compile(explicit_attention), (q, k, v)),
+            "broadcast + sum, compiled": (torch.compile(broadcast_attention), (q, k, v)),
+        })
 
     import time
 
