@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (the device tool runs this in the repo root; $OUT comes back):
-#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, profile, profile-8, attention, kernels, gpu-tests, full)
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (../shared/tools/device-wheels.sh)
 # and the sample frames in .bench_frames/bedroom (both carried; neither is tracked).
@@ -52,6 +52,8 @@ for mode in "${@:-smoke}"; do
       2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1 ;;
   kernels)  # alternatives for the slowest single kernels (bench/stage_kernels.py)
     python3 bench/stage_kernels.py --frames-dir $frames 2>&1 | tee "$OUT/h200_stage_kernels.log" || exit 1 ;;
+  kernels-quick)  # the same without the encoder under max-autotune (minutes of compilation)
+    python3 bench/stage_kernels.py --frames-dir $frames --no-autotune 2>&1 | tee "$OUT/h200_stage_kernels.log" || exit 1 ;;
   full)  # the H100 benchmark of bench/results/gpu_h100.*
     $bench --keep 1.0,0.5,0.3 --frames 60,200,1000 --official-offload \
       --json "$OUT/gpu_h100.json" --plot "$OUT/gpu_h100.png" 2>&1 | tee "$OUT/gpu_h100.log" ;;
