@@ -15,7 +15,7 @@ import argparse
 import math
 from collections import Counter
 
-import numpy as np
+from cuda_timing import median_us
 
 
 def main() -> int:
@@ -54,19 +54,6 @@ def main() -> int:
         s = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
         return torch.matmul(s.softmax(-1), v)
 
-    def timed(fn, *x) -> float:
-        for _ in range(5):
-            fn(*x)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        ms = []
-        for _ in range(50):
-            start.record()
-            fn(*x)
-            end.record()
-            end.synchronize()
-            ms.append(start.elapsed_time(end))
-        return float(np.median(ms)) * 1e3
-
     choices = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                "efficient": SDPBackend.EFFICIENT_ATTENTION}
     print(f"{'q':>22} {'k':>22} calls | " + " ".join(f"{c:>9}" for c in choices) + "  explicit   (µs)")
@@ -78,13 +65,13 @@ def main() -> int:
             for backend in choices.values():
                 try:
                     if backend is None:
-                        cells.append(f"{timed(sdpa, q, k, v):9.1f}")
+                        cells.append(f"{median_us(sdpa, q, k, v):9.1f}")
                     else:
                         with sdpa_kernel([backend]):
-                            cells.append(f"{timed(sdpa, q, k, v):9.1f}")
+                            cells.append(f"{median_us(sdpa, q, k, v):9.1f}")
                 except RuntimeError:
                     cells.append(f"{'-':>9}")
-            ex = timed(explicit, q, k, v)
+            ex = median_us(explicit, q, k, v)
         print(f"{str(qs):>22} {str(ks):>22} {calls:5d} | " + " ".join(cells) + f"  {ex:9.1f}", flush=True)
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from cuda_timing import median_us
 
 
 def main() -> int:
@@ -38,25 +39,12 @@ def main() -> int:
     from fastsam2.export.torch_backend import normalize_frames, pil_bicubic_taps
     from fastsam2.tools.bench import SampleFrames
 
-    def timed(fn, *x) -> float:
-        for _ in range(5):
-            fn(*x)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        ms = []
-        for _ in range(30):
-            start.record()
-            fn(*x)
-            end.record()
-            end.synchronize()
-            ms.append(start.elapsed_time(end))
-        return float(np.median(ms)) * 1e3
-
     def report(group: str, variants: dict) -> None:
         ref = None
         for name, (fn, x) in variants.items():
             with torch.inference_mode():
                 out = fn(*x).float()
-                us = timed(fn, *x)
+                us = median_us(fn, *x, calls=30)
             diff = "" if ref is None else f"  max|diff| vs first {float((out - ref).abs().max()):.3g}"
             ref = out if ref is None else ref
             print(f"{group:<22} {name:<34} {us:9.1f} us{diff}", flush=True)

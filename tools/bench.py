@@ -80,24 +80,23 @@ def _dtypes(text: str) -> list[str]:
     return vals
 
 
-def _depths(text: str) -> list[int]:
+def _int_list(text: str, minimum: int, what: str) -> list[int]:
+    """"N,N,.." → [N, ...], each at least ``minimum`` (argparse error naming ``what`` otherwise)."""
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"steps in flight are >= 0, got {text!r}")
+    if not vals or any(v < minimum for v in vals):
+        raise argparse.ArgumentTypeError(f"{what} are >= {minimum}, got {text!r}")
     return vals
+
+
+def _depths(text: str) -> list[int]:
+    return _int_list(text, 0, "steps in flight")
 
 
 def _ints(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not vals or any(v < 2 for v in vals):
-        raise argparse.ArgumentTypeError(f"frame counts are >= 2, got {text!r}")
-    return vals
+    return _int_list(text, 2, "frame counts")
 
 
 def add_parser(subparsers) -> None:
