@@ -209,3 +209,4 @@ def gpu_attention() -> Iterator[None]:
         yield
     finally:
         F.scaled_dot_product_attention = sdpa
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -39,8 +39,9 @@ class TorchStageRunner(StageRunner):
     each bucket's graph captures (compilation happens in the warm-up runs before the capture).
 
     ``attention`` (CUDA, half precision): "by-shape" runs each attention with the kernel
-    :func:`~fastsam2.export.attention.gpu_attention_kernel` picks for its sizes; "sdpa" leaves the
-    choice to PyTorch. fp32 and CPU calls always go to PyTorch's SDPA.
+    :func:`~fastsam2.export.attention.gpu_attention_kernel` picks for its sizes, and Hiera's patch
+    embedding as one matmul (:func:`patch_embed_matmul`); "sdpa" leaves both to PyTorch. fp32 and
+    CPU calls always run PyTorch's SDPA and sam2's convolution.
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class TorchStageRunner(StageRunner):
                                                  cache_enabled=not self.cuda_graphs))
             if self.gpu_attention:
                 ctx.enter_context(gpu_attention())
+                ctx.enter_context(gpu_patch_embed())
             outs = self.call(**feed)
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
@@ -305,3 +307,46 @@ def build_torch_backend(
         + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
         weights=getattr(model, "fastsam2_weights", None),
     )
+
+
+# -- the patch embedding on a GPU --------------------------------------------------------------------
+
+def patch_embed_matmul(x, conv):
+    """Hiera's patch embedding ``conv`` (a stride-s k×k convolution, 3 → C channels) of x [B,3,H,W]
+    as im2col + one matmul → [B,Ho,Wo,C], channels last as Hiera wants them (sam2 runs the conv,
+    whose 3 input channels suit no tensor-core kernel, then permutes). Under autocast the columns
+    are built in its dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    b, (kh, kw), (sh, sw), (ph, pw) = x.shape[0], conv.kernel_size, conv.stride, conv.padding
+    ho, wo = (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+    cols = F.unfold(x.to(dtype), (kh, kw), padding=(ph, pw), stride=(sh, sw))  # [B, 3*kh*kw, Ho*Wo]
+    out = torch.matmul(cols.transpose(1, 2), conv.weight.reshape(conv.out_channels, -1).to(dtype).T)
+    if conv.bias is not None:
+        out = out + conv.bias.to(dtype)
+    return out.reshape(b, ho, wo, conv.out_channels)
+
+
+@contextlib.contextmanager
+def gpu_patch_embed() -> Iterator[None]:
+    """Within the block, sam2's PatchEmbed on CUDA under autocast runs :func:`patch_embed_matmul`
+    (every other call: sam2's own forward)."""
+    import torch
+    from sam2.modeling.backbones.utils import PatchEmbed
+
+    original = PatchEmbed.forward
+
+    def forward(self, x):
+        conv = self.proj
+        if (not x.is_cuda or not torch.is_autocast_enabled("cuda") or conv.groups != 1
+                or conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
+            return original(self, x)
+        return patch_embed_matmul(x, conv)
+
+    PatchEmbed.forward = forward
+    try:
+        yield
+    finally:
+        PatchEmbed.forward = original

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tolerances import EPS32
+from tolerances import EPS32, reduction_atol
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -78,3 +78,40 @@ def test_chosen_kernels_equal_sdpa_on_the_gpu():
         # bf16 inputs, fp32 reference: the output's error is a few bf16 ulps of max|v|
         assert float((out - ref).abs().max()) <= 8 * 2**-8 * float(v.abs().max()), kernel
         np.testing.assert_array_equal(out.isfinite().cpu().numpy(), True)
+
+
+def test_patch_embedding_as_one_matmul_equals_the_convolution():
+    from fastsam2.export.models import build_sam2
+    from fastsam2.export.torch_backend import gpu_patch_embed, patch_embed_matmul
+
+    pe = build_sam2("tiny", None, device="cpu", seed=0, quiet=True).image_encoder.trunk.patch_embed
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = pe(x)  # sam2: conv, then [B,H,W,C]
+        got = patch_embed_matmul(x, pe.proj)
+        assert got.shape == ref.shape == (2, 24, 32, pe.proj.out_channels)
+        # 3*7*7 products per output, summed in another order
+        mag = float((x.abs().max() * pe.proj.weight.abs().max()).item())
+        assert (got - ref).abs().max().item() <= reduction_atol(mag, 3 * 7 * 7)
+        with gpu_patch_embed():  # off the GPU (and outside autocast) sam2's own forward runs
+            assert torch.equal(pe(x), ref)
+        with torch.autocast("cpu", torch.bfloat16):
+            assert patch_embed_matmul(x, pe.proj).dtype == torch.bfloat16
+
+
+@pytest.mark.gpu
+def test_patch_embedding_as_one_matmul_on_the_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (run on the lent GPU: pytest -m gpu tests/test_gpu_attention.py)")
+    from fastsam2.export.models import build_sam2
+    from fastsam2.export.torch_backend import gpu_patch_embed
+
+    pe = build_sam2("tiny", None, device="cuda", seed=0, quiet=True).image_encoder.trunk.patch_embed
+    x = torch.randn(2, 3, 1024, 1024, device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        ref = pe(x).float()
+        with gpu_patch_embed():
+            got = pe(x).float()
+    # the same bf16 inputs, fp32 accumulation; the outputs are rounded to bf16 (half an ulp, 2^-8
+    # relative) once by the convolution and twice here (the product, then the bias added in bf16)
+    assert (got - ref).abs().max().item() <= 3 * 2.0**-8 * max(1.0, ref.abs().max().item())

@@ -152,8 +152,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--compile", action="store_true",
                    help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
     p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
-                   help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape "
-                        "(default) or PyTorch's SDPA choice")
+                   help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape and "
+                        "the patch embedding as one matmul (default), or PyTorch's SDPA choice and sam2's "
+                        "convolution")
     p.add_argument("--official-dtype", type=_dtypes, default=["float32"], metavar="D,D",
                    help="the official predictor's modes: float32 (eager, its default) and/or bfloat16 "
                         "(torch.inference_mode + bf16 autocast, as its README runs it); default float32")
