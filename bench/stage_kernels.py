@@ -10,7 +10,7 @@
 - Hiera's small-window attentions at eight frames (q 4 x k 16 and 16 x 64 tokens, d 96): SDPA,
   the two matmuls of ``explicit_attention`` (eager, compiled), and the same arithmetic written as
   broadcast products and sums (compiled: Inductor's reductions, no batched GEMM);
-- the whole image encoder stage (bf16 autocast, the per-shape attention kernels) compiled as the
+- the whole image encoder stage (bf16 autocast, the backend's GPU kernels) compiled as the
   backend compiles it against ``mode="max-autotune-no-cudagraphs"`` (Triton GEMM templates with the
   GELU/bias epilogues fused; ``--no-autotune`` skips that, it compiles for minutes).
 CUDA events, median of 30 calls; each alternative is checked against the first of its group.
@@ -149,12 +149,13 @@ def main() -> int:
 
     from fastsam2.export.attention import gpu_attention
     from fastsam2.export.stages import ImageEncoderStage
+    from fastsam2.export.torch_backend import gpu_patch_embed
 
     stage = ImageEncoderStage(model).eval()
 
     def encoder(fn):
         def run(x):
-            with torch.autocast("cuda", torch.bfloat16), gpu_attention():
+            with torch.autocast("cuda", torch.bfloat16), gpu_attention(), gpu_patch_embed():
                 return fn(x)[2]  # vision_feats
         return run
 
