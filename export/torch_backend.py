@@ -311,7 +311,7 @@ def build_torch_backend(
 
 # -- the patch embedding on a GPU --------------------------------------------------------------------
 
-def patch_embed_matmul(x, conv):
+def patch_embed_matmul(x: Any, conv: Any) -> Any:
     """Hiera's patch embedding ``conv`` (a stride-s k×k convolution, 3 → C channels) of x [B,3,H,W]
     as im2col + one matmul → [B,Ho,Wo,C], channels last as Hiera wants them (sam2 runs the conv,
     whose 3 input channels suit no tensor-core kernel, then permutes). Under autocast the columns
