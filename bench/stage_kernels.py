@@ -36,7 +36,7 @@ def main() -> int:
     import torch.nn.functional as F
 
     from fastsam2.export.models import build_sam2
-    from fastsam2.export.torch_backend import normalize_frames, pil_bicubic_taps
+    from fastsam2.export.torch_backend import normalize_frames, patch_embed_matmul, pil_bicubic_taps
     from fastsam2.tools.bench import SampleFrames
 
     def report(group: str, variants: dict) -> None:
@@ -78,7 +78,6 @@ def main() -> int:
     pe = model.image_encoder.trunk.patch_embed
     conv = pe.proj
     k, st, pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-    weight = conv.weight.reshape(conv.out_channels, -1)
 
     def sam2_patch(x):
         with torch.autocast("cuda", torch.bfloat16):
@@ -93,10 +92,7 @@ def main() -> int:
 
     def im2col_patch(x):
         with torch.autocast("cuda", torch.bfloat16):
-            cols = F.unfold(x.to(torch.bfloat16), k, padding=pad, stride=st)  # [B, 3*k*k, L]
-            out = cols.transpose(1, 2) @ weight.T + conv.bias  # [B, L, C]
-            n = (x.shape[-1] + 2 * pad - k) // st + 1
-            return out.reshape(x.shape[0], n, n, -1)
+            return patch_embed_matmul(x, conv)  # what the backend runs (gpu_patch_embed)
 
     report(f"patch embed x{args.batch}", {
         "sam2 (NCHW conv, permute)": (sam2_patch, (image,)),
