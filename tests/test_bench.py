@@ -52,4 +52,3 @@ def test_bench_rejects_bad_options(capsys):
     assert "argument --gpu-attention: invalid choice" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--in-flight", "1", "--json", "x.json"]) == 1
     assert "--in-flight needs the GPU path" in capsys.readouterr().err
-
