@@ -610,7 +610,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
     for sid in streams:
         mst.remove_stream(sid)
     stats = _stats(ms)
-    if in_flight:  # steps overlap: throughput is steps over wall time, not 1 / latency
+    if in_flight and ms:  # steps overlap: throughput is steps over wall time, not 1 / latency
         stats["fps"] = len(ms) / wall_s
     mem = meter.fields()
     return {
