@@ -17,6 +17,15 @@ from fastsam2.export.torch_backend import normalize_frames, pil_bicubic_taps, re
 from fastsam2.runtime.preprocess import preprocess_frame  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LEVEL = 1.0 / 255.0 / min(STD)  # one uint8 level after normalization
+SAME = 8 * EPS32 * 2.7  # float32 normalization of a value up to ~2.6 in another order of operations
+
+
+def _cpu_reference(x, size: int):
+    """normalize_frames on the CPU: uint8 [B,H,W,3] → [B,3,size,size]."""
+    h, w = x.shape[1:3]
+    mean, std = torch.tensor(MEAN).reshape(1, 3, 1, 1), torch.tensor(STD).reshape(1, 3, 1, 1)
+    return normalize_frames(x, *pil_bicubic_taps(w, size, "cpu"), *pil_bicubic_taps(h, size, "cpu"), mean, std)
 
 
 @pytest.mark.parametrize("n_in,n_out", [(540, 1024), (960, 1024), (1920, 1024), (1080, 512), (300, 256)])
@@ -51,18 +60,12 @@ def test_normalize_frames_matches_the_host_path(bedroom):
     for one uint8 level on rare values (PIL's fixed-point rounding)."""
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(bedroom.glob("*.jpg"))[:2]]
     for size in (1024, 512):
-        x = torch.from_numpy(np.stack(images))
-        h, w = x.shape[1:3]
-        mean = torch.tensor(MEAN).reshape(1, 3, 1, 1)
-        std = torch.tensor(STD).reshape(1, 3, 1, 1)
-        got = normalize_frames(x, *pil_bicubic_taps(w, size, "cpu"), *pil_bicubic_taps(h, size, "cpu"), mean, std)
+        got = _cpu_reference(torch.from_numpy(np.stack(images)), size)
         assert got.shape == (2, 3, size, size) and got.dtype == torch.float32
         ref = np.concatenate([preprocess_frame(im, size, MEAN, STD) for im in images])
         diff = np.abs(got.numpy() - ref)
-        level = 1.0 / 255.0 / min(STD)  # one uint8 level after normalization
-        # float32 normalization of a value up to ~2.6 in two different orders of operations
-        same = diff <= 8 * EPS32 * 2.7
-        assert diff.max() <= level * 1.001
+        same = diff <= SAME
+        assert diff.max() <= LEVEL * 1.001
         assert 1.0 - same.mean() < 1e-3, f"{1.0 - same.mean():.2e} of the values differ by a level"
 
 
@@ -78,11 +81,6 @@ def test_device_preprocess_equals_cpu_arithmetic(bedroom, compile):
     ops = DeviceTorchOps("cuda", compile=compile)
     got = ops.preprocess_frames(images, 1024, MEAN, STD)
     for im, g in zip(images, got):
-        x = torch.from_numpy(im[None])
-        mean, std = torch.tensor(MEAN).reshape(1, 3, 1, 1), torch.tensor(STD).reshape(1, 3, 1, 1)
-        h, w = im.shape[:2]
-        ref = normalize_frames(x, *pil_bicubic_taps(w, 1024, "cpu"), *pil_bicubic_taps(h, 1024, "cpu"), mean, std)
-        diff = (g.cpu() - ref).abs()
-        level = 1.0 / 255.0 / min(STD)
-        assert diff.max().item() <= level * 1.001
-        assert (diff > 8 * EPS32 * 2.7).float().mean().item() < 1e-4
+        diff = (g.cpu() - _cpu_reference(torch.from_numpy(im[None]), 1024)).abs()
+        assert diff.max().item() <= LEVEL * 1.001
+        assert (diff > SAME).float().mean().item() < 1e-4
