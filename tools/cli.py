@@ -93,6 +93,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", default=None, help="text description of the object(s) for the router")
     p.add_argument("--texts", default=None, help="text embeddings .npz from `fastsam2-export text`")
     p.add_argument("--router", default=None, help="router weights .safetensors (default: built-in heuristic weights)")
+    p.add_argument("--selector", choices=["router", "random", "grid"], default="router",
+                   help="how pruned frames pick their tokens: the router (default), uniformly at random "
+                   "(seeded by --selector-seed) or a uniform grid; the last two are baselines for the router")
+    p.add_argument("--selector-seed", type=non_negative_int, default=0, metavar="N",
+                   help="seed of --selector random (default 0)")
+    p.add_argument("--precision", choices=["fp32", "int8", "fp16"], default="fp32",
+                   help="--backend ort: the graphs to run: fp32 (default), int8 (the export's int8/ graphs, "
+                   "made by fastsam2.calibration.ort_quant) or fp16 (its fp16/ graphs)")
     p.add_argument("--threads", type=positive(int), default=None, metavar="N",
                    help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
 
@@ -108,6 +116,10 @@ def check_model_args(args: argparse.Namespace) -> None:
         path = getattr(args, name, None)
         if path and not Path(path).is_file():
             raise UsageError(f"--{name}: file not found: {path}")
+    if getattr(args, "selector", "router") != "router" and (args.text or args.router or args.texts):
+        raise UsageError(f"--text, --texts and --router configure the router; --selector {args.selector} uses none")
+    if getattr(args, "precision", "fp32") != "fp32" and args.backend != "ort":
+        raise UsageError(f"--precision {args.precision} selects exported ONNX graphs: it needs --backend ort")
     if args.backend == "torch":
         if args.graphs:
             raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")
@@ -186,11 +198,12 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
 
         torch.set_num_threads(threads.threads)
         autocast = None if args.dtype == "float32" else args.dtype
-        backend = build_torch_backend(model, autocast_dtype=autocast)
+        backend = build_torch_backend(model, autocast_dtype=autocast, router_weights=args.router)
     elif args.backend == "ort":
         from fastsam2.runtime.backends.ort import load_ort_backend
 
-        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads)
+        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads,
+                                   precision=getattr(args, "precision", "fp32"))
     else:
         from fastsam2.runtime.backends.trt import load_trt_backend
 
@@ -204,15 +217,19 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
                   "keep_ratio": args.keep, "weights": weights, "threads": threads.to_json()}
     if args.backend != "torch":
         info["runtime"] = backend.description
+    if backend.precisions:
+        info["precisions"] = dict(backend.precisions)
     if weights == "random-init":
         info["note"] = "random weights: masks are meaningless (timings are real)"
         if args.backend == "torch":
             info["note"] = "random weights (object-score bias +5 so masks are non-empty): masks are meaningless"
     router = None
     if args.keep < 1.0:
-        from fastsam2.runtime.router import make_router
+        from fastsam2.runtime.router import make_selector
 
-        router = make_router(backend, text=args.text, texts_path=args.texts, weights_path=args.router)
+        router = make_selector(backend, getattr(args, "selector", "router"), seed=getattr(args, "selector_seed", 0),
+                               text=args.text, texts_path=args.texts, weights_path=args.router)
+        info["selector"] = getattr(args, "selector", "router")
     options = TrackerOptions(keep_ratio=args.keep, fill_hole_area=args.fill_hole_area)
     info["fill_hole_area"] = options.fill_hole_area if options.fill_hole_area is not None else cfg.fill_hole_area
     return SAM2Tracker(backend, options, router=router), info

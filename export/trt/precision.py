@@ -278,3 +278,39 @@ def to_fp16(src: str | Path, dst: str | Path, *, keep: dict[str, set[str]] | Non
     return report
 
 
+
+
+FP16_GRAPHS = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+
+
+def write_fp16_graphs(export_dir: str | Path, graphs: tuple[str, ...] = FP16_GRAPHS) -> dict:
+    """``export_dir/fp16/``: :func:`to_fp16` of the plain (TensorRT) file of each of ``graphs`` and a
+    ``report.json`` that ``load_ort_backend(export_dir, precision="fp16")`` reads (the router stays
+    fp32, as with INT8). Written under a scratch name and renamed, so a failure leaves no fp16/.
+    Returns the report."""
+    import json
+    import shutil
+
+    from fastsam2.runtime.backends.ort import FP16_DIR, INT8_REPORT
+    from fastsam2.runtime.manifest import MANIFEST_NAME, Manifest, file_sha256
+
+    export_dir = Path(export_dir)
+    manifest = Manifest.read(export_dir)
+    out, tmp = export_dir / FP16_DIR, export_dir / (FP16_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        report: dict = {"manifest_sha256": file_sha256(export_dir / MANIFEST_NAME), "graphs": {}}
+        for name in graphs:
+            entry = manifest.graphs[name]
+            dst = tmp / entry.file
+            conv = to_fp16(export_dir / entry.file, dst)
+            report["graphs"][name] = {"file": entry.file, "sha256": file_sha256(dst), "accepted": True,
+                                      "conversion": conv.to_json()}
+        (tmp / INT8_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report

@@ -40,7 +40,9 @@ from .base import Backend, StageError, StageRunner
 
 INT8_DIR = "int8"
 INT8_REPORT = "report.json"
-PRECISIONS = ("fp32", "int8")
+FP16_DIR = "fp16"  # mixed-precision graphs (export/trt/precision.py: write_fp16_graphs), same report shape
+PRECISION_DIRS = {"int8": INT8_DIR, "fp16": FP16_DIR}
+PRECISIONS = ("fp32", "int8", "fp16")
 ARENAS = ("shared", "session")  # one process-wide arena, or ONNX Runtime's default of one per session
 ATTENTION = ("fused", "plain")
 
@@ -148,23 +150,29 @@ class OrtStageRunner(StageRunner):
 
 
 def read_int8_report(graph_dir: str | Path) -> dict[str, Any] | None:
+    return read_precision_report(graph_dir, "int8")
+
+
+def read_precision_report(graph_dir: str | Path, precision: str) -> dict[str, Any] | None:
+    """``<precision dir>/report.json`` of an export ({"manifest_sha256", "graphs": {name: {"file",
+    "sha256", "accepted"}}}), None where the export has none."""
     import json
 
-    path = Path(graph_dir) / INT8_DIR / INT8_REPORT
+    path = Path(graph_dir) / PRECISION_DIRS[precision] / INT8_REPORT
     if not path.is_file():
         return None
     return json.loads(path.read_text())
 
 
 def _graph_path(
-    graph_dir: Path, entry: GraphEntry, precision: str, int8: dict | None, variant: str | None
+    graph_dir: Path, entry: GraphEntry, precision: str, report: dict | None, variant: str | None
 ) -> tuple[Path, str | None]:
     """(file to load, sha256 it must have or None) for one graph at ``precision``: an accepted INT8
-    graph, else the ``variant`` file where the graph has one, else the plain graph."""
-    if precision == "int8" and int8 is not None:
-        g = int8.get("graphs", {}).get(entry.name)
+    or FP16 graph, else the ``variant`` file where the graph has one, else the plain graph."""
+    if precision != "fp32" and report is not None:
+        g = report.get("graphs", {}).get(entry.name)
         if g and g.get("accepted"):
-            return graph_dir / INT8_DIR / g["file"], g.get("sha256")
+            return graph_dir / PRECISION_DIRS[precision] / g["file"], g.get("sha256")
     file, sha = entry.file_for(variant)
     return graph_dir / file, sha
 
@@ -187,7 +195,8 @@ def load_ort_backend(
     ``check``: verify each graph file's sha256 against the manifest (and the int8 report) and the
     manifest's fastsam2 version; ``expect_config``: refuse an export of another config.
     ``precision="int8"``: use ``int8/<graph>.onnx`` for the graphs ``int8/report.json`` accepted,
-    fp32 for the rest. ``graphs``: load only these (default: every graph in the manifest).
+    fp32 for the rest; ``precision="fp16"`` likewise from ``fp16/`` (the mixed-precision graphs
+    TensorRT's fp16 engines are built from, attention written out: no fused variant). ``graphs``: load only these (default: every graph in the manifest).
     ``attention``: "fused" loads each graph's ONNX Runtime variant (``<graph>.ort.onnx``: attention as
     one MultiHeadAttention node, run by ORT's fused kernel) where the export has one; "plain" the
     standard-ONNX graphs TensorRT is built from. ``arena``: "shared" (one CPU arena for all the
@@ -203,13 +212,13 @@ def load_ort_backend(
     variant = ORT_VARIANT if attention == "fused" else None
     export = ExportDir.open(graph_dir, expect_config=expect_config, check_version=check)
     manifest = export.manifest
-    int8 = read_int8_report(graph_dir) if precision == "int8" else None
-    if precision == "int8" and int8 is None:
-        raise ManifestError(
-            f"no {INT8_DIR}/{INT8_REPORT} in {graph_dir}: run fastsam2.calibration.ort_quant first"
-        )
-    if int8 is not None and check and int8.get("manifest_sha256") != export.manifest_sha256():
-        raise ManifestError(f"{graph_dir / INT8_DIR / INT8_REPORT} was made from another export")
+    report = read_precision_report(graph_dir, precision) if precision != "fp32" else None
+    if precision != "fp32" and report is None:
+        made_by = ("fastsam2.calibration.ort_quant" if precision == "int8"
+                   else "fastsam2.export.trt.precision.write_fp16_graphs")
+        raise ManifestError(f"no {PRECISION_DIRS[precision]}/{INT8_REPORT} in {graph_dir}: run {made_by} first")
+    if report is not None and check and report.get("manifest_sha256") != export.manifest_sha256():
+        raise ManifestError(f"{graph_dir / PRECISION_DIRS[precision] / INT8_REPORT} was made from another export")
     constants = export.constants()
 
     names = list(graphs) if graphs is not None else list(manifest.graphs)
@@ -218,7 +227,7 @@ def load_ort_backend(
     files: dict[str, str] = {}
     for name in names:
         entry = export.entry(name)
-        path, sha = _graph_path(graph_dir, entry, precision, int8, variant)
+        path, sha = _graph_path(graph_dir, entry, precision, report, variant)
         export.verified(path, sha, check=check)
         runner = OrtStageRunner(
             entry.spec,
@@ -236,7 +245,7 @@ def load_ort_backend(
                 f"{manifest.config_name!r} (edited?): re-export"
             )
         runners[name] = runner
-        chosen[name] = "int8" if path.parent.name == INT8_DIR else "fp32"
+        chosen[name] = precision if path.parent.name == PRECISION_DIRS.get(precision) else "fp32"
         files[name] = str(path.relative_to(graph_dir))
     first = next(iter(runners.values()), None)
     used = first.session.get_providers()[0] if first is not None else "none"
