@@ -18,7 +18,8 @@ import numpy as np
 
 import fastsam2.runtime
 
-from fastsam2.runtime.args import ArgumentParser, cli_main, finite_float, keep_ratios, non_negative_int, positive
+from fastsam2.runtime.args import (ArgumentParser, cli_main, finite_float, keep_ratios, name_list,
+                                   non_negative_int, positive)
 from fastsam2.runtime.errors import UsageError
 from fastsam2.runtime.outdir import (
     atomic_output_dir,
@@ -495,7 +496,21 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--run", action="store_true",
                    help="track --dataset with first-frame masks as prompts at each --keeps ratio, then evaluate")
     p.add_argument("--dataset", help="DAVIS-layout root (JPEGImages/480p, Annotations/480p) for --run")
-    p.add_argument("--keeps", type=keep_ratios, default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
+    p.add_argument("--keeps", type=keep_ratios, default=None,
+                   help="keep ratios for --run (default 1.0,0.5,0.3) and --sweep (default 1,0.7,0.5,0.3,0.2,0.1)")
+    from .sweep import BACKENDS, SELECTORS
+
+    sweep = p.add_argument_group("--sweep: J&F and ms/frame for every keep ratio x token selector x backend")
+    sweep.add_argument("--sweep", metavar="DATASET", default=None,
+                       help="DAVIS-layout dataset to sweep; writes sweep.json, sweep.md and sweep.png into --out")
+    sweep.add_argument("--selectors", type=name_list(SELECTORS), default=",".join(SELECTORS),
+                       help=f"token selectors (default {','.join(SELECTORS)}; trained and text need --router)")
+    sweep.add_argument("--backends", type=name_list(BACKENDS), default="torch,ort",
+                       help=f"backends and precisions, from {','.join(BACKENDS)} (default torch,ort)")
+    sweep.add_argument("--labels", default=None,
+                       help='the text cue\'s {"<seq>/<obj_id>": "text"} (default DATASET/labels.json)')
+    sweep.add_argument("--calib", default=None, metavar="FRAMES_DIR",
+                       help="frames to calibrate ort-int8 on (default: the dataset's first sequence)")
     add_job_args(p, out_help="where --run writes its masks (default: a temp dir)", required=False)
     p.set_defaults(func=run_eval)
 
@@ -505,6 +520,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output_file(args.json)
+    if args.sweep:
+        from .sweep import run_sweep
+
+        if args.json:
+            raise UsageError("--json does not apply to --sweep: its report is --out/sweep.json")
+        return run_sweep(args)
     if args.run:
         return run_eval_tracking(args)
     if not args.pred or not args.gt:
@@ -526,7 +547,7 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     from .distributed import make_executor
     from .video_jobs import format_totals, format_videos, started
 
-    keeps = args.keeps
+    keeps = args.keeps or [1.0, 0.5, 0.3]
     args.keep = 1.0
     check_model_args(args)
     executor = make_executor(args)  # in-process, or Ray actors with --ray (refused now if Ray is missing)
