@@ -494,21 +494,31 @@ def _first_frame_ok(order: list[_Object], height: int, width: int) -> bool:
     return all(visible[i] >= max(floor, 0.5 * area) for i, area in drawn.items())
 
 
-def make_clip(seed: int, *, split: str = "train", frames: int | None = None,
-              size: int | tuple[int, int] = 512, index: int | None = None) -> SynthClip:
-    """Generate one clip, fixed by (seed, split, index).
+@dataclass(eq=False)
+class _Scene:
+    """Everything a clip is drawn from: the background, camera, objects (depth order) and effects."""
 
-    frames: clip length (default: 8 for train, 24 for hard). size: side of a square frame or
-    (height, width). index: the clip's number in a data set (part of its seed and its name).
-    Returns a :class:`SynthClip` with frames (T, H, W, 3) uint8 and masks (T, H, W) uint8.
-    """
-    from PIL import Image, ImageFilter
+    height: int
+    width: int
+    background: np.ndarray          # (H + 2m, W + 2m, 3) uint8
+    pan: np.ndarray                 # (T, 2) int window offsets x, y
+    objects: list[_Object]          # back to front
+    gain: np.ndarray                # (T, 3) float32 per-channel gain of the light and colour cast
+    bias: np.ndarray                # (3,) float32
+    blur: list[tuple[str, float] | None]  # per frame: (kind, radius) or None
 
-    _check_split(split)
-    frames = DEFAULT_FRAMES[split] if frames is None else _check_count("frames", frames, 1)
-    height, width = _check_size(size)
+    @property
+    def frames(self) -> int:
+        return len(self.pan)
+
+
+def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def _scene(seed: int, split: str, frames: int, height: int, width: int, index: int | None) -> _Scene:
     params = _SPLIT_PARAMS[split]
     rng = clip_rng(seed, split, index)
     unit = float(min(height, width))
@@ -522,49 +532,81 @@ def make_clip(seed: int, *, split: str = "train", frames: int | None = None,
     pan = _pan(rng, frames, margin, params.pan * unit)
 
     for _ in range(200):
-        order = _sample_objects(rng, params, frames, height, width)
-        if _first_frame_ok(order, height, width):
+        objects = _sample_objects(rng, params, frames, height, width)
+        if _first_frame_ok(objects, height, width):
             break
     else:  # pragma: no cover - the ranges above make this practically unreachable
         raise RuntimeError(f"no layout with every target visible in frame 0 (seed {seed}, {split})")
 
-    light_amp = rng.uniform(0, params.light)
-    light_phase = rng.uniform(0, 2 * np.pi)
-    light_period = rng.uniform(6, 30)
-    # A colour cast of the whole clip (white balance, exposure) on top of the changing light.
-    cast_gain = (rng.uniform(0.8, 1.15) * rng.uniform(0.92, 1.08, 3)).astype(np.float32)
-    cast_bias = (rng.uniform(-12, 12, 3) + 0.5).astype(np.float32)  # + 0.5: the uint8 cast truncates
-    blur_kind = None
+    # The light changes over time; a colour cast (white balance, exposure) holds for the clip.
+    amp, phase, period = rng.uniform(0, params.light), rng.uniform(0, 2 * np.pi), rng.uniform(6, 30)
+    light = 1 + amp * np.sin(2 * np.pi * np.arange(frames) / period + phase)
+    cast = rng.uniform(0.8, 1.15) * rng.uniform(0.92, 1.08, 3)
+    gain = (light[:, None] * cast[None, :]).astype(np.float32)
+    bias = (rng.uniform(-12, 12, 3) + 0.5).astype(np.float32)  # + 0.5: the uint8 cast truncates
+    blur: list[tuple[str, float] | None] = [None] * frames
     if rng.random() < params.p_blur:
         # PIL's Gaussian costs ~3 box blurs (~10 ms at 512 px): the cheaper box is the common kind.
-        blur_kind = "gaussian" if rng.random() < 1 / 3 else "box"
-    blur_base = rng.uniform(0.3, 1.0) * params.max_blur * unit / 512
+        kind = "gaussian" if rng.random() < 1 / 3 else "box"
+        base = rng.uniform(0.3, 1.0) * params.max_blur * unit / 512
+        # Blur comes and goes within a blurred clip (a camera refocusing, a shake).
+        on = rng.random(frames) < 0.5
+        radius = base * rng.uniform(0.5, 1.5, frames)
+        blur = [(kind, float(r)) if o and (kind == "gaussian" or r >= 0.5) else None
+                for o, r in zip(on, radius)]
+    return _Scene(height=height, width=width, background=background, pan=pan, objects=objects,
+                  gain=gain, bias=bias, blur=blur)
 
+
+def _render(scene: _Scene, t: int, frame: np.ndarray, ids: np.ndarray) -> None:
+    """Draw frame ``t`` before lighting and blur: ``frame`` (H, W, 3 uint8) and ``ids`` (H, W uint8,
+    zeroed) are written in place."""
+    ox, oy = scene.pan[t]
+    frame[...] = scene.background[oy:oy + scene.height, ox:ox + scene.width]
+    offset = (scene.pan[t] - scene.pan[0]).astype(np.float64)  # objects live in the world, not the view
+    pixels = _pixels(frame)
+    for obj in scene.objects:
+        _draw(obj, t, pixels, ids, offset)
+
+
+def _apply_effects(scene: _Scene, t: int, frame: np.ndarray, scratch: np.ndarray) -> None:
+    """Lighting (per-channel gain and bias) and blur of frame ``t``, in place; ``scratch`` is a float32
+    buffer of the frame's shape."""
+    from PIL import Image, ImageFilter
+
+    np.multiply(frame, scene.gain[t], out=scratch)
+    scratch += scene.bias
+    np.clip(scratch, 0, 255, out=scratch)
+    frame[...] = scratch
+    if scene.blur[t] is not None:
+        kind, radius = scene.blur[t]
+        blur = ImageFilter.GaussianBlur(radius) if kind == "gaussian" else ImageFilter.BoxBlur(radius)
+        frame[...] = np.asarray(Image.fromarray(frame).filter(blur))
+
+
+def make_clip(seed: int, *, split: str = "train", frames: int | None = None,
+              size: int | tuple[int, int] = 512, index: int | None = None) -> SynthClip:
+    """Generate one clip, fixed by (seed, split, index).
+
+    frames: clip length (default: 8 for train, 24 for hard). size: side of a square frame or
+    (height, width). index: the clip's number in a data set (part of its seed and its name:
+    ``<split>_<index:05d>``, else ``<split>_seed<seed>``).
+    Returns a :class:`SynthClip` with frames (T, H, W, 3) uint8 and masks (T, H, W) uint8.
+    """
+    _check_split(split)
+    frames = DEFAULT_FRAMES[split] if frames is None else _check_count("frames", frames, 1)
+    height, width = _check_size(size)
+    seed = _check_seed(seed)
+    if index is not None:
+        index = _check_count("index", index, 0)
+    scene = _scene(seed, split, frames, height, width, index)
     out_frames = np.empty((frames, height, width, 3), dtype=np.uint8)
     out_masks = np.zeros((frames, height, width), dtype=np.uint8)
     scratch = np.empty((height, width, 3), dtype=np.float32)
     for t in range(frames):
-        ox, oy = pan[t]
-        frame = out_frames[t]
-        frame[...] = background[oy:oy + height, ox:ox + width]
-        offset = (pan[t] - pan[0]).astype(np.float64)
-        pixels = _pixels(frame)
-        for obj in order:
-            _draw(obj, t, pixels, out_masks[t], offset)
-        gain = 1 + light_amp * np.sin(2 * np.pi * t / light_period + light_phase)
-        np.multiply(frame, cast_gain * np.float32(gain), out=scratch)
-        scratch += cast_bias
-        np.clip(scratch, 0, 255, out=scratch)
-        frame[...] = scratch
-        # Blur comes and goes within a blurred clip (a camera refocusing, a shake).
-        if blur_kind is not None and rng.random() < 0.5:
-            radius = blur_base * rng.uniform(0.5, 1.5)
-            im = Image.fromarray(frame)
-            if blur_kind == "gaussian":
-                frame[...] = np.asarray(im.filter(ImageFilter.GaussianBlur(radius)))
-            elif radius >= 0.5:
-                frame[...] = np.asarray(im.filter(ImageFilter.BoxBlur(radius)))
-    targets = sorted((o for o in order if o.obj_id), key=lambda o: o.obj_id)
+        _render(scene, t, out_frames[t], out_masks[t])
+        _apply_effects(scene, t, out_frames[t], scratch)
+    targets = sorted((o for o in scene.objects if o.obj_id), key=lambda o: o.obj_id)
     name = f"{split}_{index:05d}" if index is not None else f"{split}_seed{seed}"
     return SynthClip(frames=out_frames, masks=out_masks, labels={o.obj_id: o.label for o in targets},
                      name=name)
@@ -604,8 +646,7 @@ def write_dataset(out: Path, *, videos: int, frames: int | None, seed: int, spli
     # eval scores frames 1..T-2 of a DAVIS sequence, so a data set clip has at least 3.
     frames = DEFAULT_FRAMES[split] if frames is None else _check_count("frames", frames, 3)
     height, width = _check_size(size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UsageError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = _check_seed(seed)
     labels: dict[str, dict[str, str]] = {}
     with atomic_output_dir(out, overwrite=overwrite, kind="synth") as tmp:
         for i in range(videos):
