@@ -503,8 +503,9 @@ def add_eval_parser(sub) -> None:
     sweep = p.add_argument_group("--sweep: J&F and ms/frame for every keep ratio x token selector x backend")
     sweep.add_argument("--sweep", metavar="DATASET", default=None,
                        help="DAVIS-layout dataset to sweep; writes sweep.json, sweep.md and sweep.png into --out")
-    sweep.add_argument("--selectors", type=name_list(SELECTORS), default=",".join(SELECTORS),
-                       help=f"token selectors (default {','.join(SELECTORS)}; trained and text need --router)")
+    sweep.add_argument("--selectors", type=name_list(SELECTORS), default="builtin,random,grid",
+                       help=f"token selectors, from {','.join(SELECTORS)} (default builtin,random,grid; "
+                       "trained and text need --router, text also --texts and the dataset's labels.json)")
     sweep.add_argument("--backends", type=name_list(BACKENDS), default="torch,ort",
                        help=f"backends and precisions, from {','.join(BACKENDS)} (default torch,ort)")
     sweep.add_argument("--labels", default=None,

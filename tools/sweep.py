@@ -388,7 +388,8 @@ def _note(c: Cell) -> str:
         notes.append("random SAM2 weights")
     prec = c.made.get("precisions")
     if prec and len(set(prec.values())) > 1:
-        notes.append(", ".join(f"{g} {p}" for g, p in prec.items() if p != "fp32") + ", the rest fp32")
+        low = sorted({p for p in prec.values() if p != "fp32"})
+        notes.append(f"{'/'.join(low)} except {', '.join(g for g, p in prec.items() if p == 'fp32')} (fp32)")
     return "; ".join(notes)
 
 
