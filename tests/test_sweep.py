@@ -160,7 +160,7 @@ def test_format_table_and_plot_from_cells():
              Cell("ort", "random", 0.3, 0.5, 0.4, 0.45, 10, 118.0,
                   made={"precisions": {"image_encoder": "int8", "router": "fp32"}})]
     table = format_table(cells)
-    assert "| ort | builtin | 0.3 | 0.8400 | -0.0100 |" in table and "| -0.4000 |" in table
+    assert "| ort | builtin | 0.3 | 0.8400 | -0.0100 | +0.0000 |" in table and "| -0.4000 |" in table
     assert "int8 except router (fp32)" in table
     import io
 

@@ -394,15 +394,19 @@ def _note(c: Cell) -> str:
 
 
 def format_table(cells: list[Cell], report: dict | None = None) -> str:
-    """Markdown: one row per cell, ΔJ&F against the same backend's keep 1.0."""
+    """Markdown: one row per cell; ΔJ&F against the same backend's keep 1.0, and against the first
+    backend's cell of the same selector and keep (the precision's cost)."""
     base = {c.backend: c.jf_mean for c in cells if c.selector == ALL_TOKENS}
-    head = ("| backend | selector | keep | J&F | ΔJ&F vs keep 1 | J | F | ms/frame | notes |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    ref_backend = cells[0].backend if cells else ""
+    ref = {(c.selector, c.keep): c.jf_mean for c in cells if c.backend == ref_backend}
+    head = (f"| backend | selector | keep | J&F | ΔJ&F vs keep 1 | ΔJ&F vs {ref_backend} | J | F | ms/frame | notes |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for c in cells:
         delta = f"{c.jf_mean - base[c.backend]:+.4f}" if c.backend in base else "-"
-        rows.append(f"| {c.backend} | {c.selector} | {c.keep:g} | {c.jf_mean:.4f} | {delta} | {c.j_mean:.4f} | "
-                    f"{c.f_mean:.4f} | {c.ms_per_frame:.0f} | {_note(c)} |")
+        vs_ref = f"{c.jf_mean - ref[(c.selector, c.keep)]:+.4f}" if (c.selector, c.keep) in ref else "-"
+        rows.append(f"| {c.backend} | {c.selector} | {c.keep:g} | {c.jf_mean:.4f} | {delta} | {vs_ref} | "
+                    f"{c.j_mean:.4f} | {c.f_mean:.4f} | {c.ms_per_frame:.0f} | {_note(c)} |")
     lines = [head, *rows]
     if report is not None:
         videos = len(cells[0].videos) if cells else 0
