@@ -168,3 +168,35 @@ def test_format_table_and_plot_from_cells():
         px = np.asarray(img.convert("RGB"))
     red = np.all(px == (214, 39, 40), axis=-1)  # the random selector's curve is drawn
     assert red.sum() > 20
+
+
+@pytest.mark.slow
+def test_sweep_onnx_runtime_fp32_int8_fp16(clips, tmp_path, capsys):
+    """The three ONNX Runtime variants exported, quantized and converted by the sweep itself, each
+    loaded by load_ort_backend at its precision; fp32 ORT scores like torch (same graphs' arithmetic)."""
+    out = tmp_path / "sweep"
+    argv = ["eval", "--sweep", str(clips), "--out", str(out), "--keeps", "1,0.3", "--selectors", "builtin",
+            "--backends", "torch,ort,ort-int8,ort-fp16", "--image-size", "256", "--sequences", "hard_00000"]
+    assert main(argv) == 0, capsys.readouterr().err
+    cells = {(c["backend"], c["keep"]): c for c in json.loads((out / "sweep.json").read_text())["cells"]}
+    sam2_graphs = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+    for backend, precision in (("ort", "fp32"), ("ort-int8", "int8"), ("ort-fp16", "fp16")):
+        made = cells[(backend, 0.3)]["made"]
+        assert [made["precisions"][g] for g in sam2_graphs] == [precision] * 4 and made["precisions"]["router"] == "fp32"
+    for keep in (1.0, 0.3):  # the same masks up to pixels whose fp32 logits sit at 0: far below 0.02 of J&F
+        assert cells[("ort", keep)]["jf_mean"] == pytest.approx(cells[("torch", keep)]["jf_mean"], abs=0.02)
+    assert (out / "graphs" / "builtin" / "int8" / "report.json").is_file()
+    assert (out / "graphs" / "builtin" / "fp16" / "report.json").is_file()
+
+
+def test_track_with_a_baseline_selector(clips, tmp_path, capsys):
+    out = tmp_path / "track"
+    video = clips / "JPEGImages" / "hard_00000"
+    code = main(["track", "--video", str(video), "--box", "10,10,100,100", "--out", str(out), "--no-overlay",
+                 "--keep", "0.3", "--selector", "grid", "--image-size", "256", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["selector"] == "grid" and report["kept_tokens_mean"] == np.ceil(0.3 * 16 * 16)
+    code = main(["track", "--video", str(video), "--box", "10,10,100,100", "--out", str(tmp_path / "t2"),
+                 "--keep", "0.3", "--selector", "random", "--text", "red star"])
+    _one_line(code, capsys.readouterr().err, "--selector random uses none")
