@@ -233,17 +233,22 @@ class Graphs:
         from fastsam2.export.torch_backend import build_torch_backend
         from fastsam2.runtime.threads import plan_threads
 
+        from fastsam2.runtime.frames import open_frames
+
         calib = self.root / "calib"
         frames = self.calib_frames()
+        with open_frames(frames) as source:
+            centre = (source.width / 2, source.height / 2)  # a click inside any frame size
         if not calib.is_dir():
             tmp = self.root / "calib.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            record_feeds(build_torch_backend(self.model()), frames, tmp, n_frames=CALIB_FRAMES, keep_ratio=0.5)
+            record_feeds(build_torch_backend(self.model()), frames, tmp, n_frames=CALIB_FRAMES, keep_ratio=0.5,
+                         point=centre)
             tmp.rename(calib)
         # every quantized graph is kept (no accuracy or speed gate): the sweep measures what INT8 does
         options = QuantOptions(min_iou=0.0, min_speedup=0.0, eval_frames=2, timing_runs=1,
                                intra_op_threads=plan_threads(self.args.threads).threads)
-        build_int8(gdir, calib, frames, options=options, log=self.log)
+        build_int8(gdir, calib, frames, options=options, log=self.log, point=centre)
 
 
 # ------------------------------------------------------------------------------------------------
