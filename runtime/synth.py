@@ -574,10 +574,13 @@ def _apply_effects(scene: _Scene, t: int, frame: np.ndarray, scratch: np.ndarray
     buffer of the frame's shape."""
     from PIL import Image, ImageFilter
 
-    np.multiply(frame, scene.gain[t], out=scratch)
-    scratch += scene.bias
-    np.clip(scratch, 0, 255, out=scratch)
-    frame[...] = scratch
+    # Rows of W * 3 values: a per-channel (3,) operand would make numpy's inner loop 3 long (~5x slower).
+    rows = frame.reshape(scene.height, scene.width * 3)
+    work = scratch.reshape(rows.shape)
+    np.multiply(rows, np.tile(scene.gain[t], scene.width), out=work)
+    work += np.tile(scene.bias, scene.width)
+    np.clip(work, 0, 255, out=work)
+    np.copyto(rows, work, casting="unsafe")
     if scene.blur[t] is not None:
         kind, radius = scene.blur[t]
         blur = ImageFilter.GaussianBlur(radius) if kind == "gaussian" else ImageFilter.BoxBlur(radius)

@@ -112,6 +112,9 @@ def check_args(args: argparse.Namespace) -> dict[str, str] | None:
     if args.out is None:
         raise UsageError("eval --sweep needs --out DIR (sweep.json, sweep.md, sweep.png and every cell's masks)")
     davis_layout(Path(args.sweep))
+    from fastsam2.runtime.config import resolve_model
+
+    resolve_model(args.config, args.checkpoint)  # every backend is built or exported from it
     selectors = args.selectors
     if ("trained" in selectors or "text" in selectors) and not args.router:
         which = "trained" if "trained" in selectors else "text"
@@ -150,7 +153,7 @@ def _model_key(args: argparse.Namespace) -> dict:
     """What the exported graphs and every cell depend on: a resumed sweep must have the same."""
     from fastsam2.runtime.manifest import file_sha256
 
-    return {"config": args.config or "tiny", "checkpoint": args.checkpoint, "image_size": args.image_size,
+    return {"config": args.config, "checkpoint": args.checkpoint, "image_size": args.image_size,
             "router_sha256": file_sha256(args.router) if args.router else None,
             "calib": args.calib, "fill_hole_area": args.fill_hole_area}
 
@@ -184,7 +187,7 @@ class Graphs:
             from fastsam2.export.models import build_sam2
 
             a = self.args
-            self._model = build_sam2(a.config or "tiny", a.checkpoint, image_size=a.image_size, quiet=True,
+            self._model = build_sam2(a.config, a.checkpoint, image_size=a.image_size, quiet=True,
                                      object_score_bias=5.0 if a.checkpoint is None else None)
         return self._model
 
