@@ -401,6 +401,10 @@ def _note(c: Cell) -> str:
     return "; ".join(notes)
 
 
+def _signed(x: float) -> str:
+    return f"{round(x, 4) + 0.0:+.4f}"  # + 0.0: no "-0.0000"
+
+
 def format_table(cells: list[Cell], report: dict | None = None) -> str:
     """Markdown: one row per cell; ΔJ&F against the same backend's keep 1.0, and against the first
     backend's cell of the same selector and keep (the precision's cost)."""
@@ -411,8 +415,8 @@ def format_table(cells: list[Cell], report: dict | None = None) -> str:
             "|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for c in cells:
-        delta = f"{c.jf_mean - base[c.backend]:+.4f}" if c.backend in base else "-"
-        vs_ref = f"{c.jf_mean - ref[(c.selector, c.keep)]:+.4f}" if (c.selector, c.keep) in ref else "-"
+        delta = _signed(c.jf_mean - base[c.backend]) if c.backend in base else "-"
+        vs_ref = _signed(c.jf_mean - ref[(c.selector, c.keep)]) if (c.selector, c.keep) in ref else "-"
         rows.append(f"| {c.backend} | {c.selector} | {c.keep:g} | {c.jf_mean:.4f} | {delta} | {vs_ref} | "
                     f"{c.j_mean:.4f} | {c.f_mean:.4f} | {c.ms_per_frame:.0f} | {_note(c)} |")
     lines = [head, *rows]
@@ -439,17 +443,20 @@ def plot_png(cells: list[Cell], *, panel_w: int = 520, panel_h: int = 400) -> by
     font = ImageFont.load_default(size=13)
     small = ImageFont.load_default(size=11)
     left, bottom, top, right, legend_h = 64, 48, 34, 16, 30
-    width, height = max(1, len(by_backend)) * panel_w, panel_h + legend_h
+    columns = min(2, max(1, len(by_backend)))
+    rows = -(-max(1, len(by_backend)) // columns)
+    width, height = columns * panel_w, rows * panel_h + legend_h
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     jf = [c.jf_mean for c in cells] or [0.0, 1.0]
     y_lo = min(max(0.0, min(jf) - 0.05), 0.9)
     y_hi = min(1.0, max(max(jf) + 0.05, y_lo + 0.1))
+    ms = [c.ms_per_frame for c in cells]
+    x_hi = max(ms) * 1.1 if ms and max(ms) > 0 else 1.0  # one scale for every panel: backends compare
     for i, (backend, sels) in enumerate(by_backend.items()):
-        x0, x1 = i * panel_w + left, (i + 1) * panel_w - right
-        y0, y1 = top, panel_h - bottom
-        ms = [c.ms_per_frame for c in cells if c.backend == backend]
-        x_hi = max(ms) * 1.1 if ms and max(ms) > 0 else 1.0
+        col, row = i % columns, i // columns
+        x0, x1 = col * panel_w + left, (col + 1) * panel_w - right
+        y0, y1 = row * panel_h + top, (row + 1) * panel_h - bottom
 
         def px(v: float) -> float:
             return x0 + (x1 - x0) * v / x_hi
@@ -457,7 +464,7 @@ def plot_png(cells: list[Cell], *, panel_w: int = 520, panel_h: int = 400) -> by
         def py(v: float) -> float:
             return y1 - (y1 - y0) * (v - y_lo) / (y_hi - y_lo)
 
-        draw.text(((x0 + x1) / 2, 8), backend, fill="black", font=font, anchor="mt")
+        draw.text(((x0 + x1) / 2, y0 - 26), backend, fill="black", font=font, anchor="mt")
         for t in range(5):
             yv, xv = y_lo + (y_hi - y_lo) * t / 4, x_hi * t / 4
             draw.line([(x0, py(yv)), (x1, py(yv))], fill=(235, 235, 235))
@@ -465,7 +472,7 @@ def plot_png(cells: list[Cell], *, panel_w: int = 520, panel_h: int = 400) -> by
             draw.text((px(xv), y1 + 6), f"{xv:.0f}", fill="black", font=small, anchor="mt")
         draw.rectangle([x0, y0, x1, y1], outline=(136, 136, 136))
         draw.text(((x0 + x1) / 2, y1 + 24), "ms / frame", fill="black", font=font, anchor="mt")
-        draw.text((i * panel_w + 4, y0 - 18), "J&F", fill="black", font=font)
+        draw.text((col * panel_w + 4, y0 - 18), "J&F", fill="black", font=font)
         for sel, pts in sels.items():
             color = COLORS.get(sel, (0, 0, 0))
             xy = [(px(c.ms_per_frame), py(c.jf_mean)) for c in pts]
