@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fastsam2.runtime.args import ArgumentParser, cli_main, positive
-from fastsam2.runtime.errors import UsageError, UserError, one_line
+from fastsam2.runtime.args import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, ArgumentParser, cli_main, image_size, positive
+from fastsam2.runtime.errors import UsageError, UserError, one_line, out_of_memory_as_error
 from fastsam2.runtime.outdir import check_output_dir
 
 PROG = "fastsam2-export"
@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token-router weights (.safetensors); default: the built-in hand-set weights")
     p.add_argument("--no-router", action="store_true",
                    help="export without router.onnx (tracking then runs at keep ratio 1.0 only)")
-    p.add_argument("--image-size", type=positive(int), metavar="N", help="model input size (default: the config's 1024)")
+    p.add_argument("--image-size", type=image_size, metavar="N",
+                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} "
+                        "(default: the config's 1024)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; default 17)")
     p.add_argument("--fill", choices=FILL_MODES, default="norm", help="fill of pruned tokens (default norm)")
@@ -205,27 +207,28 @@ def run_export(args: argparse.Namespace) -> int:
 
     try:
         _check_args(args)
-        model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
-        router = None
-        if args.router:
-            router = _load_router(args.router, model)
-        elif not args.no_router:
-            from fastsam2.export.router import TokenRouter
+        with out_of_memory_as_error(f"exporting {args.config!r} at image size {args.image_size or 1024}"):
+            model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
+            router = None
+            if args.router:
+                router = _load_router(args.router, model)
+            elif not args.no_router:
+                from fastsam2.export.router import TokenRouter
 
-            router = TokenRouter.for_model(model)
-            router.fastsam2_weights = "default-weights"
-        manifest = export_graphs(
-            model,
-            args.out,
-            opset=args.opset,
-            fill=args.fill,
-            router_stage=router,
-            router_weights=args.router,
-            validate=args.validate,
-            frames=args.frames,
-            overwrite=args.overwrite,
-            log=lambda msg: print(msg, file=sys.stderr),
-        )
+                router = TokenRouter.for_model(model)
+                router.fastsam2_weights = "default-weights"
+            manifest = export_graphs(
+                model,
+                args.out,
+                opset=args.opset,
+                fill=args.fill,
+                router_stage=router,
+                router_weights=args.router,
+                validate=args.validate,
+                frames=args.frames,
+                overwrite=args.overwrite,
+                log=lambda msg: print(msg, file=sys.stderr),
+            )
     except ValidationError as e:
         raise UsageError("validation failed: " + "; ".join(e.report.failures)) from None
     out = Path(args.out)
