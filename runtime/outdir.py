@@ -145,7 +145,7 @@ def open_resumable_dir(out: Path, *, kind: str, overwrite: bool) -> Path:
     """Create ``out`` with the marker; a previous output is resumed, or removed first with ``overwrite``."""
     try:
         if overwrite and (out.exists() or out.is_symlink()):
-            _remove_checked(out)
+            remove_output_dir(out)
         out.mkdir(parents=True, exist_ok=True)
         if not (out / MARKER).is_file():
             _write_marker(out, kind)
@@ -156,13 +156,24 @@ def open_resumable_dir(out: Path, *, kind: str, overwrite: bool) -> Path:
     return out
 
 
-def discard_if_unused(out: Path) -> None:
-    """After a failed run: remove ``out`` if nothing was committed to it (only the marker is there)."""
+def _holds_results(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but empty folders and hidden scratch entries."""
     try:
-        entries = [e.name for e in out.iterdir() if not e.name.startswith(".") or e.name == MARKER]
+        entries = list(folder.iterdir())
     except OSError:
-        return
-    if entries in ([], [MARKER]):
+        return True
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() or not entry.is_dir() or _holds_results(entry):
+            return True
+    return False
+
+
+def discard_if_unused(out: Path) -> None:
+    """After a failed or interrupted run: remove ``out`` if nothing was committed to it (only the
+    marker, empty folders such as a ``keep_1/`` made for results that never came, hidden scratch)."""
+    if (out / MARKER).is_file() and not _holds_results(out):
         shutil.rmtree(out, ignore_errors=True)
 
 
@@ -262,9 +273,9 @@ def rename_no_replace(src: Path, dst: Path) -> None:
         raise
 
 
-def _remove_checked(out: Path) -> None:
-    """Remove the previous fastsam2 output at ``out``: moved aside first and checked there (marker, a
-    real directory), so a folder that replaced it since the checks is put back, never deleted."""
+def remove_output_dir(out: Path) -> None:
+    """Remove the fastsam2 output directory ``out``: moved aside first and checked there (marker, a
+    real directory), so a folder that replaced it since it was written is put back, never deleted."""
     old = _scratch(out, "old")
     shutil.rmtree(old, ignore_errors=True)
     os.rename(out, old)
@@ -283,7 +294,7 @@ def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
     it, only a fastsam2 output (checked after it was moved aside). Whatever appeared at ``out`` after
     the run's first checks (another run, another program) is never replaced: an :class:`OutputError`."""
     if overwrite and (out.exists() or out.is_symlink()):
-        _remove_checked(out)
+        remove_output_dir(out)
     try:
         rename_no_replace(tmp, out)
     except FileExistsError:

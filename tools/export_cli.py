@@ -188,16 +188,33 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
             model = build_sam2(args.config, args.checkpoint, image_size=args.image_size, quiet=True)
             # pruned loop at the desktop profile's opt keep ratio, so the router gets feeds too
             record_feeds(build_torch_backend(model), Path(args.calib), calib_dir, n_frames=args.calib_frames, keep_ratio=0.5)
-            check_calib_dir(plan, calib_dir)
+            check_calib_dir(plan, calib_dir, hint=f"track more calibration frames (--calib-frames, now "
+                            f"{args.calib_frames}, over a --calib folder with at least that many), or build "
+                            "without --int8 (--fp16)")
         build_all(plan, calib_dir=calib_dir, tf32=args.tf32,
                   targets=tuple(args.trt_target) if args.trt_target else None,
                   log=lambda msg: print(msg, file=sys.stderr))
     except (PlanError, BuildError, CalibrationError, QuantizeError, ValueError) as e:
+        if args.int8:
+            _discard_int8_output(out)
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
+    except BaseException:
+        if args.int8:
+            _discard_int8_output(out)
+        raise
     print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "
           f"verify them with: fastsam2 check-engines {out}")
     return 0
+
+
+def _discard_int8_output(out: Path) -> None:
+    """A failed INT8 build leaves nothing: this run's graphs, recorded feeds and engines go (an
+    export is one unit; a rerun without --int8 or with other calibration frames starts clean)."""
+    from fastsam2.runtime.outdir import remove_output_dir
+
+    remove_output_dir(out)
+    print(f"{PROG}: removed {out} (the INT8 build failed)", file=sys.stderr)
 
 
 def run_export(args: argparse.Namespace) -> int:
