@@ -39,7 +39,8 @@ class OutOfMemory(UserError, MemoryError):
 
 # How the libraries fastsam2 runs say "out of memory" (torch CPU and CUDA, ONNX Runtime, C++); hydra
 # wraps torch's error in its own exception, so the text is what is matched.
-_OOM_TEXTS = ("can't allocate memory", "out of memory", "failed to allocate memory", "std::bad_alloc")
+_OOM_TEXTS = ("can't allocate memory", "not enough memory", "out of memory", "failed to allocate memory",
+              "std::bad_alloc")
 
 
 def is_out_of_memory(e: BaseException) -> bool:

@@ -28,5 +28,6 @@ def read_npz(path: str | os.PathLike, *, what: str, error: type[UserError] = Use
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        reason = "it holds pickled objects" if "pickle" in str(e) else f"damaged ({type(e).__name__}: {e})"
+        kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+        reason = "it holds pickled objects" if "pickle" in str(e) else f"damaged ({kind}: {e})"
         raise error(f"cannot read {what} {path}: {reason}") from None

@@ -1,6 +1,6 @@
 """Output directories and files written atomically, and never over anything fastsam2 did not write.
 
-A run writes into ``.<name>.partial-<host>-<pid>`` beside ``out`` and renames it to ``out`` when it
+A run writes into ``.<name>.partial-<host>-<pid>-<n>`` beside ``out`` and renames it to ``out`` when it
 completes, so a failed or interrupted run leaves nothing at ``out``. Every completed directory holds a
 marker file (:data:`MARKER`); ``--overwrite`` replaces only a directory that has it, and never one
 that is or contains the working directory or an input of the run. Partial directories of processes
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -32,8 +33,13 @@ class OutputError(UserError, OSError):
     """An output path that cannot or must not be written; the message names the user's path."""
 
 
+_SERIAL = itertools.count()
+
+
 def _scratch(out: Path, kind: str) -> Path:
-    return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}"
+    # host and pid tell a later run whether the owner still runs; the serial keeps two outputs
+    # written at once by one process (threads, nested runs) apart
+    return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}-{next(_SERIAL)}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -58,7 +64,8 @@ def remove_stale(out: Path) -> list[Path]:
         if not entry.name.startswith(prefix):
             continue
         kind, _, owner = entry.name[len(prefix):].partition("-")
-        host, _, pid = owner.rpartition("-")
+        host, _, rest = owner.partition("-")
+        pid = rest.partition("-")[0]
         if kind not in _KINDS or host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
             continue
         if entry.is_dir() and not entry.is_symlink():

@@ -123,6 +123,10 @@ def check_model_args(args: argparse.Namespace) -> None:
         path = getattr(args, name, None)
         if path and not Path(path).is_file():
             raise UsageError(f"--{name}: file not found: {path}")
+    if getattr(args, "texts", None):
+        from fastsam2.runtime.text_embeddings import load_text_embeddings
+
+        load_text_embeddings(args.texts)  # a damaged file fails now, not after the model is built
     if args.backend == "torch":
         if args.graphs:
             raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")

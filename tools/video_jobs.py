@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from fastsam2.runtime.errors import UsageError
+from fastsam2.runtime.errors import UsageError, UserError
 
 VIDEO_JSON = "video.json"
 PARTIAL_TAG = ".partial-"
@@ -286,6 +286,10 @@ def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
             if done is None:
                 raise
             return done
+    except UserError:
+        raise
+    except OSError as e:  # a full disk, a folder made read-only: one line naming the video's folder
+        raise VideoJobError(f"cannot write {final}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     _injected_fault(FAULT_AFTER_COMMIT)
