@@ -495,7 +495,9 @@ def test_manifest_problems_are_one_line(onnx_tiny512, work, capsys):
     for edit, match in ((drop_encoder, "no memory_encoder graph listed"),
                         (lambda m: [m], "not a fastsam2 manifest"),
                         (lambda m: {**m, "graphs": list(m["graphs"])}, "not a fastsam2 manifest"),
-                        (other_config, "was exported from 'tiny'")):
+                        (other_config, "was exported from 'tiny'"),
+                        (lambda m: {**m, "model_config": {**m["model_config"], "num_maskmem": 3}},
+                         "num_maskmem=3 (graph: 7)")):
         argv = ["track", "--video", str(work / "clip"), "--point", "1,1", "--out", str(work / "out"),
                 "--backend", "ort", "--graphs", str(edited(edit))]
         code, err = call(fastsam2_cli.main, argv, capsys)
@@ -816,3 +818,118 @@ def test_eval_run_full_disk_or_one_frame_leaves_no_output(work, monkeypatch, cap
     code, err = call(fastsam2_cli.main, argv, capsys)
     assert_one_line_error(code, err, "No space left on device")
     assert not (work / "out").exists()
+
+
+# -- SIGTERM (timeout, systemd, Docker, Kubernetes) ends every long command like Ctrl-C -----------
+def _python_main(module: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def _small_davis(work: Path) -> Path:
+    root = work / "davis"
+    for seq in ("a", "b"):
+        frames, annos = root / "JPEGImages" / "480p" / seq, root / "Annotations" / "480p" / seq
+        frames.mkdir(parents=True)
+        annos.mkdir(parents=True)
+        for i in range(3):
+            shutil.copy(work / "clip" / f"0000{i}.jpg", frames / f"0000{i}.jpg")
+            labels = np.zeros((540, 960), np.uint8)
+            labels[100:300, 200:420] = 1
+            Image.fromarray(labels).save(annos / f"0000{i}.png")
+    return root
+
+
+def _label_prompts(work: Path) -> Path:
+    path = work / "prompts.json"
+    path.write_text(json.dumps({"videos": {"clip": {"objects": {"1": {"points": [[480, 300]]}}}}}))
+    return path
+
+
+SIGNAL_RUNS = {  # command -> (argv builder, the prog its one line names)
+    "track": (lambda w: _python_main("fastsam2.tools.cli") + _track(w, "--no-overlay"), "fastsam2 track"),
+    "export": (lambda w: _python_main("fastsam2.tools.export_cli") + ["--config", "tiny", "--out", str(w / "out"),
+                                                                      *FAST], "fastsam2-export"),
+    "eval --run": (lambda w: _python_main("fastsam2.tools.cli") + [
+        "eval", "--run", "--dataset", str(_small_davis(w)), "--keeps", "1.0", "--out", str(w / "out"), *FAST],
+        "fastsam2 eval"),
+    "label": (lambda w: _python_main("fastsam2.tools.cli") + [
+        "label", "--videos", str(w), "--prompts", str(_label_prompts(w)), "--out", str(w / "out"), *FAST],
+        "fastsam2 label"),
+    "demo": (lambda w: _python_main("fastsam2.tools.cli") + ["demo", "--out", str(w / "out"), "--max-frames", "2",
+                                                             *FAST], "fastsam2 demo"),
+}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has ended; reaping it is its new parent's business
+
+
+def _scratch_left(*roots: Path) -> list[str]:
+    return [str(p) for r in roots for p in r.rglob("*") if ".partial-" in p.name or p.name.startswith(
+        "fastsam2_demo_graphs_")]
+
+
+def _start_and_wait_for_scratch(argv: list[str], work: Path, tmpdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(".partial-" in p.name for root in (work, tmpdir) for p in root.rglob(".*")):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the run never started writing (exit {proc.poll()}): {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.parametrize("command", list(SIGNAL_RUNS))
+def test_sigterm_is_one_line_exit_143_and_leaves_no_scratch(command, work):
+    tmpdir = work / "tmp"
+    tmpdir.mkdir()
+    argv, prog = SIGNAL_RUNS[command]
+    proc = _start_and_wait_for_scratch(argv(work), work, tmpdir)
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == f"{prog}: terminated", err[-3000:]
+    assert not (work / "out").exists()
+    assert not _scratch_left(work, tmpdir)
+    deadline = time.monotonic() + 30  # multiprocessing's resource tracker ends when its pipe closes
+    while time.monotonic() < deadline and not all(_gone(c) for c in children):
+        time.sleep(0.1)
+    left = [" ".join(Path(f"/proc/{c}/cmdline").read_text().split("\0"))[:120] for c in children if not _gone(c)]
+    assert not left, f"child processes outlived the command: {left}"
+
+
+def test_demo_export_child_dies_with_a_killed_parent(work):
+    tmpdir = work / "tmp"
+    tmpdir.mkdir()
+    proc = _start_and_wait_for_scratch(SIGNAL_RUNS["demo"][0](work), work, tmpdir)
+    children = _children(proc.pid)
+    assert children, "the demo exports in a child process"
+    proc.kill()  # SIGKILL: the parent can clean nothing up
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (all(_gone(c) for c in children) and not _scratch_left(tmpdir)):
+        time.sleep(0.1)
+    assert all(_gone(c) for c in children), "the export child outlived its killed parent"
+    assert not _scratch_left(tmpdir), _scratch_left(tmpdir)

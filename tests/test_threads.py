@@ -17,6 +17,15 @@ def test_explicit_threads_are_taken_as_given():
         plan_threads(0)
 
 
+def test_more_threads_than_cores_are_refused():
+    from fastsam2.runtime.errors import UsageError
+
+    cores = usable_cores()
+    assert plan_threads(cores).threads == cores
+    with pytest.raises(UsageError, match=f"may run on {cores} CPU core"):
+        plan_threads(cores + 1)
+
+
 def test_default_is_the_idle_share_of_the_usable_cores():
     idle = idle_cores(0.1)
     assert idle is not None and 0.0 <= idle <= (os.cpu_count() or 1) + 1e-6

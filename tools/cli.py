@@ -486,37 +486,53 @@ def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
     waited for (its export unwinds and removes its scratch) before this process goes on unwinding; if
     this process is killed outright, the child gets SIGTERM from the kernel and removes ``scratch``."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
-    from fastsam2.runtime.args import die_with_parent
-
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=die_with_parent, initargs=(os.getpid(),))
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_call, args=(os.getpid(), send, fn, args, scratch), daemon=True)
+    child.start()
+    send.close()
     try:
-        pool.submit(_child_call, fn, args, scratch).result()
-    except BrokenProcessPool:
-        raise UsageError("the export process died (out of memory or killed); nothing was written") from None
+        try:
+            outcome = receive.recv()
+        except EOFError:  # the child ended without an answer
+            outcome = None
+            child.join()
+            if child.exitcode == 1:
+                raise RuntimeError("the export process failed (its traceback is above)") from None
+            raise UsageError("the export process died (out of memory or killed); nothing was written") from None
+        child.join()
     except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):  # the executor has no public kill
-            proc.terminate()
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.join()
+        child.terminate()
+        child.join()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        receive.close()
+    if outcome is not None:
+        raise outcome
 
 
-def _child_call(fn, args: tuple, scratch: Path | None):
-    """The child's side of :func:`export_in_subprocess`: ``fn(*args)``; if the parent is gone when it
-    unwinds (it was killed), ``scratch`` is removed here, since the parent cannot."""
-    parent = os.getppid()
+def _child_call(parent: int, conn, fn, args: tuple, scratch: Path | None) -> None:
+    """The child's side of :func:`export_in_subprocess`: ``fn(*args)``, then None or the user error
+    sent back. Terminated (by the parent, or by the kernel when the parent died) it unwinds quietly;
+    if the parent is gone it removes ``scratch`` itself, since the parent cannot."""
+    import sys
+
+    from fastsam2.runtime.args import die_with_parent
+    from fastsam2.runtime.errors import UserError
+
     try:
-        return fn(*args)
-    except BaseException:
+        die_with_parent(parent)
+        fn(*args)
+        outcome = None
+    except UserError as e:
+        outcome = e
+    except KeyboardInterrupt:
         if scratch is not None and os.getppid() != parent:
             shutil.rmtree(scratch, ignore_errors=True)
-        raise
+        sys.exit(143)
+    conn.send(outcome)
+    conn.close()
 
 
 # ------------------------------------------------------------------------------------------------
