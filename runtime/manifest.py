@@ -12,12 +12,12 @@ this fastsam2 (e.g. a router with another text width) from the manifest alone.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig
-from .specs import REAL, REQUIRED_GRAPHS, GraphSpec, TensorSpec, Values
+from .specs import REAL, REQUIRED_GRAPHS, GraphSpec, SpecDims, TensorSpec, Values
 from .errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -282,15 +282,18 @@ class ExportDir:
                 f"{fastsam2_version()}: re-export the graphs"
             )
         known = graph_specs(manifest.model_config.spec_dims())
+
+        def interface(spec: GraphSpec) -> list:  # allowed values too: num_maskmem bounds memory_tpos_idx
+            return [(t.name, t.dtype, t.shape, t.values) for t in (*spec.inputs, *spec.outputs)]
+
         for name, entry in manifest.graphs.items():
             # The router's text width is the router's; the SAM2 graphs must match this fastsam2's specs.
-            if name in known and name != "router":
-                ours = known[name]
-                if (entry.spec.inputs, entry.spec.outputs) != (ours.inputs, ours.outputs):
-                    raise ManifestError(
-                        f"graph {name}: manifest interface differs from this fastsam2's spec "
-                        "(exported by another version?): re-export the graphs"
-                    )
+            if name in known and name != "router" and interface(entry.spec) != interface(known[name]):
+                raise ManifestError(
+                    f"graph {name}: the interface manifest.json records does not fit its model_config "
+                    f"({', '.join(f.name for f in fields(SpecDims) if f.name != 'text_dim')}) or this "
+                    "fastsam2's spec (edited, or exported by another version?): re-export the graphs"
+                )
         return cls(path, manifest)
 
     @property

@@ -497,7 +497,7 @@ def test_manifest_problems_are_one_line(onnx_tiny512, work, capsys):
                         (lambda m: {**m, "graphs": list(m["graphs"])}, "not a fastsam2 manifest"),
                         (other_config, "was exported from 'tiny'"),
                         (lambda m: {**m, "model_config": {**m["model_config"], "num_maskmem": 3}},
-                         "num_maskmem=3 (graph: 7)")):
+                         "num_maskmem")):
         argv = ["track", "--video", str(work / "clip"), "--point", "1,1", "--out", str(work / "out"),
                 "--backend", "ort", "--graphs", str(edited(edit))]
         code, err = call(fastsam2_cli.main, argv, capsys)
@@ -693,7 +693,9 @@ def test_every_model_config_field_of_the_manifest_is_checked(onnx_tiny512, tmp_p
         (d / "manifest.json").write_text(json.dumps(data))
         with pytest.raises(ManifestError) as info:
             load_ort_backend(d, graphs=["memory_encoder"])
-        assert field.name in str(info.value) or "was exported from" in str(info.value), (field.name, info.value)
+        # fields that size the graphs are named by the interface check, the others by the graphs' copy
+        assert field.name in str(info.value) or (field.name == "config_name" and "was exported from" in
+                                                 str(info.value)), (field.name, info.value)
 
 
 # -- frames, damaged files, memory, threads ----------------------------------------------------------
