@@ -10,9 +10,9 @@ from fastsam2.runtime.threads import idle_cores, plan_threads, usable_cores
 
 
 def test_explicit_threads_are_taken_as_given():
-    plan = plan_threads(3)
-    assert plan.threads == 3 and plan.source == "--threads" and plan.idle_cores is None
-    assert plan.to_json() == {"threads": 3, "cores": usable_cores(), "idle_cores": None, "source": "--threads"}
+    plan = plan_threads(1)
+    assert plan.threads == 1 and plan.source == "--threads" and plan.idle_cores is None
+    assert plan.to_json() == {"threads": 1, "cores": usable_cores(), "idle_cores": None, "source": "--threads"}
     with pytest.raises(ValueError, match="threads must be >= 1"):
         plan_threads(0)
 
