@@ -19,7 +19,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import UsageError, UserError, is_out_of_memory, one_line
+from .errors import UsageError, UserError, is_out_of_memory, one_line, oom_line
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -80,7 +80,7 @@ def run_cli(prog: str, func, *args) -> int:
     except Exception as e:
         if not is_out_of_memory(e):
             raise
-        print(f"{prog}: error: out of memory: {one_line(e)[:200]}", file=sys.stderr)
+        print(f"{prog}: error: out of memory: {oom_line(e)}", file=sys.stderr)
         return 1
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
@@ -139,9 +139,9 @@ def positive(kind: type):
 
 non_negative_int = bounded(int, low=0)
 
-# SAM2's configs are trained at 1024 px. Memory attention over 7 frames of (S/16)^2 tokens grows with
-# S^4: at 2048 (16384 tokens a frame) it already needs tens of GiB without fused attention, and
-# beyond that a build runs out of memory partway, so larger sizes are refused before anything is built.
+# SAM2's configs are trained at 1024 px. Memory attention scores the (S/16)^2 tokens of a frame
+# against 7 frames of them: unfused, that float32 matrix is 7 GiB at 2048 and grows with S^4 (1.75 TiB
+# at 8192, where a build died partway), so larger sizes are refused before anything is built.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 128, 2048
 
 

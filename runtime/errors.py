@@ -62,4 +62,11 @@ def out_of_memory_as_error(what: str) -> Iterator[None]:
     except Exception as e:
         if not is_out_of_memory(e):
             raise
-        raise OutOfMemory(f"out of memory {what}: {one_line(e)[:200]}") from None
+        raise OutOfMemory(f"out of memory {what}: {oom_line(e)}") from None
+
+
+def oom_line(e: BaseException) -> str:
+    """The line of ``e``'s message that says what could not be allocated (wrappers put it last)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    said = [line for line in lines if any(t in line.lower() for t in _OOM_TEXTS)]
+    return (said[0] if said else one_line(e))[:240]

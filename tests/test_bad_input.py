@@ -737,7 +737,8 @@ def test_out_of_memory_is_one_line_with_the_size(work, monkeypatch, capsys):
 
     monkeypatch.setattr(models, "build_sam2", no_memory)
     code, err = call(fastsam2_cli.main, _track(work, "--image-size", "2048"), capsys)
-    assert_one_line_error(code, err, "out of memory building 'tiny' at image size 2048")
+    assert_one_line_error(code, err, "out of memory building 'tiny' at image size 2048: RuntimeError('[enforce fail")
+    assert "you tried to allocate 68719476736 bytes" in err
     assert not (work / "out").exists()
     assert_nothing_beside(work / "out")
 
