@@ -16,8 +16,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .errors import UsageError, UserError, is_out_of_memory, one_line, oom_line
 

@@ -9,8 +9,8 @@ fit, an engine built elsewhere) and, where callers already catch a builtin type,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class FastSam2Error(Exception):
