@@ -235,7 +235,7 @@ def _animate(rng: np.random.Generator, obj: _Object, frames: int, params: SplitP
     rate = rng.uniform(-params.scale_rate, params.scale_rate)
     wobble = np.cumsum(rng.normal(0, params.scale_rate * 0.3, frames))
     log_scale = rate * np.arange(frames) + wobble - wobble[0]
-    # An object's radius never grows past a quarter of the short side nor shrinks below a third.
+    # An object's radius never grows past a quarter of the short side, nor below a third of its own.
     top = np.log(max(0.25 * unit / obj.radius, 1.0))
     obj.scale = np.exp(np.clip(log_scale, np.log(0.33), top))
     obj.angle = rng.uniform(0, 2 * np.pi) + rng.uniform(-params.spin, params.spin) * np.arange(frames)
