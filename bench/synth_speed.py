@@ -38,6 +38,17 @@ def measure(split: str, size: int, clips: int, frames: int | None) -> dict:
                 frames_per_s_cpu=n / cpu, frames_per_s_wall=n / wall)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=40)
@@ -55,8 +66,8 @@ def main() -> int:
         print(f"{r['split']:6s} {r['size']:5d} {r['frames']:7d} {r['cpu_ms_per_frame']:13.2f} "
               f"{r['wall_ms_per_frame']:14.2f} {r['frames_per_s_cpu']:9.1f}")
     if args.json:
-        info = dict(command=" ".join([os.path.basename(sys.executable), *sys.argv]), core=core,
-                    cpu=platform.processor() or platform.machine(), python=platform.python_version(),
+        info = dict(command=" ".join(["python", *sys.argv]), core=core, cores=os.cpu_count(),
+                    cpu=_cpu_name(), load_average=os.getloadavg(), python=platform.python_version(),
                     rows=rows)
         with open(args.json, "w") as f:
             json.dump(info, f, indent=1)

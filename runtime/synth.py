@@ -93,6 +93,7 @@ class SplitParams:
     drift: float                       # |brightness change per frame| at most
     exit_margin: float                 # how far past the border a centre may travel
     p_cross: float                     # per target: an occluder crosses it mid-clip
+    cross_frames: tuple[float, float]  # frames an occluder takes to pass over a target
     p_photo: float                     # background from the sample photographs
     p_blur: float
     max_blur: float                    # radius in pixels at 512 px
@@ -103,10 +104,10 @@ class SplitParams:
 _SPLIT_PARAMS = {
     "train": SplitParams(distractors=(1, 3), p_same_both=0.0, radius=(0.06, 0.15), speed=(0.004, 0.018),
                          jitter=0.002, scale_rate=0.03, spin=0.08, drift=0.015, exit_margin=0.15,
-                         p_cross=0.3, p_photo=0.5, p_blur=0.3, max_blur=1.2, light=0.12, pan=0.004),
+                         p_cross=0.3, cross_frames=(2, 4), p_photo=0.5, p_blur=0.3, max_blur=1.2, light=0.12, pan=0.004),
     "hard": SplitParams(distractors=(3, 6), p_same_both=0.3, radius=(0.05, 0.13), speed=(0.012, 0.04),
                         jitter=0.004, scale_rate=0.05, spin=0.2, drift=0.025, exit_margin=0.3,
-                        p_cross=0.8, p_photo=0.5, p_blur=0.5, max_blur=2.0, light=0.25, pan=0.008),
+                        p_cross=0.8, cross_frames=(4, 10), p_photo=0.5, p_blur=0.5, max_blur=2.0, light=0.25, pan=0.008),
 }
 
 
@@ -235,7 +236,7 @@ def _animate(rng: np.random.Generator, obj: _Object, frames: int, params: SplitP
     rate = rng.uniform(-params.scale_rate, params.scale_rate)
     wobble = np.cumsum(rng.normal(0, params.scale_rate * 0.3, frames))
     log_scale = rate * np.arange(frames) + wobble - wobble[0]
-    # An object's radius never grows past a quarter of the short side nor shrinks below a third.
+    # An object's radius never grows past a quarter of the short side, nor below a third of its own.
     top = np.log(max(0.25 * unit / obj.radius, 1.0))
     obj.scale = np.exp(np.clip(log_scale, np.log(0.33), top))
     obj.angle = rng.uniform(0, 2 * np.pi) + rng.uniform(-params.spin, params.spin) * np.arange(frames)
@@ -473,9 +474,12 @@ def _sample_objects(rng: np.random.Generator, params: SplitParams, frames: int, 
                 continue
             occ = others[int(rng.integers(len(others)))]
             t_c = int(rng.integers(1, frames))
+            # It follows the target and drifts across it: centre on centre at t_c, apart by the sum
+            # of both radii about cross_frames / 2 frames before and after.
             a = rng.uniform(0, 2 * np.pi)
-            v = rng.uniform(*params.speed) * unit * np.array([np.cos(a), np.sin(a)])
-            occ.pos = target.pos[t_c] + (np.arange(frames) - t_c)[:, None] * v
+            rel = 2 * (target.radius + occ.radius) / rng.uniform(*params.cross_frames)
+            steps = (np.arange(frames) - t_c)[:, None]
+            occ.pos = target.pos + steps * rel * np.array([np.cos(a), np.sin(a)])
             order.remove(occ)
             order.insert(order.index(target) + 1, occ)
     return order

@@ -148,7 +148,7 @@ def test_the_hard_split_is_harder():
     assert hard["distractors"] > train["distractors"] + 1.5, (train, hard)
     assert train["same_label"] == 0 and hard["same_label"] > 0, (train, hard)  # exact look-alikes
     assert hard["speed"] > 1.5 * train["speed"], (train, hard)
-    assert hard["hidden"] > train["hidden"], (train, hard)
+    assert hard["hidden"] > 1.5 * train["hidden"], (train, hard)
     assert synth.DEFAULT_FRAMES["hard"] > synth.DEFAULT_FRAMES["train"]
 
 
