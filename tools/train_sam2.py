@@ -46,7 +46,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fastsam2.runtime.args import ArgumentParser, bounded, cli_main, finite_float, non_negative_int, positive
+from fastsam2.runtime.args import ArgumentParser, bounded, cli_main, image_size, non_negative_int, positive
 from fastsam2.runtime.errors import UsageError
 
 PROG = "fastsam2-train-sam2"
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory (created; must not exist unless --resume)")
     p.add_argument("--config", default="synthetic", help="SAM2 config name or .yaml path (default: synthetic)")
+    p.add_argument("--image-size", type=image_size, default=None,
+                   help="train and evaluate at this input size (default: the config's)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="fixes the weights' init, the data and the prompts")
     p.add_argument("--minutes", type=positive(float), default=None, help="wall-clock budget of the training loop")
     p.add_argument("--steps", type=positive(int), default=None, help="number of optimizer steps")
@@ -387,12 +389,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps is None and args.minutes is None:
         raise UsageError("give --steps, --minutes or both")
+    if args.resume and not Path(args.resume).is_file():
+        raise UsageError(f"--resume: file not found: {args.resume}")
     out = Path(args.out)
     if out.exists() and args.resume is None:
         raise UsageError(f"--out {out} exists")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
-    model = build_sam2(args.config, None, device=device, seed=args.seed, quiet=True)
+    model = build_sam2(args.config, None, device=device, seed=args.seed, quiet=True, image_size=args.image_size)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -457,6 +461,8 @@ def run(args: argparse.Namespace) -> int:
         if result is None:
             continue
         loss, terms, j = result
+        if not torch.isfinite(loss.detach()):
+            raise FloatingPointError(f"the loss is {float(loss.detach())} at step {step}: training diverged")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -464,7 +470,7 @@ def run(args: argparse.Namespace) -> int:
         step += 1
         if step % args.log_every == 0 or step == 1:
             rec = {"step": step, "s": round(elapsed_before + time.time() - t_start, 1), "lr": lr,
-                   "loss": round(float(loss), 4), "grad_norm": round(float(gnorm), 3),
+                   "loss": round(float(loss.detach()), 4), "grad_norm": round(float(gnorm), 3),
                    "J_frame0": round(float(j[0]), 4), "J_later": round(float(j[1:].mean()), 4),
                    "data_wait_s": round(data_wait, 1),
                    **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in terms.items()}}
