@@ -412,7 +412,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume {args.resume}: not a train_sam2 checkpoint")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        step, log, elapsed_before, total_steps = ck["step"], ck["log"], ck["elapsed"], ck["total_steps"]
+        step, log, elapsed_before = ck["step"], ck["log"], ck["elapsed"]
+        # a given --steps extends (or ends) the run; else the schedule the first run chose holds
+        total_steps = args.steps if args.steps is not None else ck["total_steps"]
         rng.bit_generator.state = ck["rng"]
         gen.set_state(ck["gen"].to(gen.get_state().device) if hasattr(ck["gen"], "to") else ck["gen"])
     out.mkdir(parents=True, exist_ok=True)
