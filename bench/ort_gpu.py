@@ -152,7 +152,7 @@ def agreement(ref: list[np.ndarray], ours: list[np.ndarray]) -> dict:
             union = (ma | mb).sum()
             ious.append(1.0 if union == 0 else float((ma & mb).sum() / union))
     return {"min_iou": round(min(ious), 5), "mean_iou": round(float(np.mean(ious)), 5),
-            "max_abs_logit_diff": round(worst, 5), "finite": bool(all(np.isfinite(x).all() for x in ours))}
+            "max_abs_logit_diff": float(f"{worst:.3g}"), "finite": bool(all(np.isfinite(x).all() for x in ours))}
 
 
 # -- the stages -------------------------------------------------------------------------------------
