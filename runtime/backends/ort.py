@@ -110,7 +110,9 @@ def _register_shared_cpu_arena(ort: Any) -> None:
 
 
 class OrtStageRunner(StageRunner):
-    """Runs one ``.onnx`` graph in an ``onnxruntime.InferenceSession``; numpy feeds and outputs.
+    """Runs one ``.onnx`` graph in an ``onnxruntime.InferenceSession``: numpy feeds and outputs on the
+    CPU; on ``device="cuda[:N]"`` torch CUDA tensors bound by pointer, computed on ``stream`` (a
+    ``torch.cuda.Stream``, shared by a backend's runners; module docstring).
 
     The session is created in :meth:`activate` (graph optimization level ALL); a file ORT cannot load
     raises :class:`GraphLoadError` naming it. ``intra_op_threads``: ORT's intra-op thread count
@@ -158,11 +160,11 @@ class OrtStageRunner(StageRunner):
                 self.stream = torch.cuda.Stream(self.device)
             if self.providers is None:
                 self.providers = cuda_providers(self.device_index, self.stream.cuda_stream)
-        elif self.providers is None:
-            self.providers = default_providers()
             self.run_options = ort.RunOptions()
             # The caller's stream waits on ours (infer_impl): no host wait at the end of each run.
             self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        elif self.providers is None:
+            self.providers = default_providers()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
