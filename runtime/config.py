@@ -83,7 +83,10 @@ def resolve_model(config: str | None, checkpoint: str | None) -> tuple[str, str 
             )
         weights = shipped_weights_path(checkpoint)
         if not weights.is_file():
-            raise UsageError(f"--checkpoint {checkpoint}: the shipped weights are missing ({weights}); reinstall fastsam2")
+            raise UsageError(
+                f"--checkpoint {checkpoint}: this fastsam2 has no {weights.name} (see {weights.with_suffix('.md').name} "
+                "beside it: train it with python -m fastsam2.tools.train_sam2)"
+            )
         return str(shipped_config_path(checkpoint)), str(weights)
     if config is None:
         config = "tiny"

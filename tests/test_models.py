@@ -43,10 +43,35 @@ def test_unknown_config_is_one_line():
     assert "\n" not in str(e.value)
 
 
-def test_resolve_model(tmp_path):
+@pytest.fixture(scope="module")
+def registry_dir(tmp_path_factory) -> Path:
+    """A models folder holding the shipped synthetic.yaml and seeded random fp16 weights for it: the
+    registry's mechanics, independent of whether trained weights ship in this revision."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from fastsam2.export.models import build_sam2
+
+    d = tmp_path_factory.mktemp("models")
+    shutil.copy(shipped_config_path("synthetic"), d / "synthetic.yaml")
+    state = build_sam2("synthetic", None, quiet=True, seed=5).state_dict()
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(d / "synthetic.safetensors"))
+    return d
+
+
+@pytest.fixture
+def registry(registry_dir, monkeypatch) -> Path:
+    import fastsam2.runtime.config as config
+
+    monkeypatch.setattr(config, "SHIPPED_MODELS_DIR", registry_dir)
+    return registry_dir
+
+
+def test_resolve_model(registry, tmp_path):
     assert resolve_model(None, None) == ("tiny", None)
     config, weights = resolve_model(None, "synthetic")
-    assert Path(config) == shipped_config_path("synthetic") and Path(weights) == shipped_weights_path("synthetic")
+    assert (Path(config), Path(weights)) == (registry / "synthetic.yaml", registry / "synthetic.safetensors")
     assert resolve_model("synthetic", "synthetic") == (config, weights)
     assert resolve_model("synthetic", None) == (config, None)  # the architecture with random weights
     with pytest.raises(UsageError, match="comes with its own config"):
@@ -57,14 +82,40 @@ def test_resolve_model(tmp_path):
         resolve_model(str(tmp_path / "x.yaml"), None)
 
 
-def test_shipped_files_exist_and_are_packaged():
-    for suffix in (".yaml", ".safetensors", ".md"):
+def test_missing_shipped_weights_is_one_line(tmp_path, monkeypatch):
+    import fastsam2.runtime.config as config
+
+    monkeypatch.setattr(config, "SHIPPED_MODELS_DIR", tmp_path)
+    with pytest.raises(UsageError, match="has no synthetic.safetensors.*train_sam2") as e:
+        resolve_model(None, "synthetic")
+    assert "\n" not in str(e.value)
+
+
+def test_shipped_model_files_are_packaged():
+    repo = Path(__file__).resolve().parents[1]
+    for suffix in (".yaml", ".md"):
         assert (SHIPPED_MODELS_DIR / f"synthetic{suffix}").is_file(), suffix
-    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    pyproject = (repo / "pyproject.toml").read_text()
     for pattern in ("data/models/*.yaml", "data/models/*.safetensors", "data/models/*.md"):
         assert pattern in pyproject
-    size_mb = shipped_weights_path("synthetic").stat().st_size / 2**20
-    assert size_mb <= 25, f"synthetic.safetensors is {size_mb:.1f} MiB (the budget is 25)"
+    assert "!runtime/data/models/*.safetensors" in (repo / ".gitignore").read_text().splitlines()
+    weights = shipped_weights_path("synthetic")
+    if weights.is_file():
+        size_mb = weights.stat().st_size / 2**20
+        assert size_mb <= 25, f"synthetic.safetensors is {size_mb:.1f} MiB (the budget is 25)"
+
+
+def test_synthetic_architecture_fits_the_budget():
+    """The fixture config stays small: fp16 weights within 25 MiB and a trunk far below tiny's."""
+    from fastsam2.export.models import build_sam2, model_config
+
+    model = build_sam2("synthetic", None, quiet=True)
+    params = sum(p.numel() for p in model.parameters())
+    assert params * 2 / 2**20 <= 25
+    trunk = sum(p.numel() for p in model.image_encoder.trunk.parameters())
+    assert trunk < 5e6
+    cfg = model_config(model)
+    assert (cfg.config_name, cfg.image_size, cfg.hidden_dim, cfg.mem_dim) == ("synthetic", 512, 256, 64)
 
 
 # -- building (torch) -------------------------------------------------------------------------------
@@ -103,16 +154,17 @@ def test_bad_config_files_are_one_line(tmp_path):
         assert "\n" not in str(e.value)
 
 
-def test_synthetic_checkpoint_brings_its_config():
+def test_synthetic_checkpoint_brings_its_config(registry):
+    import torch
+
     from fastsam2.export.models import build_sam2, model_config
     from fastsam2.runtime.manifest import file_sha256
 
     model = build_sam2(None, "synthetic")
     cfg = model_config(model)
     assert (cfg.config_name, cfg.image_size) == ("synthetic", 512)
-    assert model.fastsam2_weights == file_sha256(shipped_weights_path("synthetic"))
-    assert model.image_encoder.trunk.patch_embed.proj.weight.dtype.is_floating_point
-    assert str(next(model.parameters()).dtype) == "torch.float32"
+    assert model.fastsam2_weights == file_sha256(registry / "synthetic.safetensors")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_safetensors_round_trip_and_mismatch(tmp_path):

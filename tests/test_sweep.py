@@ -180,9 +180,10 @@ def test_sweep_onnx_runtime_fp32_int8_fp16(clips, tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     cells = {(c["backend"], c["keep"]): c for c in json.loads((out / "sweep.json").read_text())["cells"]}
     sam2_graphs = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
-    for backend, precision in (("ort", "fp32"), ("ort-int8", "int8"), ("ort-fp16", "fp16")):
+    for backend, precision, router in (("ort", "fp32", "fp32"), ("ort-int8", "int8", "fp32"),
+                                       ("ort-fp16", "fp16", "fp16")):
         made = cells[(backend, 0.3)]["made"]
-        assert [made["precisions"][g] for g in sam2_graphs] == [precision] * 4 and made["precisions"]["router"] == "fp32"
+        assert [made["precisions"][g] for g in sam2_graphs] == [precision] * 4 and made["precisions"]["router"] == router
     for keep in (1.0, 0.3):  # the same masks up to pixels whose fp32 logits sit at 0: far below 0.02 of J&F
         assert cells[("ort", keep)]["jf_mean"] == pytest.approx(cells[("torch", keep)]["jf_mean"], abs=0.02)
     assert (out / "graphs" / "builtin" / "int8" / "report.json").is_file()

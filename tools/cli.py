@@ -94,7 +94,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["torch", "ort", "trt"], default="torch",
                    help="torch (needs fastsam2[export]); ort/trt run exported graphs/engines")
     p.add_argument("--graphs", help="directory written by fastsam2-export (for --backend ort/trt)")
-    p.add_argument("--device", default=None, help="torch device for --backend torch: cpu (default), cuda, cuda:N")
+    p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N: torch's device for --backend torch; "
+                   "with --backend ort, cuda runs ONNX Runtime's CUDA provider (onnxruntime-gpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                    help="torch autocast dtype on CUDA (default float32)")
     p.add_argument("--image-size", type=image_size, default=None,
@@ -114,7 +115,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="seed of --selector random (default 0)")
     p.add_argument("--precision", choices=["fp32", "int8", "fp16"], default="fp32",
                    help="--backend ort: the graphs to run: fp32 (default), int8 (the export's int8/ graphs, "
-                   "made by fastsam2.calibration.ort_quant) or fp16 (its fp16/ graphs)")
+                   "made by fastsam2.calibration.ort_quant) or fp16 (its fp16/ graphs, made by "
+                   "fastsam2.export.trt.precision.write_precision_dir)")
     p.add_argument("--threads", type=positive(int), default=None, metavar="N",
                    help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
 
@@ -152,7 +154,8 @@ def check_model_args(args: argparse.Namespace) -> None:
     if not args.graphs:
         made_by = "fastsam2-export" if args.backend == "ort" else "fastsam2-export --trt"
         raise UsageError(f"--backend {args.backend} needs --graphs DIR (made by {made_by})")
-    given = [f"--{n}" for n in TORCH_ONLY if getattr(args, n, None) not in (None, "float32")]
+    fixed = [n for n in TORCH_ONLY if not (n == "device" and args.backend == "ort")]
+    given = [f"--{n}" for n in fixed if getattr(args, n, None) not in (None, "float32")]
     if given:
         raise UsageError(
             f"{', '.join(given)}: fixed when the graphs were exported; with --backend {args.backend} "
@@ -160,6 +163,11 @@ def check_model_args(args: argparse.Namespace) -> None:
         )
     if args.backend == "trt":
         require_cuda("--backend trt")
+    if args.backend == "ort" and args.device is not None:
+        from fastsam2.runtime.backends.ort import cuda_device_index, require_cuda_provider
+
+        if cuda_device_index(args.device) is not None:
+            require_cuda_provider(args.device)
 
 
 def torch_device(name: str):
@@ -208,8 +216,8 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         except ImportError as e:
             raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
         random_init = args.checkpoint is None
-        with out_of_memory_as_error(f"building {args.config or args.checkpoint or 'tiny'!r} at image size "
-                                    f"{args.image_size or 'the config default'}"):
+        what = args.config or args.checkpoint or "tiny"
+        with out_of_memory_as_error(f"building {what!r} at image size {args.image_size or 'the config default'}"):
             model = build_sam2(
                 args.config,
                 args.checkpoint,
@@ -228,7 +236,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     elif args.backend == "ort":
         from fastsam2.runtime.backends.ort import load_ort_backend
 
-        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads,
+        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads, device=args.device or "cpu",
                                    precision=getattr(args, "precision", "fp32"))
     else:
         from fastsam2.runtime.backends.trt import load_trt_backend

@@ -21,7 +21,7 @@ Selectors (how a pruned frame picks its tokens):
 Backends: ``torch`` (the sam2 modules, fp32), ``ort`` (ONNX Runtime, fp32 graphs), ``ort-int8``
 (ONNX Runtime's static INT8 of the four SAM2 graphs, calibrated on feeds recorded by the torch
 tracker on ``--calib`` frames; the router stays fp32) and ``ort-fp16`` (the mixed-precision graphs the
-TensorRT fp16 engines are built from, run by ONNX Runtime). The graphs are exported from the same
+TensorRT fp16 engines are built from, router included, run by ONNX Runtime). The graphs are exported from the same
 ``--checkpoint`` into ``OUT/graphs/`` (once; a resumed sweep reuses them).
 
 Outputs (each written atomically): ``sweep.json`` (every cell: J, F, J&F mean and per video,
@@ -202,7 +202,7 @@ class Graphs:
 
     def export(self, group: str, precision: str) -> Path:
         """The export of ``group`` ("builtin" or "trained" router) with ``precision``'s graphs."""
-        from fastsam2.runtime.backends.ort import PRECISION_DIRS, read_precision_report
+        from fastsam2.runtime.backends.ort import read_precision_report
         from fastsam2.runtime.manifest import MANIFEST_NAME
 
         gdir = self.root / group
@@ -220,11 +220,11 @@ class Graphs:
             export_graphs(model, gdir, router_stage=router, router_weights=self.args.router if group == "trained"
                           else None, validate=False, optimize=False, overwrite=True)
         if precision != "fp32" and read_precision_report(gdir, precision) is None:
-            self.log(f"making the {precision} graphs in {gdir / PRECISION_DIRS[precision]}")
+            self.log(f"making the {precision} graphs in {gdir / precision}")
             if precision == "fp16":
-                from fastsam2.export.trt.precision import write_fp16_graphs
+                from fastsam2.export.trt.precision import write_precision_dir
 
-                write_fp16_graphs(gdir)
+                write_precision_dir(gdir, "fp16", log=self.log)
             else:
                 self._int8(gdir)
         return gdir
