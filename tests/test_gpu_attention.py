@@ -1,6 +1,6 @@
 """The torch backend's per-shape attention kernels (export/attention.py: gpu_attention).
 
-The choice follows the H200 measurements (bench/results/h200_attention_shapes.log); the explicit
+The choice follows the measured winners per shape (bench/RESULTS.md, "Where a step's time goes"); the explicit
 kernel equals SDPA to rounding; off the GPU and in fp32 every call is PyTorch's own SDPA, so the CPU
 parity tests and the fp32 GPU parity run are untouched.
 """

@@ -27,12 +27,12 @@ the same parts in every SAM2 config and in the router):
     through data-movement ops to the first MatMul/Conv/Gemm, inclusive. Mask logits are thresholded at
     0 and fed back as prompts, so their rounding changes the mask outline.
 
-Everything else (convolutions, matmuls, GELU, elementwise) runs FP16. Measured effect against fp32 on
-real frames: README "TensorRT" table (bench/results/trt_precision.md).
+Everything else (convolutions, matmuls, GELU, elementwise) runs FP16. The effect against fp32 on
+real frames is in bench/RESULTS.md ("TensorRT graphs").
 
 Written with onnx graph surgery rather than ``onnxconverter-common``'s converter: with LayerNorm pieces
-blocked, its graphs left a ``Sub`` of Half and Float that TensorRT's parser refuses (issue #11);
-NVIDIA ModelOpt's AutoCast was not evaluated in this change (see README).
+blocked, its graphs left a ``Sub`` of Half and Float that TensorRT's parser refuses. NVIDIA ModelOpt's
+AutoCast has not been evaluated.
 """
 
 from __future__ import annotations
