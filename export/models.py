@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastsam2.runtime.args import image_size_problem
 from fastsam2.runtime.config import ModelConfig
 from fastsam2.runtime.manifest import file_sha256
 from fastsam2.runtime.errors import UserError
@@ -100,8 +101,9 @@ def build_sam2(
         "++model.fill_hole_area=8",
     ]
     if image_size is not None:
-        if image_size % 64 or image_size < 128:
-            raise ModelLoadError(f"image_size must be a multiple of 64 and >= 128, got {image_size}")
+        problem = image_size_problem(image_size)
+        if problem:
+            raise ModelLoadError(problem)
         overrides.append(f"++model.image_size={image_size}")
         fs = image_size // 16
         for layer in ("self_attention", "cross_attention"):

@@ -323,6 +323,9 @@ def add_text_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def run_text(args: argparse.Namespace) -> int:
     """Run the `text` subcommand; user errors -> one line on stderr and exit code 1."""
+    from fastsam2.runtime.outdir import check_output_file
+
+    check_output_file(args.output, protect=[args.pretrained])
     try:
         model, tokenizer, _ = load_clip(args.clip, args.pretrained, args.device)
         embeddings = encode_texts(args.texts, model, tokenizer)

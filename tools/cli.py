@@ -18,8 +18,18 @@ import numpy as np
 
 import fastsam2.runtime
 
-from fastsam2.runtime.args import ArgumentParser, cli_main, finite_float, keep_ratios, non_negative_int, positive
-from fastsam2.runtime.errors import UsageError
+from fastsam2.runtime.args import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    ArgumentParser,
+    cli_main,
+    finite_float,
+    image_size,
+    keep_ratios,
+    non_negative_int,
+    positive,
+)
+from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
 from fastsam2.runtime.outdir import (
     atomic_output_dir,
     check_output_dir,
@@ -84,8 +94,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device for --backend torch: cpu (default), cuda, cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                    help="torch autocast dtype on CUDA (default float32)")
-    p.add_argument("--image-size", type=positive(int), default=None,
-                   help="model input size (default: the config's 1024; with ort/trt: the export's)")
+    p.add_argument("--image-size", type=image_size, default=None,
+                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} "
+                        "(default: the config's 1024; with ort/trt: the export's)")
     p.add_argument("--fill-hole-area", type=non_negative_int, default=None, metavar="N",
                    help="fill mask holes up to N pixels (default: SAM2VideoPredictor's 8; 0 = as the official "
                    "predictor without its CUDA extension, i.e. as pip installs it on CPU)")
@@ -102,12 +113,20 @@ TORCH_ONLY = ("checkpoint", "device", "dtype")  # options an exported graph dire
 
 def check_model_args(args: argparse.Namespace) -> None:
     """Refuse contradictory or impossible model options before anything heavy is built."""
+    from fastsam2.runtime.threads import plan_threads
+
     if not 0.0 < args.keep <= 1.0:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
+    if getattr(args, "threads", None) is not None:
+        plan_threads(args.threads)  # refuses more threads than cores now, not after the model is built
     for name in ("checkpoint", "texts", "router"):
         path = getattr(args, name, None)
         if path and not Path(path).is_file():
             raise UsageError(f"--{name}: file not found: {path}")
+    if getattr(args, "texts", None):
+        from fastsam2.runtime.text_embeddings import load_text_embeddings
+
+        load_text_embeddings(args.texts)  # a damaged file fails now, not after the model is built
     if args.backend == "torch":
         if args.graphs:
             raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")
@@ -172,16 +191,17 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         except ImportError as e:
             raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
         random_init = args.checkpoint is None
-        model = build_sam2(
-            args.config or "tiny",
-            args.checkpoint,
-            device=args.device or "cpu",
-            image_size=args.image_size,
-            # random weights make SAM2's object-score head say "absent" and blank every mask; a
-            # positive bias keeps demo masks visible (they remain meaningless)
-            object_score_bias=5.0 if random_init else None,
-            quiet=quiet,
-        )
+        with out_of_memory_as_error(f"building {args.config or 'tiny'!r} at image size {args.image_size or 1024}"):
+            model = build_sam2(
+                args.config or "tiny",
+                args.checkpoint,
+                device=args.device or "cpu",
+                image_size=args.image_size,
+                # random weights make SAM2's object-score head say "absent" and blank every mask; a
+                # positive bias keeps demo masks visible (they remain meaningless)
+                object_score_bias=5.0 if random_init else None,
+                quiet=quiet,
+            )
         import torch
 
         torch.set_num_threads(threads.threads)
@@ -291,7 +311,8 @@ def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = 
                 if not (0 <= x <= w and 0 <= y <= h):
                     raise UsageError(f"object {oid}: point ({x:g}, {y:g}) is outside the {w}x{h} frame")
         tracker, info = build_tracker(args)
-        report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
+        with out_of_memory_as_error(f"tracking at image size {info['image_size']}"):
+            report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
     print(f"wrote {report['frames']} frames to {out_dir} "
           f"({report['ms_per_frame']['mean_ms']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
     return 0
@@ -377,7 +398,8 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--backend", choices=["ort", "torch"], default="ort",
                    help="ort: export ONNX graphs into OUT/graphs and run them (default); torch: no export")
     p.add_argument("--keep", type=finite_float, default=0.3, help="router keep ratio (default 0.3; 1.0 = plain SAM2)")
-    p.add_argument("--image-size", type=positive(int), default=None, help="model input size (default 1024)")
+    p.add_argument("--image-size", type=image_size, default=None,
+                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default 1024)")
     p.add_argument("--max-frames", type=positive(int), default=None)
     p.add_argument("--video", default=str(SAMPLE_CLIP), help="frames to track (default: the bundled sample clip)")
     p.add_argument("--threads", type=positive(int), default=None, metavar="N",
@@ -404,12 +426,17 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise UsageError(f"--checkpoint: file not found: {args.checkpoint}")
+    if args.threads is not None:
+        from fastsam2.runtime.threads import plan_threads
+
+        plan_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
         graphs = Path(tmp) / "graphs"
         t0 = time.perf_counter()
         print(f"exporting {args.config} to ONNX (in a separate process) ...", file=sys.stderr)
         export_in_subprocess(
-            export_demo_graphs, args.config, args.checkpoint, args.image_size, str(graphs), args.threads
+            export_demo_graphs, args.config, args.checkpoint, args.image_size, str(graphs), args.threads,
+            scratch=Path(tmp),
         )
         print(f"exported in {time.perf_counter() - t0:.0f} s; tracking with ONNX Runtime at keep {args.keep}",
               file=sys.stderr)
@@ -440,28 +467,72 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
     from fastsam2.runtime.threads import plan_threads
 
     torch.set_num_threads(plan_threads(threads).threads)
-    model = build_sam2(config, checkpoint, image_size=image_size,
-                       object_score_bias=5.0 if checkpoint is None else None)
-    router = TokenRouter.for_model(model)
-    router.fastsam2_weights = "default-weights"
-    # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
-    export_graphs(model, out, router_stage=router, validate=False, optimize=False)
+    with out_of_memory_as_error(f"exporting {config!r} at image size {image_size or 1024}"):
+        model = build_sam2(config, checkpoint, image_size=image_size,
+                           object_score_bias=5.0 if checkpoint is None else None)
+        router = TokenRouter.for_model(model)
+        router.fastsam2_weights = "default-weights"
+        # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
+        export_graphs(model, out, router_stage=router, validate=False, optimize=False)
 
 
-def export_in_subprocess(fn, *args) -> None:
+def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
     """``fn(*args)`` in a fresh (spawned) process: torch, the traced model and the export's buffers
     (the command's peak memory, a third of it torch's import) leave with it, so the
     process that tracks afterwards holds ONNX Runtime only. A user error raised there is raised
-    here; a process that dies (out of memory, a signal) is one line."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    here; a process that dies (out of memory, a signal) is one line.
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    The child never outlives this process: interrupted or terminated here, it is terminated and
+    waited for (its export unwinds and removes its scratch) before this process goes on unwinding; if
+    this process is killed outright, the child gets SIGTERM from the kernel and removes ``scratch``."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_call, args=(os.getpid(), send, fn, args, scratch), daemon=True)
+    child.start()
+    send.close()
+    try:
         try:
-            pool.submit(fn, *args).result()
-        except BrokenProcessPool:
+            outcome = receive.recv()
+        except EOFError:  # the child ended without an answer
+            outcome = None
+            child.join()
+            if child.exitcode == 1:
+                raise RuntimeError("the export process failed (its traceback is above)") from None
             raise UsageError("the export process died (out of memory or killed); nothing was written") from None
+        child.join()
+    except BaseException:
+        child.terminate()
+        child.join()
+        raise
+    finally:
+        receive.close()
+    if outcome is not None:
+        raise outcome
+
+
+def _child_call(parent: int, conn, fn, args: tuple, scratch: Path | None) -> None:
+    """The child's side of :func:`export_in_subprocess`: ``fn(*args)``, then None or the user error
+    sent back. Terminated (by the parent, or by the kernel when the parent died) it unwinds quietly;
+    if the parent is gone it removes ``scratch`` itself, since the parent cannot."""
+    import sys
+
+    from fastsam2.runtime.args import die_with_parent
+    from fastsam2.runtime.errors import UserError
+
+    try:
+        die_with_parent(parent)
+        fn(*args)
+        outcome = None
+    except UserError as e:
+        outcome = e
+    except KeyboardInterrupt:
+        if scratch is not None and os.getppid() != parent:
+            shutil.rmtree(scratch, ignore_errors=True)
+        sys.exit(143)
+    conn.send(outcome)
+    conn.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -487,7 +558,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from fastsam2.runtime.evaluation import evaluate_dirs, format_table
 
     if args.json:
-        check_output_file(args.json)
+        check_output_file(args.json, protect=[args.pred, args.gt, args.dataset, args.graphs, args.checkpoint,
+                                              args.texts, args.router])
     if args.run:
         return run_eval_tracking(args)
     if not args.pred or not args.gt:
@@ -544,6 +616,7 @@ PLUGIN_COMMANDS = (
     "fastsam2.tools.train_router",  # fastsam2 train-router, fit-text-projection
     "fastsam2.tools.check_engines",  # fastsam2 check-engines
     "fastsam2.tools.label",  # fastsam2 label
+    "fastsam2.tools.synth",  # fastsam2 synth
 )
 
 

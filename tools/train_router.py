@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsam2.runtime.args import bounded, finite_float, non_negative_int, positive
+from fastsam2.runtime.args import bounded, finite_float, image_size, non_negative_int, positive
 from fastsam2.runtime.errors import UsageError
 from fastsam2.runtime.frames import IMAGE_EXTENSIONS, FolderSource, read_image
 
@@ -593,7 +593,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", required=True, help="SAM2 config (tiny, small, base_plus, large, sam2.0-...)")
     p.add_argument("--checkpoint", default=None, help="official SAM2 .pt (default: RANDOM weights, for tests)")
     p.add_argument("--out", required=True, help="router weights to write (.safetensors)")
-    p.add_argument("--image-size", type=positive(int), default=None, help="model input size (default 1024)")
+    p.add_argument("--image-size", type=image_size, default=None, help="model input size (default 1024)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=positive(int), default=None, help="optimizer steps")
     g.add_argument("--epochs", type=positive(int), default=None, help="passes over the samples (default 10)")
@@ -621,7 +621,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--texts", required=True, help="text embeddings .npz holding every label")
     q.add_argument("--config", required=True)
     q.add_argument("--checkpoint", default=None)
-    q.add_argument("--image-size", type=positive(int), default=None)
+    q.add_argument("--image-size", type=image_size, default=None)
     q.add_argument("--router", default=None, help="router weights to keep (default: the hand-set weights)")
     q.add_argument("--out", required=True, help="router .safetensors to write (router + projection)")
     q.add_argument("--ridge", type=bounded(float, low=0), default=0.01)

@@ -165,13 +165,14 @@ def copy_export_files(plan: BuildPlan) -> None:
             shutil.copyfile(src, dst)
 
 
-def check_calib_dir(plan: BuildPlan, calib_dir: Path) -> None:
-    """Every graph being built in INT8 needs recorded feeds: refuse before the first (slow) build."""
+def check_calib_dir(plan: BuildPlan, calib_dir: Path, *, hint: str) -> None:
+    """Every graph being built in INT8 needs recorded feeds: refuse before the first (slow) build.
+    ``hint``: what the caller's user can do about it, in the caller's own options."""
     missing = [g.name for g in plan.graphs if not any((calib_dir / g.name).glob("[0-9]*.npz"))]
     if missing:
         raise PlanError(
-            f"--calib {calib_dir}: no recorded feeds for {missing} (expected {calib_dir}/<graph>/*.npz "
-            "from fastsam2.calibration.reader.FeedRecorder); build those graphs without --int8 (--only ...)"
+            f"no recorded feeds for {missing} in {calib_dir} (expected <graph>/*.npz from "
+            f"fastsam2.calibration.reader.FeedRecorder): {hint}"
         )
 
 

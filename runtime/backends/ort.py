@@ -30,7 +30,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import ModelConfig
-from ..manifest import MANIFEST_NAME, ORT_VARIANT, ExportDir, GraphEntry, GraphLoadError, Manifest, ManifestError
+from ..manifest import (
+    ORT_VARIANT,
+    ExportDir,
+    GraphEntry,
+    GraphLoadError,
+    Manifest,
+    ManifestError,
+    graph_config_problem,
+)
 from ..ops import NumpyOps
 from ..specs import GraphSpec
 from .base import Backend, StageError, StageRunner
@@ -226,12 +234,9 @@ def load_ort_backend(
             arena=arena,
         )
         runner.activate()
-        made_for = runner.session.get_modelmeta().custom_metadata_map.get("fastsam2.config_name")
-        if made_for is not None and made_for != manifest.config_name:
-            raise ManifestError(
-                f"{path.name} was exported from {made_for!r}, but {graph_dir / MANIFEST_NAME} says "
-                f"{manifest.config_name!r} (edited?): re-export"
-            )
+        problem = graph_config_problem(runner.session.get_modelmeta().custom_metadata_map, manifest, path.name)
+        if problem:
+            raise ManifestError(f"{graph_dir}: {problem}")
         runners[name] = runner
         chosen[name] = "int8" if path.parent.name == INT8_DIR else "fp32"
         files[name] = str(path.relative_to(graph_dir))
