@@ -5,7 +5,7 @@ checked on the strongly typed network TensorRT parsed from the very graph each e
 (``build_options["onnx_file"]``): that network's layer types ARE the engine's, by strong typing.
 
 In CI (CI=true) a missing TensorRT fails these tests; elsewhere they are skipped with the reason.
-Measured on the shared 2-core machine: 130-170 s for the module (three exports and builds).
+The module takes minutes on 2 CPU cores (three exports and builds).
 """
 
 from __future__ import annotations
