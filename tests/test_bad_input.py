@@ -178,6 +178,12 @@ def work(tmp_path, bedroom, monkeypatch) -> Path:
     return tmp_path
 
 
+def _has_cuda_provider() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def _track(t: Path, *extra: str, video: str | None = None, out: str | None = None) -> list[str]:
     return ["track", "--video", video or str(t / "clip"), "--point", "480,300",
             "--out", out or str(t / "out"), *FAST, *extra]
@@ -219,6 +225,13 @@ CASES = [
          "CUDA"),
     Case("track --backend ort without --graphs", M, lambda t: _track(t, "--backend", "ort"),
          "needs --graphs"),
+    Case("track --backend ort --device bogus", M,
+         lambda t: _track(t, "--backend", "ort", "--graphs", str(t / "clip"), "--device", "bogus"),
+         "runs on cpu, cuda or cuda:N"),
+    # the CPU onnxruntime refuses in one line; with onnxruntime-gpu the next check (the export) does
+    Case("track --backend ort --device cuda", M,
+         lambda t: _track(t, "--backend", "ort", "--graphs", str(t / "clip"), "--device", "cuda"),
+         "needs onnxruntime-gpu" if not _has_cuda_provider() else "no manifest.json"),
     Case("track --graphs with torch", M, lambda t: _track(t, "--graphs", str(t / "clip")), "--graphs is for"),
     Case("track --graphs not an export", M,
          lambda t: ["track", "--video", str(t / "clip"), "--point", "1,1", "--out", str(t / "out"),

@@ -91,7 +91,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["torch", "ort", "trt"], default="torch",
                    help="torch (needs fastsam2[export]); ort/trt run exported graphs/engines")
     p.add_argument("--graphs", help="directory written by fastsam2-export (for --backend ort/trt)")
-    p.add_argument("--device", default=None, help="torch device for --backend torch: cpu (default), cuda, cuda:N")
+    p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N: torch's device for --backend torch; "
+                   "with --backend ort, cuda runs ONNX Runtime's CUDA provider (onnxruntime-gpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                    help="torch autocast dtype on CUDA (default float32)")
     p.add_argument("--image-size", type=image_size, default=None,
@@ -135,7 +136,8 @@ def check_model_args(args: argparse.Namespace) -> None:
     if not args.graphs:
         made_by = "fastsam2-export" if args.backend == "ort" else "fastsam2-export --trt"
         raise UsageError(f"--backend {args.backend} needs --graphs DIR (made by {made_by})")
-    given = [f"--{n}" for n in TORCH_ONLY if getattr(args, n, None) not in (None, "float32")]
+    fixed = [n for n in TORCH_ONLY if not (n == "device" and args.backend == "ort")]
+    given = [f"--{n}" for n in fixed if getattr(args, n, None) not in (None, "float32")]
     if given:
         raise UsageError(
             f"{', '.join(given)}: fixed when the graphs were exported; with --backend {args.backend} "
@@ -143,6 +145,11 @@ def check_model_args(args: argparse.Namespace) -> None:
         )
     if args.backend == "trt":
         require_cuda("--backend trt")
+    if args.backend == "ort" and args.device is not None:
+        from fastsam2.runtime.backends.ort import cuda_device_index, require_cuda_provider
+
+        if cuda_device_index(args.device) is not None:
+            require_cuda_provider(args.device)
 
 
 def torch_device(name: str):
@@ -210,7 +217,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     elif args.backend == "ort":
         from fastsam2.runtime.backends.ort import load_ort_backend
 
-        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads)
+        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads, device=args.device or "cpu")
     else:
         from fastsam2.runtime.backends.trt import load_trt_backend
 
