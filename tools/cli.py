@@ -29,6 +29,7 @@ from fastsam2.runtime.args import (
     non_negative_int,
     positive,
 )
+from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model, same_config
 from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
 from fastsam2.runtime.outdir import (
     atomic_output_dir,
@@ -86,8 +87,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     from fastsam2.runtime.config import ModelConfig  # noqa: F401  (keeps the runtime import light)
 
     p.add_argument("--config", default=None, help="SAM2 config: tiny, small, base_plus, large "
-                   "(SAM 2.1) or sam2.0-tiny ... (default: tiny; with ort/trt: the export's)")
-    p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
+                   "(SAM 2.1; aliases sam2.1-tiny ...), sam2.0-tiny ..., or a sam2 config .yaml "
+                   "(default: tiny, or the --checkpoint model's; with ort/trt: the export's)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--backend", choices=["torch", "ort", "trt"], default="torch",
                    help="torch (needs fastsam2[export]); ort/trt run exported graphs/engines")
     p.add_argument("--graphs", help="directory written by fastsam2-export (for --backend ort/trt)")
@@ -120,7 +122,9 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
     if getattr(args, "threads", None) is not None:
         plan_threads(args.threads)  # refuses more threads than cores now, not after the model is built
-    for name in ("checkpoint", "texts", "router"):
+    if args.backend == "torch":
+        resolve_model(args.config, args.checkpoint)
+    for name in ("texts", "router"):
         path = getattr(args, name, None)
         if path and not Path(path).is_file():
             raise UsageError(f"--{name}: file not found: {path}")
@@ -198,9 +202,10 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
         except ImportError as e:
             raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
         random_init = args.checkpoint is None
-        with out_of_memory_as_error(f"building {args.config or 'tiny'!r} at image size {args.image_size or 1024}"):
+        what = args.config or args.checkpoint or "tiny"
+        with out_of_memory_as_error(f"building {what!r} at image size {args.image_size or 'the config default'}"):
             model = build_sam2(
-                args.config or "tiny",
+                args.config,
                 args.checkpoint,
                 device=args.device or "cpu",
                 image_size=args.image_size,
@@ -223,7 +228,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
 
         backend = load_trt_backend(Path(args.graphs))
     cfg, weights = backend.config, backend.weights
-    if args.config is not None and args.config != cfg.config_name:
+    if args.config is not None and not same_config(args.config, cfg.config_name):
         raise UsageError(f"--config {args.config}: the graphs in {args.graphs} are {cfg.config_name!r}")
     if args.image_size is not None and args.image_size != cfg.image_size:
         raise UsageError(f"--image-size {args.image_size}: the graphs in {args.graphs} take {cfg.image_size}")
@@ -399,8 +404,8 @@ def add_demo_parser(sub) -> None:
         "demo",
         help="export tiny, then track the bundled sample clip with pruned ONNX Runtime (no download needed)",
     )
-    p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
-    p.add_argument("--config", default="tiny")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--config", default=None, help="SAM2 config name or .yaml (default: tiny, or the --checkpoint model's)")
     p.add_argument("--out", default="fastsam2_demo", help="output directory (default ./fastsam2_demo; replaced)")
     p.add_argument("--backend", choices=["ort", "torch"], default="ort",
                    help="ort: export ONNX graphs into OUT/graphs and run them (default); torch: no export")
@@ -431,8 +436,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return run_track(ns)
     if not 0.0 < args.keep <= 1.0:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise UsageError(f"--checkpoint: file not found: {args.checkpoint}")
+    resolve_model(args.config, args.checkpoint)
     if args.threads is not None:
         from fastsam2.runtime.threads import plan_threads
 
@@ -440,7 +444,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
         graphs = Path(tmp) / "graphs"
         t0 = time.perf_counter()
-        print(f"exporting {args.config} to ONNX (in a separate process) ...", file=sys.stderr)
+        print(f"exporting {args.config or args.checkpoint or 'tiny'} to ONNX (in a separate process) ...", file=sys.stderr)
         export_in_subprocess(
             export_demo_graphs, args.config, args.checkpoint, args.image_size, str(graphs), args.threads,
             scratch=Path(tmp),

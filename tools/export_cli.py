@@ -42,6 +42,7 @@ def compute_capability(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from fastsam2.export.models import CONFIG_NAMES
+    from fastsam2.runtime.config import CHECKPOINT_HELP
     from fastsam2.export.stages import FILL_MODES
 
     p = ArgumentParser(
@@ -49,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export SAM2 video tracking to ONNX graphs (+ manifest, validation). "
         f"Subcommand: `{PROG} text ...` encodes object descriptions with CLIP.",
     )
-    p.add_argument("--config", required=True, help=f"SAM2 config: {', '.join(CONFIG_NAMES)}")
-    p.add_argument("--checkpoint", metavar="PATH", help="official SAM2 .pt (omitted: RANDOM weights)")
+    p.add_argument("--config", default=None,
+                   help=f"SAM2 config: {', '.join(CONFIG_NAMES)}, or a sam2 config .yaml "
+                   "(default: tiny, or the --checkpoint model's)")
+    p.add_argument("--checkpoint", metavar="PATH", help=CHECKPOINT_HELP)
     p.add_argument("--router", metavar="PATH",
                    help="token-router weights (.safetensors); default: the built-in hand-set weights")
     p.add_argument("--no-router", action="store_true",
@@ -110,8 +113,9 @@ def _check_args(args: argparse.Namespace) -> None:
                 open_frames(folder).close()
             except UserError as e:
                 raise UsageError(f"{flag}: {e}") from None
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise UsageError(f"checkpoint not found: {args.checkpoint}")
+    from fastsam2.runtime.config import resolve_model
+
+    config, checkpoint = resolve_model(args.config, args.checkpoint)
     if args.router and not Path(args.router).is_file():
         raise UsageError(f"router weights not found: {args.router}")
     if args.router and args.no_router:
@@ -121,7 +125,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if not 17 <= args.opset <= 20:
         raise UsageError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
     check_output_dir(args.out, overwrite=args.overwrite,
-                     protect=[args.checkpoint, args.router, args.frames, args.calib])
+                     protect=[config, checkpoint, args.router, args.frames, args.calib])
 
 
 def _load_router(path: str, model):
