@@ -485,7 +485,7 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
     checkpoint, so that masks show) and the default router, to ``out``."""
     from fastsam2.runtime.metrics import mmap_large_allocations
 
-    mmap_large_allocations()  # the trace's freed activations leave the process (peak 2.0 -> 1.4 GiB)
+    mmap_large_allocations()  # the trace's freed activations leave the process instead of staying resident
     try:
         import torch
 
@@ -508,7 +508,7 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
 
 def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
     """``fn(*args)`` in a fresh (spawned) process: torch, the traced model and the export's buffers
-    (1442 MiB peak at 1024 px, 508 MiB of it torch's import) leave with it, so the
+    (the command's peak memory, a third of it torch's import) leave with it, so the
     process that tracks afterwards holds ONNX Runtime only. A user error raised there is raised
     here; a process that dies (out of memory, a signal) is one line.
 
