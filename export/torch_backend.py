@@ -306,6 +306,7 @@ def build_torch_backend(
         + (" cuda-graphs" if pool is not None else "") + (" compiled" if compile else "")
         + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
         weights=getattr(model, "fastsam2_weights", None),
+        router_weights=getattr(stages[ROUTER], "fastsam2_weights", None),
     )
 
 

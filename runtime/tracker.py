@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -75,6 +76,30 @@ class TrackerOptions:
             raise TrackerError(f"k_multiple must be >= 1, got {self.k_multiple}")
         if self.memory_tokens not in ("kept", "all"):
             raise TrackerError(f"memory_tokens must be 'kept' or 'all', got {self.memory_tokens!r}")
+
+
+def tracker_setup(
+    backend: Backend,
+    *,
+    keep: float = 1.0,
+    text: str | None = None,
+    texts: str | Path | None = None,
+    router: str | Path | None = None,
+    **options: Any,
+) -> "tuple[TrackerOptions, TokenSelector | None]":
+    """The options and token router of a tracker over ``backend`` (see :meth:`SAM2Tracker.from_backend`):
+    the router only when pruning (``keep < 1``); a router file is checked against the backend either way."""
+    from .router import check_router_file, make_router, read_router_file
+
+    if text is not None and texts is None:
+        raise TrackerError("text needs texts (an .npz of text embeddings from fastsam2-export text)")
+    opts = TrackerOptions(keep_ratio=keep, **options)
+    if keep < 1.0:
+        return opts, make_router(backend, text=text, texts_path=texts, weights_path=router)
+    if router is not None:
+        check_router_file(read_router_file(router), router, backend.router_weights,
+                          f"the {backend.name} backend runs")
+    return opts, None
 
 
 @dataclass
@@ -206,6 +231,27 @@ class SAM2Tracker:
         self._consts: dict[tuple, Any] = {}
         if self.options.device_preprocess and getattr(ops, "preprocess_frames", None) is None:
             raise TrackerError(f"device_preprocess: the {backend.name} backend's ops cannot preprocess")
+
+    @classmethod
+    def from_backend(
+        cls,
+        backend: Backend,
+        *,
+        keep: float = 1.0,
+        text: str | None = None,
+        texts: str | Path | None = None,
+        router: str | Path | None = None,
+        **options: Any,
+    ) -> "SAM2Tracker":
+        """A tracker over ``backend`` keeping the fraction ``keep`` of the frame's tokens (1.0: SAM2).
+
+        ``router``: the router .safetensors the backend runs (a different or broken file is refused,
+        see :func:`~fastsam2.runtime.router.make_router`); ``text``: the object's description, a row of
+        ``texts`` (an .npz of ``fastsam2-export text``); ``options``: any :class:`TrackerOptions`
+        field (``fill_hole_area=0``, ``memory_tokens="all"``, ...).
+        """
+        opts, selector = tracker_setup(backend, keep=keep, text=text, texts=texts, router=router, **options)
+        return cls(backend, opts, router=selector)
 
     def _const(self, x: np.ndarray) -> Any:
         """A small host array as a backend array, uploaded once per distinct value (no per-frame copy)."""

@@ -108,6 +108,11 @@ def check_model_args(args: argparse.Namespace) -> None:
         path = getattr(args, name, None)
         if path and not Path(path).is_file():
             raise UsageError(f"--{name}: file not found: {path}")
+    router = None
+    if args.router:  # the router file is the router: a broken one is refused before any model is built
+        from fastsam2.runtime.router import read_router_file
+
+        router = read_router_file(args.router)
     if args.backend == "torch":
         if args.graphs:
             raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")
@@ -116,6 +121,12 @@ def check_model_args(args: argparse.Namespace) -> None:
     if not args.graphs:
         made_by = "fastsam2-export" if args.backend == "ort" else "fastsam2-export --trt"
         raise UsageError(f"--backend {args.backend} needs --graphs DIR (made by {made_by})")
+    if router is not None:
+        from fastsam2.runtime.manifest import Manifest
+        from fastsam2.runtime.router import check_router_file
+
+        check_router_file(router, args.router, Manifest.read(args.graphs).router_weights,
+                          f"exported in {args.graphs}")
     given = [f"--{n}" for n in TORCH_ONLY if getattr(args, n, None) not in (None, "float32")]
     if given:
         raise UsageError(
@@ -186,7 +197,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
 
         torch.set_num_threads(threads.threads)
         autocast = None if args.dtype == "float32" else args.dtype
-        backend = build_torch_backend(model, autocast_dtype=autocast)
+        backend = build_torch_backend(model, autocast_dtype=autocast, router_weights=args.router)
     elif args.backend == "ort":
         from fastsam2.runtime.backends.ort import load_ort_backend
 
@@ -443,7 +454,6 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
     model = build_sam2(config, checkpoint, image_size=image_size,
                        object_score_bias=5.0 if checkpoint is None else None)
     router = TokenRouter.for_model(model)
-    router.fastsam2_weights = "default-weights"
     # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
     export_graphs(model, out, router_stage=router, validate=False, optimize=False)
 

@@ -110,27 +110,18 @@ def _check_args(args: argparse.Namespace) -> None:
                 raise UsageError(f"{flag}: {e}") from None
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise UsageError(f"checkpoint not found: {args.checkpoint}")
-    if args.router and not Path(args.router).is_file():
-        raise UsageError(f"router weights not found: {args.router}")
     if args.router and args.no_router:
         raise UsageError("--router and --no-router contradict each other")
+    if args.router:  # a broken router file is refused before the model is built
+        from fastsam2.runtime.router import read_router_file
+
+        read_router_file(args.router)
     if args.fp16 and args.int8:
         raise UsageError("choose one of --fp16 and --int8 (INT8 engines fall back to FP16 kernels where faster)")
     if not 17 <= args.opset <= 20:
         raise UsageError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
     check_output_dir(args.out, overwrite=args.overwrite,
                      protect=[args.checkpoint, args.router, args.frames, args.calib])
-
-
-def _load_router(path: str, model):
-    try:
-        from fastsam2.export.router import load_router
-    except ImportError as e:
-        raise UsageError(f"--router needs fastsam2.export.router, which cannot be imported: {e}") from e
-    try:
-        return load_router(path, model)
-    except (ValueError, OSError, KeyError, RuntimeError) as e:
-        raise UsageError(f"cannot load router {path}: {e}") from e
 
 
 def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
@@ -208,12 +199,13 @@ def run_export(args: argparse.Namespace) -> int:
         model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
         router = None
         if args.router:
-            router = _load_router(args.router, model)
+            from fastsam2.export.router import load_router
+
+            router = load_router(args.router, model)
         elif not args.no_router:
             from fastsam2.export.router import TokenRouter
 
             router = TokenRouter.for_model(model)
-            router.fastsam2_weights = "default-weights"
         manifest = export_graphs(
             model,
             args.out,

@@ -35,7 +35,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..manifest import MANIFEST_NAME, ORT_VARIANT, ExportDir, GraphEntry, GraphLoadError, Manifest, ManifestError
 from ..ops import NumpyOps
-from ..specs import GraphSpec
+from ..specs import ROUTER, GraphSpec
 from .base import Backend, StageError, StageRunner
 
 INT8_DIR = "int8"
@@ -248,6 +248,7 @@ def load_ort_backend(
         constants=constants,
         description=f"onnxruntime {used} " + ", ".join(f"{n}:{p} ({files[n]})" for n, p in chosen.items()),
         weights=manifest.weights,
+        router_weights=manifest.router_weights if ROUTER in runners else None,
         precisions=chosen,
     )
 

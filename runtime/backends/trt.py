@@ -456,6 +456,7 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     backend = backend_from_runners(runners, config, export.constants(), device=device,
                                    description=f"TensorRT {device}" + (" cuda-graphs" if cuda_graphs else ""))
     backend.weights = export.manifest.weights
+    backend.router_weights = export.manifest.router_weights if ROUTER in runners else None
     return backend
 
 
