@@ -41,6 +41,7 @@ class MultiStreamTracker:
 
     def __init__(self, backend: Any, options: TrackerOptions | None = None, router: Any = None):
         self.tracker = SAM2Tracker(backend, options, router=router)
+        self.streams: dict[StreamId, VideoState] = {}
 
     @classmethod
     def from_backend(cls, backend: Any, *, keep: float = 1.0, text: str | None = None, texts: Any = None,
@@ -48,7 +49,6 @@ class MultiStreamTracker:
         """As :meth:`SAM2Tracker.from_backend`, serving many streams."""
         opts, selector = tracker_setup(backend, keep=keep, text=text, texts=texts, router=router, **options)
         return cls(backend, opts, router=selector)
-        self.streams: dict[StreamId, VideoState] = {}
 
     # -- streams and objects ----------------------------------------------------------------------
     def _state(self, stream_id: StreamId) -> VideoState:

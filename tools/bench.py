@@ -527,14 +527,12 @@ def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision:
 
 def _tracker(backend, keep: float, opts: BenchOptions):
     """A MultiStreamTracker over ``backend`` at ``keep`` (one stream is the streaming tracker)."""
-    from fastsam2.runtime.router import make_router
     from fastsam2.runtime.streams import MultiStreamTracker
-    from fastsam2.runtime.tracker import TrackerOptions
 
-    router = make_router(backend) if keep < 1.0 else None  # the backend's router stage, graphs too
     gpu_path = opts.cuda_graphs
-    options = TrackerOptions(
-        keep_ratio=keep,
+    return MultiStreamTracker.from_backend(
+        backend,
+        keep=keep,  # the backend's router stage (the built-in weights), graphs too
         # the official predictor skips hole filling without sam2's CUDA extension (as built here)
         fill_hole_area=0,
         profile_stages=False,
@@ -542,7 +540,6 @@ def _tracker(backend, keep: float, opts: BenchOptions):
         device_results=gpu_path,
         device_preprocess=gpu_path,
     )
-    return MultiStreamTracker(backend, options, router=router)
 
 
 def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: float,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -97,136 +96,29 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
 
 
-TORCH_ONLY = ("checkpoint", "device", "dtype")  # options an exported graph directory has fixed
-
-
 def check_model_args(args: argparse.Namespace) -> None:
     """Refuse contradictory or impossible model options before anything heavy is built."""
+    from .api import check_backend_options
+
     if not 0.0 < args.keep <= 1.0:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
-    for name in ("checkpoint", "texts", "router"):
-        path = getattr(args, name, None)
-        if path and not Path(path).is_file():
-            raise UsageError(f"--{name}: file not found: {path}")
-    router = None
-    if args.router:  # the router file is the router: a broken one is refused before any model is built
-        from fastsam2.runtime.router import read_router_file
-
-        router = read_router_file(args.router)
-    if args.backend == "torch":
-        if args.graphs:
-            raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")
-        torch_device(args.device or "cpu")
-        return
-    if not args.graphs:
-        made_by = "fastsam2-export" if args.backend == "ort" else "fastsam2-export --trt"
-        raise UsageError(f"--backend {args.backend} needs --graphs DIR (made by {made_by})")
-    if router is not None:
-        from fastsam2.runtime.manifest import Manifest
-        from fastsam2.runtime.router import check_router_file
-
-        check_router_file(router, args.router, Manifest.read(args.graphs).router_weights,
-                          f"exported in {args.graphs}")
-    given = [f"--{n}" for n in TORCH_ONLY if getattr(args, n, None) not in (None, "float32")]
-    if given:
-        raise UsageError(
-            f"{', '.join(given)}: fixed when the graphs were exported; with --backend {args.backend} "
-            "re-export instead (or use --backend torch)"
-        )
-    if args.backend == "trt":
-        require_cuda("--backend trt")
-
-
-def torch_device(name: str):
-    """A torch.device for --device, refusing unknown names and a CUDA device that is not there."""
-    try:
-        import torch
-    except ImportError as e:
-        raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r} is not a device (use cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name!r}: fastsam2 runs on cpu or cuda")
-    if device.type == "cuda":
-        require_cuda(f"--device {name}")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def require_cuda(what: str) -> None:
-    """Refuse ``what`` in one line where torch sees no CUDA GPU (the GPU paths hold torch CUDA buffers)."""
-    try:
-        import torch
-    except ImportError:
-        raise UsageError(f"{what} needs torch with CUDA (torch is not installed)") from None
-    if not torch.cuda.is_available():
-        raise UsageError(f"{what} needs a CUDA GPU, and torch sees none on this machine")
+    if args.texts and not Path(args.texts).is_file():
+        raise UsageError(f"--texts: file not found: {args.texts}")
+    if args.text is not None and not args.texts:
+        raise UsageError("--text needs --texts FILE.npz (precompute with: fastsam2-export text ...)")
+    check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, device=args.device,
+                          dtype=args.dtype, router=args.router)
 
 
 def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     """A SAM2Tracker for the backend the arguments name, plus a description for reports."""
-    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
+    from .api import open_backend_from_args, tracker_from_args
 
-    from fastsam2.runtime.threads import plan_threads
-
-    check_model_args(args)
-    threads = plan_threads(getattr(args, "threads", None))
-    if args.backend == "torch":
-        try:
-            import sam2  # noqa: F401
-
-            from fastsam2.export.models import build_sam2
-            from fastsam2.export.torch_backend import build_torch_backend
-        except ImportError as e:
-            raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
-        random_init = args.checkpoint is None
-        model = build_sam2(
-            args.config or "tiny",
-            args.checkpoint,
-            device=args.device or "cpu",
-            image_size=args.image_size,
-            # random weights make SAM2's object-score head say "absent" and blank every mask; a
-            # positive bias keeps demo masks visible (they remain meaningless)
-            object_score_bias=5.0 if random_init else None,
-            quiet=quiet,
-        )
-        import torch
-
-        torch.set_num_threads(threads.threads)
-        autocast = None if args.dtype == "float32" else args.dtype
-        backend = build_torch_backend(model, autocast_dtype=autocast, router_weights=args.router)
-    elif args.backend == "ort":
-        from fastsam2.runtime.backends.ort import load_ort_backend
-
-        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads)
-    else:
-        from fastsam2.runtime.backends.trt import load_trt_backend
-
-        backend = load_trt_backend(Path(args.graphs))
-    cfg, weights = backend.config, backend.weights
-    if args.config is not None and args.config != cfg.config_name:
-        raise UsageError(f"--config {args.config}: the graphs in {args.graphs} are {cfg.config_name!r}")
-    if args.image_size is not None and args.image_size != cfg.image_size:
-        raise UsageError(f"--image-size {args.image_size}: the graphs in {args.graphs} take {cfg.image_size}")
-    info: dict = {"backend": args.backend, "config": cfg.config_name, "image_size": cfg.image_size,
-                  "keep_ratio": args.keep, "weights": weights, "threads": threads.to_json()}
-    if args.backend != "torch":
-        info["runtime"] = backend.description
-    if weights == "random-init":
-        info["note"] = "random weights: masks are meaningless (timings are real)"
-        if args.backend == "torch":
-            info["note"] = "random weights (object-score bias +5 so masks are non-empty): masks are meaningless"
-    router = None
-    if args.keep < 1.0:
-        from fastsam2.runtime.router import make_router
-
-        router = make_router(backend, text=args.text, texts_path=args.texts, weights_path=args.router)
-    options = TrackerOptions(keep_ratio=args.keep, fill_hole_area=args.fill_hole_area)
-    info["fill_hole_area"] = options.fill_hole_area if options.fill_hole_area is not None else cfg.fill_hole_area
-    return SAM2Tracker(backend, options, router=router), info
+    backend, info = open_backend_from_args(args, quiet=quiet)
+    tracker = tracker_from_args(backend, args, args.keep)
+    info["keep_ratio"] = args.keep
+    info["fill_hole_area"] = tracker.fill_hole_area
+    return tracker, info
 
 
 def prompts_from_args(args: argparse.Namespace):

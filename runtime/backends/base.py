@@ -140,6 +140,7 @@ class Backend:
     # "max_batch": 1} for TensorRT engines built with bounded profiles (the tracker refuses options
     # outside them, and batches at most max_batch objects or streams per call).
     limits: dict[str, Any] = field(default_factory=dict)
+    threads: Any = None  # the ThreadPlan its intra-op CPU threads were set from (runtime/threads.py), if any
 
     def close(self) -> None:
         for runner in self.runners.values():
