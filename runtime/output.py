@@ -112,6 +112,56 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     return out
 
 
+class OverlayFramesWriter:
+    """The overlay as numbered JPEG frames in a folder (what an install without OpenCV can write);
+    the same ``write``/``close`` as :class:`OverlayVideoWriter`."""
+
+    def __init__(self, folder: str | Path, *, alpha: float = 0.5, quality: int = 90):
+        self.path = Path(folder)
+        self.alpha = alpha
+        self.quality = quality
+        self.num_written = 0
+
+    def write(self, image: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Append one frame: image uint8 HxWx3 RGB; labels uint8 HxW overlays the objects when given."""
+        from PIL import Image
+
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"frame must be uint8 HxWx3, got {image.dtype} {image.shape}")
+        if labels is not None:
+            image = overlay(image, labels, self.alpha)
+        self.path.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(self.path / f"{self.num_written:05d}.jpg", quality=self.quality)
+        self.num_written += 1
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> OverlayFramesWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+OVERLAY_VIDEO, OVERLAY_FRAMES = "overlay.mp4", "overlay"
+
+
+def overlay_name() -> str:
+    """Where this install writes the overlay: ``overlay.mp4`` with OpenCV, else the ``overlay/`` folder."""
+    from .frames import has_cv2
+
+    return OVERLAY_VIDEO if has_cv2() else OVERLAY_FRAMES
+
+
+def open_overlay_writer(out_dir: str | Path, fps: float) -> OverlayVideoWriter | OverlayFramesWriter:
+    """The overlay writer of :func:`overlay_name` inside ``out_dir``."""
+    name = overlay_name()
+    if name == OVERLAY_VIDEO:
+        return OverlayVideoWriter(Path(out_dir) / name, fps=fps)
+    return OverlayFramesWriter(Path(out_dir) / name)
+
+
 class OverlayVideoWriter:
     """Writes RGB frames (optionally with a label overlay) to an .mp4 via cv2.VideoWriter ("mp4v").
 

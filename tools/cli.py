@@ -163,12 +163,12 @@ def add_track_parser(sub) -> None:
     p.add_argument("--box", dest="prompts", action=_PromptAction, type=parse_xy, metavar="X0,Y0,X1,Y1",
                    help="a box on the first frame")
     p.add_argument("--obj-id", type=int, action="append", help="object id of each prompt, in order (default 1, 2, ...)")
-    p.add_argument("--out", required=True, help="output directory (masks/, overlay.mp4, report.json)")
+    p.add_argument("--out", required=True, help="output directory (masks/, overlay.mp4 — without OpenCV overlay/ JPEG frames —, report.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--max-frames", type=positive(int), default=None, help="stop after this many frames")
     p.add_argument("--on-bad-frame", choices=["stop", "skip"], default="stop",
                    help="an unreadable frame: stop with an error (default) or skip it with a warning")
-    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--no-overlay", action="store_true", help="do not write the overlay")
     p.add_argument("--fps", type=positive(float), default=None, help="overlay frame rate (default: the video's, else 24)")
     p.set_defaults(func=run_track)
 
@@ -193,9 +193,15 @@ def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = 
             for x, y in coords:
                 if not (0 <= x <= w and 0 <= y <= h):
                     raise UsageError(f"object {oid}: point ({x:g}, {y:g}) is outside the {w}x{h} frame")
+        if not args.no_overlay:
+            from fastsam2.runtime.output import OVERLAY_FRAMES, overlay_name
+
+            if overlay_name() == OVERLAY_FRAMES:
+                print(f"fastsam2: no OpenCV: the overlay is written as JPEG frames in {out_dir / OVERLAY_FRAMES} "
+                      "(pip install fastsam2[video] for overlay.mp4)", file=sys.stderr)
         tracker, info = build_tracker(args)
         report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
-    print(f"wrote {report['frames']} frames to {out_dir} "
+    print(f"wrote {report['frames']} frame{'s' if report['frames'] != 1 else ''} to {out_dir} "
           f"({report['ms_per_frame']['mean_ms']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
     return 0
 
@@ -206,7 +212,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
     from tqdm import tqdm
 
     from fastsam2.runtime.metrics import peak_rss_mb, rss_mb, summarize_ms
-    from fastsam2.runtime.output import OverlayVideoWriter, labels_from_masks, save_indexed_png
+    from fastsam2.runtime.output import labels_from_masks, open_overlay_writer, save_indexed_png
 
     frame_ms: list[float] = []
     rss: list[tuple[int, float]] = []
@@ -217,7 +223,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
     fps = args.fps or getattr(source, "fps", None) or 24.0
     with atomic_output_dir(out_dir, overwrite=args.overwrite, kind="track", protect=track_inputs(args)) as tmp:
         (tmp / "masks").mkdir()
-        writer = None if args.no_overlay else OverlayVideoWriter(tmp / "overlay.mp4", fps=fps)
+        writer = None if args.no_overlay else open_overlay_writer(tmp, fps)
         try:
             bar = tqdm(total=total, unit="frame", desc="track", file=sys.stderr, disable=None)
             n = 0
@@ -260,6 +266,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
             "memory_bank_bytes": tracker.memory_bytes(tracker.stream_state),
             "rss_mb": rss,
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "overlay": None if writer is None else writer.path.name,
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         for name, folder in (extra_dirs or {}).items():

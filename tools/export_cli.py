@@ -42,7 +42,7 @@ def compute_capability(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from fastsam2.export.models import CONFIG_NAMES
-    from fastsam2.export.stages import FILL_MODES
+    from fastsam2.runtime.config import FILL_MODES
 
     p = ArgumentParser(
         prog=PROG,
@@ -243,7 +243,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = ArgumentParser(prog=PROG)
         add_text_parser(parser.add_subparsers(dest="command", required=True))
         return cli_main(PROG, parser, argv, run=lambda args: args.func(args))
-    return cli_main(PROG, build_parser(), argv, run=run_export)
+    return cli_main(PROG, build_parser(), argv, run=run_export_checked)
+
+
+def run_export_checked(args: argparse.Namespace) -> int:
+    """:func:`run_export`, or one line naming the extra when the export stack is not installed."""
+    try:
+        import onnx  # noqa: F401
+        import sam2  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"{PROG} needs torch, sam2 and onnx (pip install fastsam2[export]): {e}") from None
+    return run_export(args)
 
 
 if __name__ == "__main__":
