@@ -67,7 +67,8 @@ class TrackerOptions:
     # GPU path (defaults keep the reference behaviour):
     k_multiple: int = 1  # round the kept count up to a multiple of this (few shapes: CUDA graphs reuse)
     device_results: bool = False  # TrackResult logits/scores stay backend arrays: no host sync
-    device_preprocess: bool = False  # resize/normalize on the backend's device (ops.preprocess_frames)
+    # resize/normalize on the backend's device (ops.preprocess_frames); None: wherever the ops can
+    device_preprocess: bool | None = None
 
     def __post_init__(self):
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -229,8 +230,10 @@ class SAM2Tracker:
         self.times = StageTimes()
         self._stream: VideoState | None = None
         self._consts: dict[tuple, Any] = {}
-        if self.options.device_preprocess and getattr(ops, "preprocess_frames", None) is None:
+        can_preprocess = getattr(ops, "preprocess_frames", None) is not None
+        if self.options.device_preprocess and not can_preprocess:
             raise TrackerError(f"device_preprocess: the {backend.name} backend's ops cannot preprocess")
+        self.device_preprocess = can_preprocess if self.options.device_preprocess is None else self.options.device_preprocess
 
     @classmethod
     def from_backend(
@@ -291,7 +294,7 @@ class SAM2Tracker:
         """[(RGB uint8 [H,W,3], frame index)] → their :class:`FrameFeatures`, encoded in batches."""
         cfg = self.config
         t0 = time.perf_counter()
-        if self.options.device_preprocess:  # frames of one size resized as one batch
+        if self.device_preprocess:  # frames of one size resized as one batch
             xs = self.ops.preprocess_frames([im for im, _ in frames], cfg.image_size, cfg.img_mean, cfg.img_std)
         else:
             xs = [self.ops.asarray(preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std)) for im, _ in frames]

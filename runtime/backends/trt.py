@@ -51,6 +51,7 @@ from ..config import ModelConfig
 from ..manifest import ExportDir, GraphLoadError
 from ..specs import BATCH, MEMORY_ATTENTION, ROUTER, GraphSpec
 from .base import MAX_CUDA_GRAPHS, Backend, StageError, StageRunner
+from .torch_device import ShapeBuckets
 
 # trt.DataType member names -> numpy/torch dtype names.
 TRT_DTYPES = {
@@ -172,8 +173,7 @@ class TensorRTRunner(StageRunner):
         self.metadata = None
         self.profile_limits: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
         self._output_cache: dict[tuple, dict[str, Any]] = {}
-        self._buckets: dict[tuple, _Bucket] = {}
-        self._uncapturable: set[tuple] = set()
+        self._buckets: ShapeBuckets[_Bucket] = ShapeBuckets(max_graphs)
         self._device_memory = None
         self._runtime_cache = None
 
@@ -284,13 +284,13 @@ class TensorRTRunner(StageRunner):
             raise ProfileLimitError(problem)
         key = tuple(tuple(inputs[n].shape) for n in self.spec.input_names)
         if not self._cuda:
-            if self.cuda_graphs and key not in self._uncapturable:
+            if self.cuda_graphs and not self._buckets.eager(key):
                 return self._run_graph(key, inputs)
             return self._run(self.context, inputs, self._outputs_for(self.context, key, inputs))
         caller = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(caller)
         with torch.cuda.stream(self.stream):
-            if self.cuda_graphs and key not in self._uncapturable:
+            if self.cuda_graphs and not self._buckets.eager(key):
                 outputs = self._run_graph(key, inputs)
             else:
                 outputs = self._run(self.context, inputs, self._outputs_for(self.context, key, inputs))
@@ -346,9 +346,6 @@ class TensorRTRunner(StageRunner):
     def _run_graph(self, key: tuple, inputs: dict[str, Any]) -> dict[str, Any]:
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= self.max_graphs:
-                self._uncapturable.add(key)  # over budget: this shape runs without a graph
-                return self._run(self.context, inputs, self._outputs_for(self.context, key, inputs))
             # The bucket's own context: its shapes and addresses stay those of the capture.
             context = self._new_context()
             static_in = {n: t.clone() for n, t in inputs.items()}
@@ -361,11 +358,9 @@ class TensorRTRunner(StageRunner):
                 graph.capture(lambda: context.execute_async_v3(self._stream_handle))
             except RuntimeError:
                 # Some engines cannot be captured; that shape keeps running without a graph.
-                self._uncapturable.add(key)
                 graph = None
             bucket = _Bucket(static_in, static_out, context, graph)
-            if graph is not None:
-                self._buckets[key] = bucket
+            self._buckets.add(key, bucket if graph is not None else None)
             return self._finish(bucket.outputs)
         for name, t in inputs.items():
             bucket.inputs[name].copy_(t, non_blocking=True)
@@ -433,8 +428,6 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     """
     import torch
 
-    from .torch_ops import TorchOps
-
     engine_dir = Path(engine_dir)
     export = ExportDir.open(engine_dir)  # the manifest, checked against this fastsam2's specs and version
     config = export.config
@@ -465,8 +458,9 @@ def backend_from_runners(
     description: str,
 ) -> Backend:
     """Activate ``runners`` (failing at load time, not at the first frame) and make the Backend, its
-    config capped to the engines' profiles."""
-    from .torch_ops import TorchOps
+    config capped to the engines' profiles. Its ops preprocess frames on ``device``
+    (:class:`~fastsam2.runtime.backends.torch_device.DeviceTorchOps`)."""
+    from .torch_device import DeviceTorchOps
 
     for runner in runners.values():
         runner.activate()
@@ -476,7 +470,7 @@ def backend_from_runners(
     return Backend(
         name="tensorrt",
         runners=runners,
-        ops=TorchOps(device),
+        ops=DeviceTorchOps(device),
         config=config,
         constants=constants,
         description=description.replace("TensorRT", label, 1),
