@@ -210,9 +210,6 @@ class FolderSource(FrameSource):
         except BadFrameError as e:
             raise BadFrameError(f"{path}: cannot decode frame {index}: {e}", index=index, name=path.stem) from e
 
-    def frame_name(self, index: int) -> str:
-        return self.files[index].stem
-
     def get(self, index: int) -> Frame:
         """Decode frame ``index``; a bad frame raises BadFrameError whatever ``on_bad_frame`` says."""
         if not -self.num_frames <= index < self.num_frames:

@@ -23,7 +23,7 @@ HEAVY = {"torch", "torchvision", "sam2", "open_clip", "hydra", "omegaconf", "onn
 BACKEND_LIBS = {
     "runtime/backends/torch_device.py": {"torch"},
     "runtime/backends/ort.py": {"onnxruntime"},
-    "runtime/backends/trt.py": {"torch", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings", "polygraphy"},
+    "runtime/backends/trt.py": {"torch", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"},
     "runtime/backends/trt_api.py": {"torch", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"},
     "runtime/backends/torch_ops.py": {"torch"},
 }

@@ -17,13 +17,8 @@ import pytest
 
 from fastsam2.runtime.backends.trt_profiles import profiles_for
 from fastsam2.runtime.backends.base import StageError
-from fastsam2.runtime.backends.trt import (
-    ProfileLimitError,
-    TensorRTRunner,
-    backend_from_runners,
-    dummy_feed,
-    tracker_limits,
-)
+from fastsam2.runtime.backends.trt import ProfileLimitError, TensorRTRunner, backend_from_runners, tracker_limits
+from fastsam2.tools.check_engines import dummy_feed
 from fastsam2.runtime.manifest import Manifest
 
 torch = pytest.importorskip("torch")

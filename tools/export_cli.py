@@ -1,8 +1,9 @@
-"""``fastsam2-export``: SAM2 (+ token router) → ONNX graphs, manifest, validation; ``text`` subcommand.
+"""``fastsam2-export``: SAM2 (+ token router) → ONNX graphs, manifest, validation; ``text`` and ``describe`` subcommands.
 
     fastsam2-export --config tiny --checkpoint sam2.1_hiera_tiny.pt --out out/tiny --validate
     fastsam2-export --config tiny --image-size 512 --out out/t512 --trt      # + TensorRT static check
     fastsam2-export text "red car" "person" -o texts.npz
+    fastsam2-export describe frame.jpg --box 100,80,300,260 --pretrained clip.bin   # names for --text
 
 User errors (unknown config, unreadable checkpoint, existing --out without --overwrite, a failed
 validation) end with one line on stderr and exit code 1, and leave no output directory behind;
@@ -158,7 +159,6 @@ def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
 def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
     """Engines for every graph through the shared build plan (also used by jetson/build_engines.py)."""
     from fastsam2.export.trt.builder import BuildError
-    from fastsam2.export.trt.calibrator import CalibrationError
     from fastsam2.export.trt.plan import DEFAULT_WORKSPACE_MIB, PlanError, build_all, check_calib_dir, make_plan
     from fastsam2.calibration.qdq import QuantizeError
 
@@ -181,7 +181,7 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
         build_all(plan, calib_dir=calib_dir, tf32=args.tf32,
                   targets=tuple(args.trt_target) if args.trt_target else None,
                   log=lambda msg: print(msg, file=sys.stderr))
-    except (PlanError, BuildError, CalibrationError, QuantizeError, ValueError) as e:
+    except (PlanError, BuildError, QuantizeError, ValueError) as e:
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
     print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "
@@ -237,12 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         mmap_large_allocations()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "text":
-        from fastsam2.export.text import add_text_parser
+    if argv and argv[0] in ("text", "describe"):
+        from fastsam2.export.text import add_describe_parser, add_text_parser
 
         parser = ArgumentParser(prog=PROG)
-        add_text_parser(parser.add_subparsers(dest="command", required=True))
-        return cli_main(PROG, parser, argv, run=lambda args: args.func(args))
+        commands = parser.add_subparsers(dest="command", required=True)
+        add_text_parser(commands)
+        add_describe_parser(commands)
+        return cli_main(PROG, parser, argv)  # errors name the subcommand: "fastsam2-export text: error: ..."
     return cli_main(PROG, build_parser(), argv, run=run_export_checked)
 
 

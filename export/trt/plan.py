@@ -178,8 +178,8 @@ def check_calib_dir(plan: BuildPlan, calib_dir: Path) -> None:
 def prepare_graph(g: GraphPlan, precision: str, calib_dir: Path | None, log=print) -> tuple[str, Path, dict]:
     """Write the graph ``g``'s engine is built from; returns (precision kept, ONNX path, report).
 
-    fp16: :func:`~.precision.to_fp16`. int8: :func:`~.quantize.quantize_qdq` on the recorded feeds,
-    then :func:`~.quantize.accuracy_check` against fp32; a graph over the threshold falls back to
+    fp16: :func:`~.precision.to_fp16`. int8: :func:`~fastsam2.calibration.qdq.quantize_qdq` on the recorded feeds,
+    then :func:`~fastsam2.calibration.qdq.accuracy_check` against fp32; a graph over the threshold falls back to
     its fp16 graph (and is reported so)."""
     if precision == "fp32":
         return "fp32", g.onnx_path, {}

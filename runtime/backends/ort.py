@@ -32,8 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..manifest import MANIFEST_NAME, ORT_VARIANT, ExportDir, GraphEntry, GraphLoadError, Manifest, ManifestError
+from ..manifest import MANIFEST_NAME, ORT_VARIANT, ExportDir, GraphEntry, GraphLoadError, ManifestError
 from ..ops import NumpyOps
 from ..specs import ROUTER, GraphSpec
 from .base import Backend, StageError, StageRunner
@@ -252,7 +251,3 @@ def load_ort_backend(
         precisions=chosen,
     )
 
-
-def config_of(graph_dir: str | Path) -> ModelConfig:
-    """The :class:`ModelConfig` an export was made with."""
-    return Manifest.read(graph_dir).model_config
