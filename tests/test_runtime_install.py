@@ -39,6 +39,8 @@ def test_track_with_default_options_without_torch_and_opencv(onnx_tiny512, bedro
                     "--point", "480,300", "--threads", "1", "--out", str(out)]))
     assert r.returncode == 0, r.stderr
     assert "no OpenCV" in r.stderr and "RANDOM" in r.stderr
+    top = np.asarray(Image.open(sorted((out / "overlay").glob("*.jpg"))[0]))[:20]
+    assert top.min() < 40 and top.max() > 180  # the random-weights mark on the overlay itself
     report = json.loads((out / "report.json").read_text())
     assert report["frames"] == 3 and report["fill_hole_area"] == 8 and report["overlay"] == "overlay"
     overlay = sorted((out / "overlay").glob("*.jpg"))

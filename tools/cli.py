@@ -1,4 +1,4 @@
-"""The fastsam2 command: track, demo, eval, bench, train-router, fit-text-projection, check-engines.
+"""The fastsam2 command: track, demo, eval, label, bench, train-router, fit-text-projection, check-engines.
 
 User errors end with one line on stderr and exit code 1; bugs keep their traceback. Output
 directories are written under a temporary name and renamed when complete, so a failed run leaves
@@ -223,7 +223,9 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
     fps = args.fps or getattr(source, "fps", None) or 24.0
     with atomic_output_dir(out_dir, overwrite=args.overwrite, kind="track", protect=track_inputs(args)) as tmp:
         (tmp / "masks").mkdir()
-        writer = None if args.no_overlay else open_overlay_writer(tmp, fps)
+        random = info.get("weights") == "random-init"
+        banner = "fastsam2: RANDOM weights - masks are meaningless" if random else None
+        writer = None if args.no_overlay else open_overlay_writer(tmp, fps, banner=banner)
         try:
             bar = tqdm(total=total, unit="frame", desc="track", file=sys.stderr, disable=None)
             n = 0
@@ -466,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     for name in PLUGIN_COMMANDS:
         importlib.import_module(name).add_parser(sub)
+    # the description names every registered command, plugins included
+    parser.description = f"SAM2 video tracking with token pruning. Commands: {', '.join(sub.choices)}."
     return parser
 
 
