@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import tempfile
 import time
@@ -29,7 +28,7 @@ import torch
 
 from fastsam2.export.models import build_sam2
 from fastsam2.export.torch_backend import build_torch_backend
-from fastsam2.tools.bench import BENCH_OBJECTS, DEFAULT_FRAMES_DIR, SampleFrames
+from fastsam2.tools.bench_inputs import BENCH_OBJECTS, DEFAULT_FRAMES_DIR, SampleFrames
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker
 
 PROMPT_BOX, PROMPT_POINT = BENCH_OBJECTS[0]  # the benchmark's first object
@@ -111,7 +110,7 @@ def _agreement(a: list, b: list) -> float:
 def batching(model, frames, n: int = 10, label: str = "cuDNN TF32 on (default)") -> None:
     """Four objects together vs one at a time, and four streams together vs four trackers (fp32)."""
     from fastsam2.runtime.streams import MultiStreamTracker
-    from fastsam2.tools.bench import STREAM_OFFSET, object_prompts
+    from fastsam2.tools.bench_inputs import STREAM_OFFSET, object_prompts
 
     backend = build_torch_backend(model)
     opts = dict(keep=0.3, fill_hole_area=0, profile_stages=False, device_preprocess=True)

@@ -28,7 +28,7 @@ from fastsam2.runtime.frames import open_frames
 from fastsam2.runtime.metrics import peak_rss_mb, rss_mb
 from fastsam2.runtime.threads import plan_threads
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker
-from fastsam2.tools.bench import object_prompts
+from fastsam2.tools.bench_inputs import object_prompts
 from fastsam2.tools.cli import SAMPLE_CLIP
 
 graphs, attention, arena, keep, n, objects, threads = sys.argv[1:8]
