@@ -455,6 +455,7 @@ PLUGIN_COMMANDS = (
     "fastsam2.tools.train_router",  # fastsam2 train-router, fit-text-projection
     "fastsam2.tools.check_engines",  # fastsam2 check-engines
     "fastsam2.tools.label",  # fastsam2 label
+    "fastsam2.tools.synth",  # fastsam2 synth
 )
 
 
