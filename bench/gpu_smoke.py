@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +114,7 @@ def batching(model, frames, n: int = 10, label: str = "cuDNN TF32 on (default)")
     from fastsam2.tools.bench_inputs import STREAM_OFFSET, object_prompts
 
     backend = build_torch_backend(model)
-    opts = dict(keep=0.3, fill_hole_area=0, profile_stages=False, device_preprocess=True)
+    opts: dict[str, Any] = dict(keep=0.3, fill_hole_area=0, profile_stages=False, device_preprocess=True)
     prompts = {i: Prompt(points=[p], labels=[1], box=list(b)) for i, p, b in object_prompts(4)}
     results = []
     for max_batch in (None, 1):

@@ -88,21 +88,21 @@ def router_file_problem(tensors: dict[str, np.ndarray], meta: dict[str, str]) ->
         if tuple(mlp[name].shape) != shape:
             return f"{name} has shape {list(mlp[name].shape)}, expected {list(shape)}"
     try:
-        declared = int(meta.get("hidden", hidden))
-        radius = int(meta.get("radius", 2))
+        declared = int(meta.get("hidden", str(hidden)))
+        radius = int(meta.get("radius", "2"))
     except ValueError:
         return f"metadata hidden={meta.get('hidden')!r} radius={meta.get('radius')!r} are not integers"
     if declared != hidden:
         return f"metadata says hidden={declared}, the tensors have {hidden} hidden units"
     if not 0 <= radius <= MAX_RADIUS:
         return f"metadata radius={radius} is outside 0..{MAX_RADIUS} tokens"
-    proj = [tensors.get("text_proj.weight"), tensors.get("text_proj.bias")]
-    if (proj[0] is None) != (proj[1] is None):
+    proj_w, proj_b = tensors.get("text_proj.weight"), tensors.get("text_proj.bias")
+    if (proj_w is None) != (proj_b is None):
         return "text_proj.weight and text_proj.bias come together (one is missing)"
-    if proj[0] is not None and (proj[0].ndim != 2 or proj[1].shape != (proj[0].shape[1],)):
-        return (f"text_proj.weight {list(proj[0].shape)} and text_proj.bias {list(proj[1].shape)} are no "
+    if proj_w is not None and proj_b is not None and (proj_w.ndim != 2 or proj_b.shape != (proj_w.shape[1],)):
+        return (f"text_proj.weight {list(proj_w.shape)} and text_proj.bias {list(proj_b.shape)} are no "
                 "[D_text,C] projection with its [C] bias")
-    for name, value in {**mlp, "text_proj.weight": proj[0], "text_proj.bias": proj[1]}.items():
+    for name, value in {**mlp, "text_proj.weight": proj_w, "text_proj.bias": proj_b}.items():
         if value is None:
             continue
         if not np.issubdtype(value.dtype, np.floating):
@@ -138,7 +138,7 @@ def read_router_file(path: str | Path) -> RouterWeights:
         return None if value is None else np.ascontiguousarray(value, np.float32)
 
     return RouterWeights(
-        mlp={k: f32(k) for k in tensors if k.startswith("router.")},
+        mlp={k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items() if k.startswith("router.")},
         hidden=int(tensors["router.0.weight"].shape[0]),
         radius=int(meta.get("radius", 2)),
         text_proj_weight=f32("text_proj.weight"),
@@ -239,7 +239,7 @@ def make_router(
     (its hash is the backend's ``router_weights``): a different one is refused.
     """
     weights = read_router_file(weights_path) if weights_path else None
-    if weights is not None:
+    if weights is not None and weights_path is not None:
         check_router_file(weights, weights_path, backend.router_weights, f"the {backend.name} backend runs")
     if ROUTER not in backend.runners:
         raise RouterError(

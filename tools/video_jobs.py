@@ -145,6 +145,7 @@ class TrackerCache:
         text = text if text is not None else self.args.text
         key = (keep, text if keep < 1 else None)
         if key not in self._trackers:
+            assert self._backend is not None  # load() opened it
             self._trackers[key] = tracker_from_args(self._backend, self.args, keep, text=text)
         tracker = self._trackers[key]
         tracker.reset()
