@@ -236,3 +236,18 @@ def test_ort_refuses_a_router_file_other_than_the_exported_one(inverted_export, 
         err = capsys.readouterr().err.strip()
         assert code == 1 and len(err.splitlines()) == 1, err
         assert str(router) in err and str(graphs) in err and exported in err
+
+
+def test_text_without_texts_is_refused_before_the_model_is_built(bedroom, tmp_path, monkeypatch, capsys):
+    import fastsam2.export.models as models
+    from fastsam2.tools import cli
+
+    def no_model(*a, **k):
+        raise AssertionError("model built before --text was checked")
+
+    monkeypatch.setattr(models, "build_sam2", no_model)
+    code = cli.main(["track", "--video", str(bedroom), "--point", "480,300", "--keep", "0.3", "--text", "red car",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "--text needs --texts" in err
+    assert not (tmp_path / "out").exists()
