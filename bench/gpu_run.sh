@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (the device tool runs this in the repo root; $OUT comes back):
-#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, full)
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (../shared/tools/device-wheels.sh)
 # and the sample frames in .bench_frames/bedroom (both carried; neither is tracked).
@@ -32,6 +32,15 @@ for mode in "${@:-smoke}"; do
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_attention.py tests/test_device_preprocess.py \
       tests/test_trt_standin.py -rs 2>&1 \
       | tee "$OUT/gpu_tests.log" || exit 1 ;;
+  ort-bench)  # ONNX Runtime's CUDA provider vs the torch backend, fp32/fp16/int8 graphs, with ORT's profile
+    # (a failed stage is in the JSON; the next mode still runs)
+    python3 bench/ort_gpu.py --profile --frames-dir $frames --out "$OUT/ort_gpu.json" 2>&1 | tee "$OUT/ort_gpu.log" ;;
+  ort-bench-synthetic)  # the same with the shipped trained model, plus J&F on generated held-out clips
+    python3 bench/ort_gpu.py --checkpoint synthetic --frames-dir $frames --out "$OUT/ort_gpu_synthetic.json" 2>&1 \
+      | tee "$OUT/ort_gpu_synthetic.log" ;;
+  ort-tests)  # tests/test_ort_cuda.py (needs onnxruntime-gpu; the bedroom frames from .bench_frames)
+    FASTSAM2_SHARED_DATA=$PWD/.bench_frames python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_ort_cuda.py -rs 2>&1 \
+      | tee "$OUT/ort_cuda_tests.log" ;;
   attention)  # every attention shape of a step, timed per kernel
     python3 bench/attention_shapes.py --frames-dir $frames 2>&1 | tee "$OUT/h200_attention_shapes.log" || exit 1 ;;
   objects)  # one stream, four objects

@@ -12,8 +12,9 @@ bias DequantizeLinear is refused). :func:`quantize_qdq` writes exactly that:
   axis 1; Gemm axis 0 with transB, else 1);
 - everything else (activation-activation matmuls in attention, norms, softmax) stays as it is.
 
-The base graph is the fp32 graph (opset 17: a DequantizeLinear with FP16 scales needs opset 19), so
-non-quantized layers of an INT8 engine run FP32.
+The base graph is the fp32 graph, so the graph written here computes its non-quantized layers in
+FP32; an INT8 engine is built from it after ``fastsam2.export.trt.precision.to_int8_fp16`` put
+those layers in FP16 (except the FP32 set) with FP16 scales at opset 19.
 
 The feeds are the ones ``fastsam2.calibration.ort_quant.record_feeds`` records for the ONNX Runtime
 INT8 path (``DIR/<graph>/*.npz``, read by ``calibration.reader.DirectoryCalibrationReader``). The

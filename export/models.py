@@ -11,9 +11,21 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastsam2.runtime.config import ModelConfig
+from fastsam2.runtime.args import image_size_problem
+from fastsam2.runtime.config import (
+    CONFIG_NAMES,
+    SAM2_CONFIGS,
+    SHIPPED_MODELS,
+    ModelConfig,
+    canonical_config_name,
+    is_config_path,
+    resolve_model,
+    shipped_config_path,
+)
+from fastsam2.runtime.errors import UsageError, UserError
 from fastsam2.runtime.manifest import file_sha256
-from fastsam2.runtime.errors import UserError
+
+__all__ = ["CONFIG_NAMES", "ModelLoadError", "build_sam2", "load_checkpoint", "model_config", "resolve_config"]
 
 
 class ModelLoadError(UserError, ValueError):
@@ -22,31 +34,27 @@ class ModelLoadError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class ConfigEntry:
-    name: str
-    hydra_config: str  # path inside the sam2 package's hydra search path
+    name: str  # what the model records as its config_name
+    hydra_config: str | None  # path inside the sam2 package's hydra search path (named configs)
     checkpoint_name: str  # the official file name, for messages
+    yaml_path: Path | None = None  # a config given as a file
 
 
-_SIZES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
-CONFIGS: dict[str, ConfigEntry] = {}
-for _size, _short in _SIZES.items():
-    CONFIGS[_size] = ConfigEntry(
-        _size, f"configs/sam2.1/sam2.1_hiera_{_short}.yaml", f"sam2.1_hiera_{_size}.pt"
-    )
-    CONFIGS[f"sam2.1-{_size}"] = CONFIGS[_size]
-    CONFIGS[f"sam2.0-{_size}"] = ConfigEntry(
-        f"sam2.0-{_size}", f"configs/sam2/sam2_hiera_{_short}.yaml", f"sam2_hiera_{_size}.pt"
-    )
-CONFIG_NAMES = tuple(CONFIGS)
-
-
-def resolve_config(name: str) -> ConfigEntry:
+def resolve_config(config: str) -> ConfigEntry:
+    """The entry of a config name, alias, shipped model name or YAML path (one-line error if unknown)."""
     try:
-        return CONFIGS[name]
-    except KeyError:
-        raise ModelLoadError(
-            f"unknown config {name!r}; choose one of: {', '.join(CONFIG_NAMES)}"
-        ) from None
+        if config in SHIPPED_MODELS:
+            config = str(shipped_config_path(config))
+        name = canonical_config_name(config)
+    except UsageError as e:
+        raise ModelLoadError(str(e)) from None
+    if is_config_path(config):
+        path = Path(config)
+        if not path.is_file():
+            raise ModelLoadError(f"config file not found: {config}")
+        return ConfigEntry(name, None, f"{name}.safetensors", path)
+    hydra_config, checkpoint_name, _ = SAM2_CONFIGS[name]
+    return ConfigEntry(name, hydra_config, checkpoint_name)
 
 
 RANDOM_INIT = "random-init"
@@ -62,7 +70,7 @@ def warn_random_weights(config_name: str) -> None:
 
 
 def build_sam2(
-    config: str,
+    config: str | None,
     checkpoint: str | Path | None = None,
     *,
     device: str = "cpu",
@@ -73,6 +81,11 @@ def build_sam2(
     hydra_overrides: list[str] | None = None,
 ):
     """Build the official ``SAM2VideoPredictor`` for ``config`` (eval mode, on ``device``).
+
+    ``config`` is a name of :data:`CONFIG_NAMES` (aliases included) or a path to a sam2 config YAML
+    (loaded with OmegaConf, given the same overrides); None means ``tiny``, or the config of a shipped
+    model named as ``checkpoint`` (``"synthetic"``). ``checkpoint`` is an official ``.pt``, a
+    ``.safetensors`` state dict, a shipped model's name, or None (random weights).
 
     ``image_size`` overrides the config's 1024 (e.g. 512 for fast CPU tests; weights are shared, the
     RoPE tables and position encodings follow the grid). ``object_score_bias`` adds to the
@@ -86,9 +99,11 @@ def build_sam2(
 
     import sam2  # noqa: F401  (initialises sam2's hydra config search path)
 
+    try:
+        config, checkpoint = resolve_model(config, None if checkpoint is None else str(checkpoint))
+    except UsageError as e:
+        raise ModelLoadError(str(e)) from None
     entry = resolve_config(config)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ModelLoadError(f"checkpoint not found: {checkpoint}")
     # The same overrides as sam2.build_sam.build_sam2_video_predictor, so that equal weights give
     # an equal predictor.
     overrides = [
@@ -100,14 +115,18 @@ def build_sam2(
         "++model.fill_hole_area=8",
     ]
     if image_size is not None:
-        if image_size % 64 or image_size < 128:
-            raise ModelLoadError(f"image_size must be a multiple of 64 and >= 128, got {image_size}")
+        problem = image_size_problem(image_size)
+        if problem:
+            raise ModelLoadError(problem)
         overrides.append(f"++model.image_size={image_size}")
         fs = image_size // 16
         for layer in ("self_attention", "cross_attention"):
             overrides.append(f"++model.memory_attention.layer.{layer}.feat_sizes=[{fs},{fs}]")
     overrides += hydra_overrides or []
-    cfg = compose(config_name=entry.hydra_config, overrides=overrides)
+    if entry.yaml_path is None:
+        cfg = compose(config_name=entry.hydra_config, overrides=overrides)
+    else:
+        cfg = load_config_file(entry.yaml_path, overrides)
     OmegaConf.resolve(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -127,19 +146,60 @@ def build_sam2(
     return model
 
 
-def load_checkpoint(model, checkpoint: str | Path, config_name: str) -> None:
-    """Load an official SAM2 ``.pt`` into ``model``; any mismatch is one error naming the config."""
-    import torch
+def load_config_file(path: Path, overrides: list[str]):
+    """A sam2 config YAML (``model:`` with hydra ``_target_`` entries) with hydra-style ``++key=value``
+    overrides applied, as :func:`hydra.compose` would for a named config."""
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     try:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        cfg = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot read config {path}: {reason}") from None
+    model = cfg.get("model") if isinstance(cfg, DictConfig) else None
+    if not isinstance(model, DictConfig) or "_target_" not in model:
+        raise ModelLoadError(f"config {path} has no 'model:' section with a _target_ (not a sam2 config)")
+    try:
+        for item in overrides:
+            key, value = item.lstrip("+").split("=", 1)
+            OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=True)
+    except (OmegaConfBaseException, ValueError, TypeError) as e:
+        raise ModelLoadError(f"config {path}: cannot apply {item!r}: {e}") from None
+    return cfg
+
+
+def read_state_dict(checkpoint: str | Path) -> dict:
+    """The state dict of an official SAM2 ``.pt`` (``{"model": ...}``) or a ``.safetensors`` file
+    (stored fp16/bf16 tensors come back as float32)."""
+    import torch
+
+    path = Path(checkpoint)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+            return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ModelLoadError(f"cannot read checkpoint {checkpoint}: {type(e).__name__}: {e}") from e
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"cannot read checkpoint {checkpoint}: {type(e).__name__}: {reason}") from None
     state = data.get("model") if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise ModelLoadError(
             f"checkpoint {checkpoint} is not an official SAM2 checkpoint (no 'model' state dict)"
         )
+    return state
+
+
+def load_checkpoint(model, checkpoint: str | Path, config_name: str) -> None:
+    """Load an official SAM2 ``.pt`` or a ``.safetensors`` state dict into ``model``; any mismatch is
+    one error naming the config."""
+    import torch
+
+    state = read_state_dict(checkpoint)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -181,7 +241,7 @@ def guess_config(state: dict) -> str | None:
         (int(k.split(".")[3]) for k in state if k.startswith("image_encoder.trunk.blocks.")),
         default=-1,
     )
-    by_shape = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (144, 48): "large"}
+    by_shape = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (144, 48): "large", (48, 7): "synthetic"}
     return by_shape.get((dim, depth))
 
 

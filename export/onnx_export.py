@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from fastsam2.runtime.config import ModelConfig
-from fastsam2.runtime.manifest import CONSTANTS_NAME, ORT_VARIANT, GraphEntry, GraphVariant, Manifest
+from fastsam2.runtime.manifest import (
+    CONSTANTS_NAME,
+    GRAPH_CONFIG_KEY,
+    ORT_VARIANT,
+    GraphEntry,
+    GraphVariant,
+    Manifest,
+)
 from fastsam2.runtime.specs import (
     IMAGE_ENCODER,
     MASK_DECODER,
@@ -149,8 +156,10 @@ def _optimize(model):
 
 
 def graph_metadata(config: ModelConfig) -> dict[str, str]:
-    """The model facts written into every exported graph's ``metadata_props``."""
-    return {"fastsam2.config_name": config.config_name, "fastsam2.image_size": str(config.image_size)}
+    """The model facts written into every exported graph's ``metadata_props`` (the whole
+    :class:`ModelConfig`, which the ONNX Runtime backend checks the manifest's copy against)."""
+    return {"fastsam2.config_name": config.config_name, "fastsam2.image_size": str(config.image_size),
+            GRAPH_CONFIG_KEY: config.dumps()}
 
 
 def trace_graph(

@@ -323,6 +323,9 @@ def add_text_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def run_text(args: argparse.Namespace) -> int:
     """Run the `text` subcommand (a TextExportError is the CLI's one-line user error)."""
+    from fastsam2.runtime.outdir import check_output_file
+
+    check_output_file(args.output, protect=[args.pretrained])
     model, tokenizer, _ = load_clip(args.clip, args.pretrained, args.device)
     embeddings = encode_texts(args.texts, model, tokenizer)
     save_text_embeddings(args.output, args.texts, embeddings, args.clip, model.fastsam2_weights_id)

@@ -313,6 +313,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise BenchError("--graphs/--ort-provider/--threads apply to --backend ort")
     if args.backend == "ort" and (args.engines or args.cuda_graphs):
         raise BenchError("--engines/--cuda-graphs apply to --backend trt")
+    if args.threads is not None:
+        from fastsam2.runtime.threads import plan_threads
+
+        try:
+            plan_threads(args.threads)  # refuses 0 and more threads than cores, as every fastsam2 command
+        except ValueError as e:
+            raise BenchError(str(e)) from None
     if args.frames < 1:
         raise BenchError(f"--frames must be >= 1, got {args.frames}")
     if args.warmup < 1:
@@ -329,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     if args.json:
-        check_output_file(args.json, create_parent=True)
+        check_output_file(args.json, create_parent=True,
+                          protect=[args.engines, args.graphs, args.source, args.router, args.texts])
     t0 = time.perf_counter()
     report = benchmark(args)
     header = (f"{report['backend_description'] or report['backend']}, {report['config_name']} "

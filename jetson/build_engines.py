@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args.graphs, args.out, kind=args.profile, precision=args.precision,
                      workspace_mib=args.workspace, graphs=args.only, max_batch=args.max_batch)
     if args.calib:
-        check_calib_dir(plan, Path(args.calib))
+        check_calib_dir(plan, Path(args.calib), hint=f"record them into --calib {args.calib}, or build those "
+                        "graphs without --int8 (--only GRAPH ...)")
     from fastsam2.runtime.backends.trt_api import TensorRTMissing, tensorrt_flavor
 
     try:

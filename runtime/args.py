@@ -1,8 +1,10 @@
 """What every fastsam2 command line shares: one-line errors, exit codes and checked argument types.
 
 ``ArgumentParser`` turns argparse's usage errors into :class:`~fastsam2.runtime.errors.UsageError`,
-and :func:`run_cli` prints any user error as one line and exits 1 (130 on Ctrl-C), so a bad value
-given to any option of any tool ends the same way. The types below refuse NaN, infinities and
+and :func:`run_cli` prints any user error as one line and exits 1, so a bad value given to any option
+of any tool ends the same way. Ctrl-C (exit 130) and SIGTERM (exit 143: what ``timeout``, systemd,
+Docker and Kubernetes send) both unwind the run as a :class:`KeyboardInterrupt`, so every output's
+clean-up (``runtime/outdir.py``) runs for both. The types below refuse NaN, infinities and
 out-of-range numbers at parse time.
 """
 
@@ -10,9 +12,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from .errors import UsageError, UserError, one_line
+from .errors import UsageError, UserError, is_out_of_memory, one_line, oom_line
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -24,13 +31,60 @@ class ArgumentParser(argparse.ArgumentParser):
         raise err
 
 
-def run_cli(prog: str, func, *args) -> int:
-    """Call ``func(*args)``; a :class:`UserError` becomes one line on stderr and exit 1, Ctrl-C exit 130."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so it unwinds (and cleans up) exactly like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere: no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return int(func(*args) or 0)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """For a child process of ``parent_pid``: receive SIGTERM when the parent dies (Linux
+    ``PR_SET_PDEATHSIG``), even by SIGKILL, and unwind on it like the CLIs do, so the child's scratch
+    files go with it."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent was gone before the death signal was armed
+        raise Terminated()
+
+
+def run_cli(prog: str, func, *args) -> int:
+    """Call ``func(*args)``; a :class:`UserError` becomes one line on stderr and exit 1, Ctrl-C exit
+    130, SIGTERM exit 143 (each one line; the run's scratch outputs are removed as it unwinds)."""
+    try:
+        with sigterm_as_interrupt():
+            return int(func(*args) or 0)
     except UserError as e:
         print(f"{getattr(e, 'prog', None) or prog}: error: {one_line(e)}", file=sys.stderr)
         return 1
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        print(f"{prog}: error: out of memory: {oom_line(e)}", file=sys.stderr)
+        return 1
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -84,6 +138,27 @@ def positive(kind: type):
 
 
 non_negative_int = bounded(int, low=0)
+
+# SAM2's configs are trained at 1024 px. Memory attention scores the (S/16)^2 tokens of a frame
+# against 7 frames of them: unfused, that float32 matrix is 7 GiB at 2048 and grows with S^4 (1.75 TiB
+# at 8192, where a build died partway), so larger sizes are refused before anything is built.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 128, 2048
+
+
+def image_size_problem(size: int) -> str | None:
+    """Why ``size`` is not a model input size fastsam2 builds (None when it is)."""
+    if size % 64 or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        return f"image size must be a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {size}"
+    return None
+
+
+def image_size(text: str) -> int:
+    """An argparse type: a model input size (see :func:`image_size_problem`)."""
+    value = _number(int, text)
+    problem = image_size_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def keep_ratios(text: str) -> list[float]:

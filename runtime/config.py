@@ -5,8 +5,115 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
+from .errors import UsageError
 from .specs import SpecDims
+
+# Every SAM2 config fastsam2 builds by name: canonical name -> (file in sam2's hydra search path, the
+# official checkpoint's file name, aliases). Read by the torch side (building) and by torch-free
+# runtimes (comparing a --config with an export's manifest).
+_SIZES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+SAM2_CONFIGS: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+for _size, _short in _SIZES.items():
+    SAM2_CONFIGS[_size] = (
+        f"configs/sam2.1/sam2.1_hiera_{_short}.yaml", f"sam2.1_hiera_{_size}.pt",
+        (f"sam2.1-{_size}", f"sam2.1_hiera_{_short}", f"sam2.1_hiera_{_size}"),
+    )
+    SAM2_CONFIGS[f"sam2.0-{_size}"] = (
+        f"configs/sam2/sam2_hiera_{_short}.yaml", f"sam2_hiera_{_size}.pt",
+        (f"sam2_hiera_{_short}", f"sam2_hiera_{_size}"),
+    )
+CONFIG_ALIASES: dict[str, str] = {a: name for name, (_, _, aliases) in SAM2_CONFIGS.items() for a in aliases}
+
+# Models shipped inside the package (runtime/data/models/NAME.yaml + NAME.safetensors): a name given
+# as --checkpoint selects the weights and brings its config along.
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
+SHIPPED_MODELS = ("synthetic",)
+CONFIG_NAMES = (*SAM2_CONFIGS, *CONFIG_ALIASES, *SHIPPED_MODELS)
+CHECKPOINT_HELP = (
+    f"an official SAM2 .pt, a .safetensors state dict, or a shipped model's name ({', '.join(SHIPPED_MODELS)}: "
+    "its config comes with it); default: RANDOM weights"
+)
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def is_config_path(config: str) -> bool:
+    """Whether ``--config`` names a YAML file rather than a config of the table."""
+    return config.endswith(_CONFIG_SUFFIXES) or "/" in config or "\\" in config
+
+
+def shipped_config_path(name: str) -> Path:
+    return SHIPPED_MODELS_DIR / f"{name}.yaml"
+
+
+def shipped_weights_path(name: str) -> Path:
+    return SHIPPED_MODELS_DIR / f"{name}.safetensors"
+
+
+def canonical_config_name(config: str) -> str:
+    """The name a model built from ``config`` records (manifest ``config_name``): an alias gives its
+    config (``sam2.1-tiny`` -> ``tiny``), a YAML path its file stem (the shipped
+    ``.../synthetic.yaml`` -> ``synthetic``). Raises :class:`UsageError` for an unknown name."""
+    if is_config_path(config):
+        return Path(config).stem
+    if config in SAM2_CONFIGS or config in SHIPPED_MODELS:
+        return config
+    if config in CONFIG_ALIASES:
+        return CONFIG_ALIASES[config]
+    raise UsageError(
+        f"unknown config {config!r}; choose one of: {', '.join((*SAM2_CONFIGS, *SHIPPED_MODELS))} "
+        "(or an alias such as sam2.1-tiny, sam2.1_hiera_t), or a path to a sam2 config .yaml"
+    )
+
+
+def resolve_model(config: str | None, checkpoint: str | None) -> tuple[str, str | None]:
+    """``(config, checkpoint_path)`` for a command's ``--config``/``--checkpoint``.
+
+    A shipped model's name as ``checkpoint`` selects its weights and config (``--config`` may be
+    omitted or name the same config); otherwise ``config`` defaults to ``tiny`` and ``checkpoint`` is a
+    file path or None. Names are checked, files are not opened; one-line :class:`UsageError` on a
+    bad name or a missing file.
+    """
+    if checkpoint is not None and checkpoint in SHIPPED_MODELS:
+        if config is not None and canonical_config_name(config) != checkpoint:
+            raise UsageError(
+                f"--checkpoint {checkpoint} comes with its own config; drop --config {config} "
+                f"(or pass --config {checkpoint})"
+            )
+        weights = shipped_weights_path(checkpoint)
+        if not weights.is_file():
+            raise UsageError(
+                f"--checkpoint {checkpoint}: this fastsam2 has no {weights.name} (see {weights.with_suffix('.md').name} "
+                "beside it: train it with python -m fastsam2.tools.train_sam2)"
+            )
+        return str(shipped_config_path(checkpoint)), str(weights)
+    if config is None:
+        config = "tiny"
+    if config in SHIPPED_MODELS:
+        config = str(shipped_config_path(config))
+    elif is_config_path(config):
+        if not Path(config).is_file():
+            raise UsageError(f"--config: file not found: {config}")
+    else:
+        canonical_config_name(config)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        shipped = ", ".join(SHIPPED_MODELS)
+        raise UsageError(f"--checkpoint: file not found: {checkpoint} (or name a shipped model: {shipped})")
+    return config, checkpoint
+
+
+def same_config(given: str, recorded: str) -> bool:
+    """Whether a user's ``--config`` names the config an export recorded (aliases count)."""
+
+    def canonical(name: str) -> str:
+        try:
+            return canonical_config_name(name)
+        except UsageError:  # a custom config's recorded stem
+            return name
+
+    return canonical(given) == canonical(recorded)
+
 
 # SAM2's placeholder score for "object absent" mask logits.
 NO_OBJ_SCORE = -1024.0

@@ -183,10 +183,12 @@ class FolderSource(FrameSource):
         self.name = self.path.name or str(self.path)
         if not self.path.is_dir():
             raise FrameSourceError(f"frame folder not found: {self.path}")
+        # A name that is not a folder is a frame, even where it cannot be opened (a dangling
+        # symbolic link, no permission): that frame fails to decode and --on-bad-frame decides.
         files = [
             p
             for p in self.path.iterdir()
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and not p.is_dir()
         ]
         if not files:
             raise FrameSourceError(f"{self.path}: no .jpg/.jpeg/.png frames in folder")

@@ -12,17 +12,18 @@ this fastsam2 (e.g. a router with another text width) from the manifest alone.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig
-from .specs import REAL, REQUIRED_GRAPHS, GraphSpec, TensorSpec, Values
+from .specs import REAL, REQUIRED_GRAPHS, GraphSpec, SpecDims, TensorSpec, Values
 from .errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 CONSTANTS_NAME = "constants.npz"
 MANIFEST_FORMAT = 1
+GRAPH_CONFIG_KEY = "fastsam2.model_config"  # an exported graph's metadata_props key: its ModelConfig JSON
 
 
 class ManifestError(UserError, ValueError):
@@ -228,6 +229,29 @@ class Manifest:
         return manifest
 
 
+def graph_config_problem(metadata: dict[str, str], manifest: Manifest, graph: str) -> str | None:
+    """Why the manifest's model config is not the one ``graph`` was exported with (its
+    ``metadata_props``, ``metadata``), or None. Every field is compared: the tracker loop runs on them
+    (``num_maskmem`` memory frames, pointer counts, thresholds, normalisation), and an edited one gives
+    wrong masks with no error."""
+    made_for = metadata.get("fastsam2.config_name")
+    if made_for is not None and made_for != manifest.config_name:
+        return f"{graph} was exported from {made_for!r}, but {MANIFEST_NAME} says {manifest.config_name!r} (edited?): re-export"
+    text = metadata.get(GRAPH_CONFIG_KEY)
+    if text is None:
+        return None  # a graph from before graphs carried their config: the spec checks still apply
+    try:
+        theirs = ModelConfig.from_json(json.loads(text)).to_json()
+    except (ValueError, TypeError) as e:
+        return f"{graph}: unreadable {GRAPH_CONFIG_KEY} metadata ({e}): re-export"
+    ours = manifest.model_config.to_json()
+    differ = [k for k in ours if ours[k] != theirs.get(k)]
+    if differ:
+        shown = ", ".join(f"{k}={ours[k]!r} (graph: {theirs.get(k)!r})" for k in differ[:3])
+        return f"{MANIFEST_NAME} says {shown}, but {graph} was exported otherwise (edited?): re-export"
+    return None
+
+
 @dataclass
 class ExportDir:
     """An export directory as every backend loads it: the manifest (checked against this fastsam2's
@@ -258,15 +282,18 @@ class ExportDir:
                 f"{fastsam2_version()}: re-export the graphs"
             )
         known = graph_specs(manifest.model_config.spec_dims())
+
+        def interface(spec: GraphSpec) -> list:  # allowed values too: num_maskmem bounds memory_tpos_idx
+            return [(t.name, t.dtype, t.shape, t.values) for t in (*spec.inputs, *spec.outputs)]
+
         for name, entry in manifest.graphs.items():
             # The router's text width is the router's; the SAM2 graphs must match this fastsam2's specs.
-            if name in known and name != "router":
-                ours = known[name]
-                if (entry.spec.inputs, entry.spec.outputs) != (ours.inputs, ours.outputs):
-                    raise ManifestError(
-                        f"graph {name}: manifest interface differs from this fastsam2's spec "
-                        "(exported by another version?): re-export the graphs"
-                    )
+            if name in known and name != "router" and interface(entry.spec) != interface(known[name]):
+                raise ManifestError(
+                    f"graph {name}: the interface manifest.json records does not fit its model_config "
+                    f"({', '.join(f.name for f in fields(SpecDims) if f.name != 'text_dim')}) or this "
+                    "fastsam2's spec (edited, or exported by another version?): re-export the graphs"
+                )
         return cls(path, manifest)
 
     @property
@@ -295,13 +322,12 @@ class ExportDir:
 
     def constants(self) -> dict[str, Any]:
         """The small model constants the tracker loop needs ({name: numpy array})."""
-        import numpy as np
+        from .npz import read_npz
 
         path = self.path / CONSTANTS_NAME
         if not path.is_file():
             raise GraphLoadError(f"constants file missing: {path}")
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return read_npz(path, what="the export's model constants (re-export to fix)", error=GraphLoadError)
 
     def manifest_sha256(self) -> str:
         return file_sha256(self.path / MANIFEST_NAME)

@@ -1,6 +1,6 @@
 """Output directories and files written atomically, and never over anything fastsam2 did not write.
 
-A run writes into ``.<name>.partial-<host>-<pid>`` beside ``out`` and renames it to ``out`` when it
+A run writes into ``.<name>.partial-<host>-<pid>-<n>`` beside ``out`` and renames it to ``out`` when it
 completes, so a failed or interrupted run leaves nothing at ``out``. Every completed directory holds a
 marker file (:data:`MARKER`); ``--overwrite`` replaces only a directory that has it, and never one
 that is or contains the working directory or an input of the run. Partial directories of processes
@@ -10,6 +10,9 @@ Stdlib only.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import itertools
 import json
 import os
 import shutil
@@ -30,8 +33,13 @@ class OutputError(UserError, OSError):
     """An output path that cannot or must not be written; the message names the user's path."""
 
 
+_SERIAL = itertools.count()
+
+
 def _scratch(out: Path, kind: str) -> Path:
-    return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}"
+    # host and pid tell a later run whether the owner still runs; the serial keeps two outputs
+    # written at once by one process (threads, nested runs) apart
+    return out.parent / f".{out.name}.{kind}-{_HOST}-{os.getpid()}-{next(_SERIAL)}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -56,7 +64,8 @@ def remove_stale(out: Path) -> list[Path]:
         if not entry.name.startswith(prefix):
             continue
         kind, _, owner = entry.name[len(prefix):].partition("-")
-        host, _, pid = owner.rpartition("-")
+        host, _, rest = owner.partition("-")
+        pid = rest.partition("-")[0]
         if kind not in _KINDS or host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
             continue
         if entry.is_dir() and not entry.is_symlink():
@@ -82,6 +91,11 @@ def _existing_ancestor(path: Path) -> Path:
     return Path(path.anchor)
 
 
+def _paths(items: Iterable[str | Path | None]) -> list[str | Path]:
+    """The items of ``protect`` that name files (not None, a camera index or a stream URL)."""
+    return [i for i in items if i is not None and not str(i).isdigit() and "://" not in str(i)]
+
+
 def check_output_dir(out: str | Path, *, overwrite: bool, protect: Iterable[str | Path | None] = ()) -> Path:
     """Refuse ``out`` now (before any heavy work) unless the run may write it; returns it as a Path.
 
@@ -102,9 +116,8 @@ def check_output_dir(out: str | Path, *, overwrite: bool, protect: Iterable[str 
         real = out.resolve()
         if _is_within(Path.cwd().resolve(), real):
             raise OutputError(f"--overwrite: {out} is the working directory or one of its parents")
-        for item in protect:
-            if item is not None and not str(item).isdigit() and "://" not in str(item) \
-                    and _is_within(Path(item).resolve(), real):
+        for item in _paths(protect):
+            if _is_within(Path(item).resolve(), real):
                 raise OutputError(f"--overwrite: {out} holds the input {item}; choose another output directory")
         if not (out / MARKER).is_file():
             raise OutputError(
@@ -138,25 +151,36 @@ def check_resumable_dir(out: str | Path, *, overwrite: bool, protect: Iterable[s
 def open_resumable_dir(out: Path, *, kind: str, overwrite: bool) -> Path:
     """Create ``out`` with the marker; a previous output is resumed, or removed first with ``overwrite``."""
     try:
-        if overwrite and out.exists():
-            old = _scratch(out, "old")
-            out.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
+        if overwrite and (out.exists() or out.is_symlink()):
+            remove_output_dir(out)
         out.mkdir(parents=True, exist_ok=True)
         if not (out / MARKER).is_file():
             _write_marker(out, kind)
+    except OutputError:
+        raise
     except OSError as e:
         raise OutputError(f"cannot create {out}: {e.strerror or e}") from None
     return out
 
 
-def discard_if_unused(out: Path) -> None:
-    """After a failed run: remove ``out`` if nothing was committed to it (only the marker is there)."""
+def _holds_results(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but empty folders and hidden scratch entries."""
     try:
-        entries = [e.name for e in out.iterdir() if not e.name.startswith(".") or e.name == MARKER]
+        entries = list(folder.iterdir())
     except OSError:
-        return
-    if entries in ([], [MARKER]):
+        return True
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() or not entry.is_dir() or _holds_results(entry):
+            return True
+    return False
+
+
+def discard_if_unused(out: Path) -> None:
+    """After a failed or interrupted run: remove ``out`` if nothing was committed to it (only the
+    marker, empty folders such as a ``keep_1/`` made for results that never came, hidden scratch)."""
+    if (out / MARKER).is_file() and not _holds_results(out):
         shutil.rmtree(out, ignore_errors=True)
 
 
@@ -193,7 +217,7 @@ def atomic_output_dir(
     try:
         yield tmp
         _write_marker(tmp, kind)
-        publish(tmp, out)
+        publish(tmp, out, overwrite=overwrite)
     except OutputError as e:
         _undo(tmp, created)
         raise OutputError(_rename_messages(e, tmp, out)) from None
@@ -215,23 +239,92 @@ def _undo(tmp: Path, created: list[Path]) -> None:
             break
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``, replacing a previous ``out`` (moved aside, then removed)."""
-    if out.exists():
-        old = _scratch(out, "old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
 
 
-def check_output_file(path: str | Path, *, create_parent: bool = False) -> Path:
+def _renameat2():
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without it (glibc < 2.28)
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` only if nothing is at ``dst``: FileExistsError otherwise, and never a
+    window in which something created at ``dst`` by another process could be replaced.
+
+    Linux ``renameat2(RENAME_NOREPLACE)`` where the kernel and file system have it; elsewhere ``dst``
+    is first claimed with ``mkdir`` (atomic, fails if anything is there) and ``src`` renamed over that
+    empty directory, which a rename replaces only while it is still empty."""
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(dst))
+    os.mkdir(dst)  # FileExistsError when something is there
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        try:
+            os.rmdir(dst)
+        except OSError:
+            pass
+        raise
+
+
+def remove_output_dir(out: Path) -> None:
+    """Remove the fastsam2 output directory ``out``: moved aside first and checked there (marker, a
+    real directory), so a folder that replaced it since it was written is put back, never deleted."""
+    old = _scratch(out, "old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(out, old)
+    if old.is_symlink() or not old.is_dir() or not (old / MARKER).is_file():
+        try:
+            rename_no_replace(old, out)
+        except OSError:
+            raise OutputError(f"{out} changed during the run and is not a fastsam2 output; it was left at "
+                              f"{old}") from None
+        raise OutputError(f"{out} changed during the run and is not a fastsam2 output; nothing was replaced")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
+    """Rename the finished ``tmp`` to ``out``. Without ``overwrite`` nothing may be at ``out``; with
+    it, only a fastsam2 output (checked after it was moved aside). Whatever appeared at ``out`` after
+    the run's first checks (another run, another program) is never replaced: an :class:`OutputError`."""
+    if overwrite and (out.exists() or out.is_symlink()):
+        remove_output_dir(out)
+    try:
+        rename_no_replace(tmp, out)
+    except FileExistsError:
+        raise OutputError(
+            f"{out} appeared while this run was writing (another run or program created it); it was left "
+            "as it is and this run's output was discarded"
+        ) from None
+
+
+def check_output_file(path: str | Path, *, create_parent: bool = False,
+                      protect: Iterable[str | Path | None] = ()) -> Path:
     """Refuse a file path that cannot be written (a directory, a missing or read-only folder), now.
 
-    ``create_parent``: make missing parent folders (refused where a file stands in the way)."""
+    ``protect``: the run's inputs; the file may not be one of them nor lie inside an input folder
+    (outputs never overwrite inputs). ``create_parent``: make missing parent folders (refused where a
+    file stands in the way)."""
     path = Path(path)
+    real = path.resolve()
+    for item in _paths(protect):
+        src = Path(item).resolve()
+        if real == src or (src.is_dir() and _is_within(real, src)):
+            raise OutputError(f"{path} is {'the' if real == src else 'inside the'} input {item}; "
+                              "write the output elsewhere")
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name")
     if create_parent and not path.parent.exists():

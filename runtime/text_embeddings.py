@@ -52,20 +52,14 @@ class TextEmbeddings:
 
 def load_text_embeddings(path: str | os.PathLike) -> TextEmbeddings:
     """Read and check a text-embedding .npz; any problem is a one-line ValueError."""
-    import zipfile
+    from .npz import read_npz
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise TextEmbeddingError(f"text embeddings file not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise TextEmbeddingError(f"cannot read text embeddings {path}: not an .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = list(data.files)
-            missing = [k for k in REQUIRED_KEYS if k not in files]
-            arrays = {} if missing else {k: data[k] for k in REQUIRED_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:  # object arrays -> ValueError
-        raise TextEmbeddingError(f"cannot read text embeddings {path}: {exc}") from None
+    arrays = read_npz(path, what="text embeddings", error=TextEmbeddingError)
+    files = list(arrays)
+    missing = [k for k in REQUIRED_KEYS if k not in files]
     if missing:
         raise TextEmbeddingError(f"{path} is not a text-embedding file: missing keys {missing} (has {sorted(files)})")
 

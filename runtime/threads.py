@@ -15,6 +15,8 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+from .errors import UsageError
+
 SAMPLE_S = 0.25  # how long the idle time of the CPUs is sampled
 
 
@@ -66,12 +68,17 @@ def idle_cores(window_s: float = SAMPLE_S) -> float | None:
 
 
 def plan_threads(requested: int | None = None) -> ThreadPlan:
-    """``requested`` threads (a user's ``--threads``), else the idle CPUs among those this process
-    may use, rounded to the nearest whole CPU, at least one."""
+    """``requested`` threads (a user's ``--threads``, refused above the cores this process may use),
+    else the idle CPUs among those, rounded to the nearest whole CPU, at least one."""
     cores = usable_cores()
     if requested is not None:
         if requested < 1:
             raise ValueError(f"threads must be >= 1, got {requested}")
+        if requested > cores:
+            # more intra-op threads than cores only adds spinning threads (999 made ONNX Runtime
+            # start ~5,000 threads and finish no frame): refused, the same for every backend
+            raise UsageError(f"--threads {requested}: this process may run on {cores} CPU core(s); "
+                             f"give at most {cores} (or leave --threads out)")
         return ThreadPlan(int(requested), cores, None, "--threads")
     idle = idle_cores()
     threads = cores if idle is None else max(1, min(cores, int(idle + 0.5)))

@@ -3,6 +3,7 @@ downloaded here); the object-score head gets a positive bias so that masks are n
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the checkout; FASTSAM2_SHARED_DATA elsewhere (a GPU host carries the frames)
+SHARED_DATA = Path(os.environ.get("FASTSAM2_SHARED_DATA", REPO.parent / "shared" / "data"))
 BEDROOM = SHARED_DATA / "bedroom"
 
 

@@ -78,6 +78,8 @@ def _bad_value(action: argparse.Action) -> str | None:
         return "float16"
     if name == "compute_capability":
         return "sm90"
+    if name == "image_size":  # beyond the largest size any config is built at
+        return "8192"
     return None
 
 
@@ -176,6 +178,12 @@ def work(tmp_path, bedroom, monkeypatch) -> Path:
     return tmp_path
 
 
+def _has_cuda_provider() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def _track(t: Path, *extra: str, video: str | None = None, out: str | None = None) -> list[str]:
     return ["track", "--video", video or str(t / "clip"), "--point", "480,300",
             "--out", out or str(t / "out"), *FAST, *extra]
@@ -217,6 +225,13 @@ CASES = [
          "CUDA"),
     Case("track --backend ort without --graphs", M, lambda t: _track(t, "--backend", "ort"),
          "needs --graphs"),
+    Case("track --backend ort --device bogus", M,
+         lambda t: _track(t, "--backend", "ort", "--graphs", str(t / "clip"), "--device", "bogus"),
+         "runs on cpu, cuda or cuda:N"),
+    # the CPU onnxruntime refuses in one line; with onnxruntime-gpu the next check (the export) does
+    Case("track --backend ort --device cuda", M,
+         lambda t: _track(t, "--backend", "ort", "--graphs", str(t / "clip"), "--device", "cuda"),
+         "needs onnxruntime-gpu" if not _has_cuda_provider() else "no manifest.json"),
     Case("track --graphs with torch", M, lambda t: _track(t, "--graphs", str(t / "clip")), "--graphs is for"),
     Case("track --graphs not an export", M,
          lambda t: ["track", "--video", str(t / "clip"), "--point", "1,1", "--out", str(t / "out"),
@@ -230,6 +245,17 @@ CASES = [
     Case("track --texts missing.npz", M, lambda t: _track(t, "--texts", str(t / "missing.npz")), "file not found"),
     Case("track --router missing", M, lambda t: _track(t, "--router", str(t / "r.safetensors")), "file not found"),
     Case("track --checkpoint missing", M, lambda t: _track(t, "--checkpoint", str(t / "c.pt")), "file not found"),
+    Case("track --checkpoint unknown name", M, lambda t: _track(t, "--checkpoint", "synthetik"),
+         "shipped model: synthetic"),
+    Case("track --checkpoint synthetic --config tiny", M, lambda t: _track(t, "--checkpoint", "synthetic", "--config",
+                                                                           "tiny"), "comes with its own config"),
+    Case("track --config unknown", M, lambda t: _track(t, "--config", "huge"), "unknown config 'huge'"),
+    Case("track --config missing.yaml", M, lambda t: _track(t, "--config", str(t / "c.yaml")), "file not found"),
+    Case("track --config not-a-sam2-config", M, lambda t: _track(t, "--config", str(t / "a_file")), "not a sam2 config"),
+    Case("export --checkpoint synthetic --config small", E,
+         lambda t: ["--config", "small", "--checkpoint", "synthetic", "--out", str(t / "out")], "comes with its own"),
+    Case("bench --checkpoint unknown name", M, lambda t: ["bench", "--checkpoint", "synthetik", "--json",
+                                                          str(t / "b.json"), "--plot", str(t / "b.png")], "not found"),
     Case("eval --pred missing", M, lambda t: ["eval", "--pred", str(t / "nope"), "--gt", str(t / "masks")],
          "not found"),
     Case("eval --gt missing", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "nope")],
@@ -269,7 +295,54 @@ CASES = [
          keep=("user/notes.txt",), out="user"),
     Case("text --pretrained missing", E, lambda t: ["text", "red car", "--pretrained", str(t / "clip.bin"),
                                                     "-o", str(t / "t.npz")], "not found"),
+    # outputs never overwrite inputs
+    Case("eval --json <a GT PNG>", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                 "--json", str(t / "masks" / "00001.png")], "inside the input",
+         keep=("masks/00001.png",), out="masks/00001.png"),
+    Case("eval --json inside --gt", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                  "--json", str(t / "masks" / "r.json")], "inside the input",
+         out="masks/r.json"),
+    Case("text -o <--pretrained file>", E, lambda t: ["text", "red car", "--pretrained", str(t / "a_file"),
+                                                      "-o", str(t / "a_file")], "is the input", keep=("a_file",),
+         out="a_file"),
+    # damaged files
+    Case("track --texts zlib-corrupt.npz", M, lambda t: _track(t, "--texts", str(_damaged_npz(t, "zlib"))),
+         "damaged"),
+    Case("track --texts garbage.npz", M, lambda t: _track(t, "--texts", str(_damaged_npz(t, "garbage"))),
+         "not an .npz archive"),
+    Case("track --texts truncated.npz", M, lambda t: _track(t, "--texts", str(_damaged_npz(t, "truncated"))),
+         "cannot read text embeddings"),
+    Case("track --texts pickled.npz", M, lambda t: _track(t, "--texts", str(_damaged_npz(t, "pickled"))),
+         "pickled objects"),
+    # limits
+    Case("track --threads 999", M, lambda t: _track(t, "--threads", "999"), "give at most"),
+    Case("demo --threads 999", M, lambda t: ["demo", "--threads", "999", "--out", str(t / "out")], "give at most"),
+    Case("export --image-size 8192", E, lambda t: ["--config", "tiny", "--image-size", "8192", "--out", str(t / "out")],
+         "multiple of 64 in 128..2048"),
+    Case("track --image-size 8192", M, lambda t: _track(t, "--image-size", "8192"), "multiple of 64 in 128..2048"),
 ]
+
+
+def _damaged_npz(t: Path, how: str) -> Path:
+    """A text-embedding .npz damaged in one of the ways numpy reports with its own exception."""
+    path = t / f"{how}.npz"
+    arrays = {"texts": np.array(["red car"]), "embeddings": np.ones((1, 512), np.float32) / np.sqrt(512),
+              "clip_model": np.array("ViT-B-32"), "weights": np.array("random-init"), "dim": np.array(512)}
+    if how == "pickled":
+        arrays["texts"] = np.array(["red car"], dtype=object)
+        np.savez(path, **arrays)
+        return path
+    np.savez_compressed(path, **arrays)
+    data = bytearray(path.read_bytes())
+    if how == "zlib":  # the compressed stream of the first member, past its local header
+        start = data.index(b"texts.npy") + len(b"texts.npy")
+        data[start + 20:start + 60] = bytes(40)
+    elif how == "garbage":
+        data = bytearray(b"\x00garbage" * 64)
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    return path
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -446,7 +519,9 @@ def test_manifest_problems_are_one_line(onnx_tiny512, work, capsys):
     for edit, match in ((drop_encoder, "no memory_encoder graph listed"),
                         (lambda m: [m], "not a fastsam2 manifest"),
                         (lambda m: {**m, "graphs": list(m["graphs"])}, "not a fastsam2 manifest"),
-                        (other_config, "was exported from 'tiny'")):
+                        (other_config, "was exported from 'tiny'"),
+                        (lambda m: {**m, "model_config": {**m["model_config"], "num_maskmem": 3}},
+                         "num_maskmem")):
         argv = ["track", "--video", str(work / "clip"), "--point", "1,1", "--out", str(work / "out"),
                 "--backend", "ort", "--graphs", str(edited(edit))]
         code, err = call(fastsam2_cli.main, argv, capsys)
@@ -538,3 +613,350 @@ def test_every_cli_reports_every_room_error_in_one_line(cli, room, monkeypatch, 
     monkeypatch.setattr(module, attr, failing)
     code, err = call(module.main, argv, capsys)
     assert_one_line_error(code, err, str(error))
+
+
+# -- an output that appears while a run writes ------------------------------------------------------
+@pytest.mark.parametrize("noreplace", ["renameat2", "mkdir fallback"])
+def test_two_runs_on_one_out_the_second_fails_and_nothing_is_replaced(tmp_path, monkeypatch, noreplace):
+    from fastsam2.runtime import outdir
+
+    if noreplace == "mkdir fallback":
+        monkeypatch.setattr(outdir, "_RENAMEAT2", None)
+    elif outdir._RENAMEAT2 is None:
+        pytest.fail("renameat2 is missing from this Linux C library")
+    out = tmp_path / "out"
+    with pytest.raises(outdir.OutputError, match="appeared while this run was writing"):
+        with outdir.atomic_output_dir(out, overwrite=False, kind="t") as slow:
+            with outdir.atomic_output_dir(out, overwrite=False, kind="t") as fast:  # both checked: no out
+                (fast / "a.txt").write_text("first to finish")
+                (slow / "b.txt").write_text("second to finish")
+            assert (out / "a.txt").is_file()
+    assert [p.name for p in out.iterdir()] == sorted([MARKER, "a.txt"])
+    # a user's folder created at out during the run, with or without --overwrite, is never replaced
+    for overwrite in (False, True):
+        user = tmp_path / f"user{overwrite}"
+        with pytest.raises(outdir.OutputError):
+            with outdir.atomic_output_dir(user, overwrite=overwrite, kind="t") as tmp:
+                (tmp / "x").write_text("run")
+                user.mkdir()
+                (user / "notes.txt").write_text("mine")
+        assert (user / "notes.txt").read_text() == "mine" and not (user / "x").exists()
+        assert_nothing_beside(user)
+    assert_nothing_beside(out)
+
+
+def test_overwrite_never_removes_a_folder_that_replaced_the_checked_output(tmp_path):
+    from fastsam2.runtime import outdir
+
+    out = tmp_path / "out"
+    with outdir.atomic_output_dir(out, overwrite=False, kind="t") as tmp:
+        (tmp / "old.txt").write_text("old run")
+    with pytest.raises(outdir.OutputError, match="changed during the run"):
+        with outdir.atomic_output_dir(out, overwrite=True, kind="t") as tmp:  # checked: a fastsam2 output
+            (tmp / "new.txt").write_text("new run")
+            shutil.rmtree(out)
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert_nothing_beside(out)
+    # the resumable outputs (eval --run, label) take the same care
+    with pytest.raises(outdir.OutputError, match="not a fastsam2 output"):
+        outdir.open_resumable_dir(out, kind="t", overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_track_keeps_a_folder_created_at_out_during_the_run(work, monkeypatch, capsys):
+    import fastsam2.runtime.output as output
+
+    real = output.save_indexed_png
+    out = work / "out"
+
+    def someone_else_writes_out(path, labels):
+        if not out.exists():
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+        real(path, labels)
+
+    monkeypatch.setattr(output, "save_indexed_png", someone_else_writes_out)
+    code, err = call(fastsam2_cli.main, _track(work, "--no-overlay"), capsys)
+    assert_one_line_error(code, err, "appeared while this run was writing")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert_nothing_beside(out)
+
+
+# -- every manifest field a backend runs on is checked against the graphs --------------------------
+def _edited_value(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, (list, tuple)):
+        return [v + 0.01 for v in value]
+    raise TypeError(value)
+
+
+def test_every_model_config_field_of_the_manifest_is_checked(onnx_tiny512, tmp_path):
+    from dataclasses import fields
+
+    from fastsam2.runtime.backends.ort import load_ort_backend
+    from fastsam2.runtime.config import ModelConfig
+    from fastsam2.runtime.manifest import ManifestError
+
+    load_ort_backend(onnx_tiny512, graphs=["memory_encoder"])  # unedited: opens
+    d = tmp_path / "edited"
+    d.mkdir()
+    for f in onnx_tiny512.iterdir():
+        os.symlink(f, d / f.name)
+    (d / "manifest.json").unlink()
+    original = json.loads((onnx_tiny512 / "manifest.json").read_text())
+    for field in fields(ModelConfig):
+        data = json.loads(json.dumps(original))
+        data["model_config"][field.name] = _edited_value(data["model_config"][field.name])
+        (d / "manifest.json").write_text(json.dumps(data))
+        with pytest.raises(ManifestError) as info:
+            load_ort_backend(d, graphs=["memory_encoder"])
+        # fields that size the graphs are named by the interface check, the others by the graphs' copy
+        assert field.name in str(info.value) or (field.name == "config_name" and "was exported from" in
+                                                 str(info.value)), (field.name, info.value)
+
+
+# -- frames, damaged files, memory, threads ----------------------------------------------------------
+def test_dangling_frame_link_is_a_bad_frame(work):
+    from fastsam2.runtime.frames import BadFrameError, open_frames
+
+    clip = work / "clip"
+    (clip / "00001.jpg").unlink()
+    (clip / "00001.jpg").symlink_to(work / "gone.jpg")
+    with open_frames(clip) as src, pytest.raises(BadFrameError, match="00001"):
+        list(src)
+    with open_frames(clip, on_bad_frame="skip") as src, pytest.warns(UserWarning, match="skipping"):
+        names = [f.name for f in src]
+    assert names == ["00000", "00002"] and src.skipped == [1]
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "zlib", "pickled", "missing member"])
+def test_damaged_constants_npz_is_one_line(tmp_path, how):
+    from fastsam2.runtime.manifest import ExportDir, GraphLoadError
+
+    path = _damaged_npz(tmp_path, how if how != "missing member" else "truncated")
+    if how == "missing member":  # a valid central directory over a cut member
+        np.savez(path, a=np.zeros(1000, np.float32))
+        data = path.read_bytes()
+        end = data.index(b"PK\x01\x02")  # the central directory: keep it, cut the member before it
+        path.write_bytes(data[:200] + data[end:])
+    path.rename(tmp_path / "constants.npz")
+    with pytest.raises(GraphLoadError, match="cannot read the export's model constants"):
+        ExportDir(tmp_path, None).constants()
+
+
+def test_out_of_memory_is_one_line_with_the_size(work, monkeypatch, capsys):
+    import fastsam2.export.models as models
+
+    def no_memory(*a, **k):  # hydra wraps torch's allocator error in its own exception
+        raise RuntimeError("Error in call to target 'sam2.modeling.sam2_base.SAM2Base':\nRuntimeError('[enforce "
+                           "fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+                           "allocate 68719476736 bytes.')")
+
+    monkeypatch.setattr(models, "build_sam2", no_memory)
+    code, err = call(fastsam2_cli.main, _track(work, "--image-size", "2048"), capsys)
+    assert_one_line_error(code, err, "out of memory building 'tiny' at image size 2048: RuntimeError('[enforce fail")
+    assert "you tried to allocate 68719476736 bytes" in err
+    assert not (work / "out").exists()
+    assert_nothing_beside(work / "out")
+
+    def bare():
+        raise MemoryError()
+
+    assert cli_args.run_cli("prog", bare) == 1
+    assert capsys.readouterr().err.strip() == "prog: error: out of memory: MemoryError"
+
+
+def test_label_ray_without_ray_creates_no_out(work, monkeypatch, capsys):
+    prompts = work / "prompts.json"
+    prompts.write_text(json.dumps({"videos": {"clip": {"objects": {"1": {"points": [[10, 10]]}}}}}))
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    code, err = call(fastsam2_cli.main, ["label", "--videos", str(work), "--prompts", str(prompts), "--out",
+                                         str(work / "out"), "--ray", *FAST], capsys)
+    assert_one_line_error(code, err, "--ray needs Ray")
+    assert not (work / "out").exists()
+
+
+def test_failed_int8_calibration_leaves_nothing(work, monkeypatch, capsys):
+    import types
+
+    import fastsam2.calibration.ort_quant as ort_quant
+    import fastsam2.export.models as models
+    import fastsam2.export.torch_backend as torch_backend
+    import fastsam2.export.trt.plan as plan_mod
+    from fastsam2.runtime import outdir
+
+    out = work / "out"
+    with outdir.atomic_output_dir(out, overwrite=False, kind="export") as tmp:
+        (tmp / "image_encoder.onnx").write_bytes(b"graph")
+
+    def record_some(backend, frames, calib_dir, **kw):  # feeds for one graph only
+        (Path(calib_dir) / "image_encoder").mkdir(parents=True)
+        np.savez(Path(calib_dir) / "image_encoder" / "0.npz", x=np.zeros(1))
+
+    graphs = [types.SimpleNamespace(name=n) for n in ("image_encoder", "memory_attention")]
+    monkeypatch.setattr(plan_mod, "make_plan", lambda *a, **k: types.SimpleNamespace(graphs=graphs))
+    monkeypatch.setattr(models, "build_sam2", lambda *a, **k: None)
+    monkeypatch.setattr(torch_backend, "build_torch_backend", lambda model: None)
+    monkeypatch.setattr(ort_quant, "record_feeds", record_some)
+    args = export_cli.build_parser().parse_args(["--config", "tiny", "--out", str(out), "--trt", "--int8",
+                                                 "--calib", str(work / "clip"), "--calib-frames", "2"])
+    assert export_cli._build_engines(None, out, args) == 1
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if ": error: " in x)
+    assert "no recorded feeds for ['memory_attention']" in line and "--only" not in line
+    options = {o for a in export_cli.build_parser()._actions for o in a.option_strings}
+    named = {w.strip("(),") for w in line.split() if w.startswith(("--", "(--"))}
+    assert named and named <= options, named - options
+    assert not out.exists()
+    assert_nothing_beside(out)
+
+
+def test_eval_run_full_disk_or_one_frame_leaves_no_output(work, monkeypatch, capsys):
+    import fastsam2.runtime.output as output
+
+    root = work / "davis"
+    frames = root / "JPEGImages" / "480p" / "seq"
+    annos = root / "Annotations" / "480p" / "seq"
+    frames.mkdir(parents=True)
+    annos.mkdir(parents=True)
+    shutil.copy(work / "clip" / "00000.jpg", frames / "00000.jpg")
+    labels = np.zeros((540, 960), np.uint8)
+    labels[100:300, 200:420] = 1
+    output.save_indexed_png(annos / "00000.png", labels)
+    argv = ["eval", "--run", "--dataset", str(root), "--keeps", "1.0", "--out", str(work / "out"), *FAST]
+    code, err = call(fastsam2_cli.main, argv, capsys)  # one frame: J&F has no frame to score
+    assert_one_line_error(code, err, "at least 3 are needed")
+    assert not (work / "out").exists()
+    for i in (1, 2):
+        shutil.copy(work / "clip" / f"0000{i}.jpg", frames / f"0000{i}.jpg")
+        output.save_indexed_png(annos / f"0000{i}.png", labels)
+
+    def full(path, labels):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(output, "save_indexed_png", full)
+    code, err = call(fastsam2_cli.main, argv, capsys)
+    assert_one_line_error(code, err, "No space left on device")
+    assert not (work / "out").exists()
+
+
+# -- SIGTERM (timeout, systemd, Docker, Kubernetes) ends every long command like Ctrl-C -----------
+def _python_main(module: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def _small_davis(work: Path) -> Path:
+    root = work / "davis"
+    for seq in ("a", "b"):
+        frames, annos = root / "JPEGImages" / "480p" / seq, root / "Annotations" / "480p" / seq
+        frames.mkdir(parents=True)
+        annos.mkdir(parents=True)
+        for i in range(3):
+            shutil.copy(work / "clip" / f"0000{i}.jpg", frames / f"0000{i}.jpg")
+            labels = np.zeros((540, 960), np.uint8)
+            labels[100:300, 200:420] = 1
+            Image.fromarray(labels).save(annos / f"0000{i}.png")
+    return root
+
+
+def _label_prompts(work: Path) -> Path:
+    path = work / "prompts.json"
+    path.write_text(json.dumps({"videos": {"clip": {"objects": {"1": {"points": [[480, 300]]}}}}}))
+    return path
+
+
+SIGNAL_RUNS = {  # command -> (argv builder, the prog its one line names)
+    "track": (lambda w: _python_main("fastsam2.tools.cli") + _track(w, "--no-overlay"), "fastsam2 track"),
+    "export": (lambda w: _python_main("fastsam2.tools.export_cli") + ["--config", "tiny", "--out", str(w / "out"),
+                                                                      *FAST], "fastsam2-export"),
+    "eval --run": (lambda w: _python_main("fastsam2.tools.cli") + [
+        "eval", "--run", "--dataset", str(_small_davis(w)), "--keeps", "1.0", "--out", str(w / "out"), *FAST],
+        "fastsam2 eval"),
+    "label": (lambda w: _python_main("fastsam2.tools.cli") + [
+        "label", "--videos", str(w), "--prompts", str(_label_prompts(w)), "--out", str(w / "out"), *FAST],
+        "fastsam2 label"),
+    "demo": (lambda w: _python_main("fastsam2.tools.cli") + ["demo", "--out", str(w / "out"), "--max-frames", "2",
+                                                             *FAST], "fastsam2 demo"),
+}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # a zombie has ended; reaping it is its new parent's business
+
+
+def _scratch_left(*roots: Path) -> list[str]:
+    return [str(p) for r in roots for p in r.rglob("*") if ".partial-" in p.name or p.name.startswith(
+        "fastsam2_demo_graphs_")]
+
+
+def _start_and_wait_for_scratch(argv: list[str], work: Path, tmpdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(".partial-" in p.name for root in (work, tmpdir) for p in root.rglob(".*")):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the run never started writing (exit {proc.poll()}): {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.parametrize("command", list(SIGNAL_RUNS))
+def test_sigterm_is_one_line_exit_143_and_leaves_no_scratch(command, work):
+    tmpdir = work / "tmp"
+    tmpdir.mkdir()
+    argv, prog = SIGNAL_RUNS[command]
+    proc = _start_and_wait_for_scratch(argv(work), work, tmpdir)
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == f"{prog}: terminated", err[-3000:]
+    assert not (work / "out").exists()
+    assert not _scratch_left(work, tmpdir)
+    deadline = time.monotonic() + 30  # multiprocessing's resource tracker ends when its pipe closes
+    while time.monotonic() < deadline and not all(_gone(c) for c in children):
+        time.sleep(0.1)
+    left = [" ".join(Path(f"/proc/{c}/cmdline").read_text().split("\0"))[:120] for c in children if not _gone(c)]
+    assert not left, f"child processes outlived the command: {left}"
+
+
+def test_demo_export_child_dies_with_a_killed_parent(work):
+    tmpdir = work / "tmp"
+    tmpdir.mkdir()
+    proc = _start_and_wait_for_scratch(SIGNAL_RUNS["demo"][0](work), work, tmpdir)
+    children = _children(proc.pid)
+    assert children, "the demo exports in a child process"
+    proc.kill()  # SIGKILL: the parent can clean nothing up
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (all(_gone(c) for c in children) and not _scratch_left(tmpdir)):
+        time.sleep(0.1)
+    assert all(_gone(c) for c in children), "the export child outlived its killed parent"
+    assert not _scratch_left(tmpdir), _scratch_left(tmpdir)

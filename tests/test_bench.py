@@ -52,3 +52,26 @@ def test_bench_rejects_bad_options(capsys):
     assert "argument --gpu-attention: invalid choice" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--in-flight", "1", "--json", "x.json"]) == 1
     assert "--in-flight needs the GPU path" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ort_gpu_bench_cpu_path(tmp_path):
+    """bench/ort_gpu.py end to end on the CPU provider (the GPU host runs the same code on CUDA):
+    every stage runs, every run is reported with its agreement to its reference."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ort_gpu", Path(__file__).resolve().parents[1] / "bench" / "ort_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "ort.json"
+    rc = module.main(["--device", "cpu", "--image-size", "256", "--frames", "2", "--warmup", "1", "--profile",
+                      "--out", str(out), "--work", str(tmp_path / "work")])
+    report = json.loads(out.read_text())
+    assert rc == 0 and all(s["ok"] for s in report["stages"].values()), report["stages"]
+    assert set(report["runs"]) == set(module.RUNS)
+    for name, ref in module.REFERENCE.items():
+        vs = report["runs"][name][f"vs_{ref}"]
+        assert vs["finite"] and 0.5 < vs["min_iou"] <= 1.0, (name, vs)
+    assert report["runs"]["ort_int8"]["precisions"]["mask_decoder"] == "int8"
+    assert report["profile"]["ort_fp16"]["mask_decoder"]["by_op"]

@@ -154,7 +154,7 @@ def test_rerun_with_other_settings_is_refused(davis3, single_process, tmp_path, 
     ref_out, _ = single_process
     out = tmp_path / "copy"
     shutil.copytree(ref_out, out)
-    code = main([*COMMON[:-1], "224", "--dataset", str(davis3), "--out", str(out)])
+    code = main([*COMMON[:-1], "320", "--dataset", str(davis3), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1 and "other settings (image_size differ)" in err and "Traceback" not in err
     assert video_files(out) == video_files(ref_out)

@@ -10,11 +10,20 @@ from fastsam2.runtime.threads import idle_cores, plan_threads, usable_cores
 
 
 def test_explicit_threads_are_taken_as_given():
-    plan = plan_threads(3)
-    assert plan.threads == 3 and plan.source == "--threads" and plan.idle_cores is None
-    assert plan.to_json() == {"threads": 3, "cores": usable_cores(), "idle_cores": None, "source": "--threads"}
+    plan = plan_threads(1)
+    assert plan.threads == 1 and plan.source == "--threads" and plan.idle_cores is None
+    assert plan.to_json() == {"threads": 1, "cores": usable_cores(), "idle_cores": None, "source": "--threads"}
     with pytest.raises(ValueError, match="threads must be >= 1"):
         plan_threads(0)
+
+
+def test_more_threads_than_cores_are_refused():
+    from fastsam2.runtime.errors import UsageError
+
+    cores = usable_cores()
+    assert plan_threads(cores).threads == cores
+    with pytest.raises(UsageError, match=f"may run on {cores} CPU core"):
+        plan_threads(cores + 1)
 
 
 def test_default_is_the_idle_share_of_the_usable_cores():

@@ -146,6 +146,54 @@ def test_int8_engines_run_conv_and_matmul_in_int8(engines_int8):
         weighted = [l for l in layers if l[1] in ("CONVOLUTION", "MATRIX_MULTIPLY") and l[3]]
         assert len(weighted) == q["quantized_nodes"] > 0, f"{name}: INT8-fed conv/matmul {len(weighted)}"
         assert meta.build_options["layer_precisions"]["compute_layers_int8"] == q["quantized_nodes"]
+        _check_int8_fp16(name, layers, set(report[name]["int8_fp16"]["fp32_set"]))
+
+
+COMPUTE_LAYERS = ("CONVOLUTION", "MATRIX_MULTIPLY", "DECONVOLUTION", "ELEMENTWISE")
+
+
+def _check_int8_fp16(name: str, layers: list, fp32_set: set[str]) -> None:
+    """INT8 + FP16: INT8-fed conv/matmul layers present, HALF layers present, and no FLOAT
+    conv/matmul/elementwise layer outside the declared FP32 set (layers are named after ONNX nodes)."""
+    float_compute = [l[0] for l in layers if l[1] in COMPUTE_LAYERS and l[2] and l[2][0] == "FLOAT"]
+    outside = sorted(n for n in float_compute if n not in fp32_set)
+    assert not outside, f"{name}: {len(outside)} FLOAT compute layers outside the FP32 set: {outside[:5]}"
+    assert any(l[3] for l in layers if l[1] in ("CONVOLUTION", "MATRIX_MULTIPLY")), f"{name}: no INT8 layer"
+    half = [l for l in layers if l[2] and l[2][0] == "HALF"]
+    assert half, f"{name}: no HALF layer"
+    int8_half = [l for l in layers if l[3] and l[1] in ("CONVOLUTION", "MATRIX_MULTIPLY") and l[2] == ["HALF"]]
+    assert int8_half, f"{name}: no INT8 conv/matmul with FP16 output"
+
+
+def test_int8_fp16_network_of_a_small_graph(tmp_path):
+    """The same checks on a hand-made graph (conv, LayerNorm2d, position table, softmax, mask-logit
+    matmul): fast, so the INT8 + FP16 rewrite is checked against TensorRT's parser on every run."""
+    import onnx
+
+    from fastsam2.calibration.qdq import quantize_qdq
+    from fastsam2.calibration.reader import ListCalibrationReader
+    from fastsam2.export.trt.precision import to_int8_fp16
+    from test_trt_precision import _feed, toy_model
+
+    src, qdq, out = tmp_path / "toy.onnx", tmp_path / "toy.qdq.onnx", tmp_path / "toy.int8.onnx"
+    onnx.save(toy_model(), src)
+    quantize_qdq(src, qdq, ListCalibrationReader([_feed(s) for s in range(2)]))
+    report = to_int8_fp16(qdq, out)
+    fp32_set = set().union(*report.fp32.values())
+    flavor, _, network, parser = parse_network(out, "toy")
+    layers = layer_precisions(network, flavor.trt)["layers"]
+    del parser
+    _check_int8_fp16("toy", layers, fp32_set)
+    by_name = {l[0]: l for l in layers}
+    assert by_name["/conv/Conv"][2] == ["HALF"] and by_name["/conv/Conv"][3]
+    assert by_name["/mlp/MatMul"][2] == ["HALF"] and by_name["/mlp/MatMul"][3]
+    assert by_name["/head/MatMul"][2] == ["FLOAT"] and by_name["/head/MatMul"][3]  # mask logits: INT8 in, FP32 out
+    assert by_name["/Softmax"][2] == ["FLOAT"]
+    # the plain QDQ graph (fp32 base) is what the check catches
+    flavor, _, network, parser = parse_network(qdq, "toy")
+    with pytest.raises(AssertionError, match="FLOAT compute layers outside the FP32 set"):
+        _check_int8_fp16("toy", layer_precisions(network, flavor.trt)["layers"], fp32_set)
+    del parser
 
 
 def test_memory_attention_builds_with_the_default_workspace_on_both_profiles(engines_fp32, tmp_path):

@@ -160,3 +160,84 @@ def test_qdq_targets_skip_activation_matmuls_and_empty_reader_fails(toy, tmp_pat
     with pytest.raises(QuantizeError, match="No data is collected"):
         quantize_qdq(toy, tmp_path / "x.onnx", ListReader([]))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _qdq_fp16(toy, tmp_path):
+    from fastsam2.export.trt.precision import to_int8_fp16
+
+    qdq = tmp_path / "toy.int8.onnx"
+    reader = ListReader([_feed(s) for s in range(3)])
+    quantize_qdq(toy, qdq, reader)
+    out = tmp_path / "toy.int8_fp16.onnx"
+    return qdq, out, to_int8_fp16(qdq, out), reader
+
+
+def test_int8_fp16_types_opset_and_kept_set(toy, tmp_path):
+    """INT8 + FP16: quantized layers take INT8 through FP16-scaled Q/DQ pairs, the other layers compute
+    FP16 except the FP32 set of to_fp16, every edge has one type, graph IO stays float32."""
+    from fastsam2.export.trt.precision import QDQ_OPSET
+
+    _, out, report, _ = _qdq_fp16(toy, tmp_path)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == QDQ_OPSET
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, check_type=True)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
+    nodes = {n.name: n for n in model.graph.node}
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    # quantized conv / matmul: FP16 out, fed by an FP16 DequantizeLinear of INT8
+    for name in ("/conv/Conv", "/mlp/MatMul"):
+        assert types[nodes[name].output[0]] == F16, name
+        for i in nodes[name].input[:2]:
+            dq = next(n for n in model.graph.node if i in n.output)
+            assert dq.op_type == "DequantizeLinear" and types[i] == F16 and inits[dq.input[1]] == F16
+    # the FP32 set is the FP16 graph's, plus the Q/DQ pair of the kept mask-logit matmul
+    for kept in ("/ln/ReduceMean", "/ln/Sqrt", "/ln/Div", "/Softmax", "/Add_pos", "/head/MatMul"):
+        assert types[nodes[kept].output[0]] == F32, kept
+    assert set(report.fp32["qdq"]) == {"p__q", "p__dq", "w_out__dq"}
+    assert types[nodes["w_out__dq"].output[0]] == F32 and inits["w_out__scale"] == F32
+    # unquantized non-kept layers compute FP16 (the LayerNorm2d scale)
+    assert types[nodes["/ln/Mul"].output[0]] == F16
+    assert model.graph.input[0].type.tensor_type.elem_type == F32
+    assert model.graph.output[0].type.tensor_type.elem_type == F32
+
+
+def test_int8_fp16_runs_on_ort_cpu_close_to_fp32(toy, tmp_path):
+    qdq, out, _, reader = _qdq_fp16(toy, tmp_path)
+    feed = _feed(7)
+    ref, q32, q16 = (_run(p, feed)[0] for p in (toy, qdq, out))
+    assert q16.dtype == np.float32 and np.isfinite(q16).all()
+    scale = max(1.0, float(np.abs(ref).max()))
+    # FP16 adds at most its own rounding (2^-11 relative, a few ops deep) to the INT8 error
+    int8_err = float(np.abs(ref - q32).max())
+    assert float(np.abs(q16 - q32).max()) <= 8 * 2.0**-11 * scale + 0.5 * int8_err
+    report = accuracy_check(toy, out, reader, quantize_qdq(toy, tmp_path / "again.onnx", reader))
+    assert report.kept == "int8" and report.max_rel_error < 0.1
+
+
+def test_int8_fp16_refuses_a_graph_without_qdq(toy, tmp_path):
+    from fastsam2.export.trt.precision import to_int8_fp16
+
+    with pytest.raises(ValueError, match="not a QDQ graph"):
+        to_int8_fp16(toy, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_zero_scale_never_reaches_fp16(tmp_path):
+    """A weight channel of zeros gets an FP32 scale below FP16's smallest subnormal: it is raised
+    to that subnormal, never rounded to a zero scale (which TensorRT refuses and which divides by 0)."""
+    from fastsam2.export.trt.precision import FP16_TINY, to_int8_fp16
+
+    model = toy_model()
+    w = next(i for i in model.graph.initializer if i.name == "w_mm")
+    arr = numpy_helper.to_array(w).copy()
+    arr[:, 0] = 0.0
+    w.CopyFrom(numpy_helper.from_array(arr, "w_mm"))
+    src = tmp_path / "zero.onnx"
+    onnx.save(model, src)
+    quantize_qdq(src, tmp_path / "zero.q.onnx", ListReader([_feed(0)]))
+    to_int8_fp16(tmp_path / "zero.q.onnx", tmp_path / "zero.q16.onnx")
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "zero.q16.onnx")).graph.initializer}
+    scale = inits["w_mm__scale"]
+    assert scale.dtype == np.float16 and (scale > 0).all() and scale.min() >= np.float16(FP16_TINY)
+    assert np.isfinite(_run(tmp_path / "zero.q16.onnx", _feed(1))[0]).all()

@@ -63,6 +63,7 @@ def check_backend_options(
     graphs: str | Path | None = None,
     *,
     checkpoint: str | Path | None = None,
+    config: str | None = None,
     device: str | None = None,
     dtype: str = "float32",
     router: str | Path | None = None,
@@ -73,15 +74,17 @@ def check_backend_options(
         raise UsageError(f"--backend {kind!r}: choose one of {', '.join(KINDS)}")
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    for name, path in (("checkpoint", checkpoint), ("router", router)):
-        if path and not Path(path).is_file():
-            raise UsageError(f"--{name}: file not found: {path}")
+    if router and not Path(router).is_file():
+        raise UsageError(f"--router: file not found: {router}")
     weights = None
     if router:
         from fastsam2.runtime.router import read_router_file
 
         weights = read_router_file(router)
     if kind == "torch":
+        from fastsam2.runtime.config import resolve_model
+
+        resolve_model(config, None if checkpoint is None else str(checkpoint))  # a shipped name or a file
         if graphs:
             raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")
         torch_device(device or "cpu")
@@ -99,6 +102,10 @@ def check_backend_options(
         dev_kind, _ = parse_device(device)
         if kind == "trt" and dev_kind != "cuda":
             raise UsageError(f"--device {device}: TensorRT engines run on cuda")
+        if kind == "ort" and dev_kind == "cuda":
+            from fastsam2.runtime.backends.ort import require_cuda_provider
+
+            require_cuda_provider(device)
     if kind == "trt":
         require_cuda("--backend trt")
     if weights is not None and router is not None:
@@ -134,7 +141,8 @@ def open_backend(
     ``precision`` "int8" the calibrated graphs; ``providers`` ONNX Runtime's execution providers,
     in place of the device's) or "trt" (TensorRT engines built into ``graphs`` with
     ``fastsam2-export --trt``; ``cuda_graphs`` replays each engine's launch per input shape).
-    ``config``/``image_size`` given with an export must be the export's. ``threads``: intra-op CPU
+    ``config``/``image_size`` given with an export must be the export's; ``checkpoint`` may also name
+    a shipped model (its config comes with it). ``threads``: intra-op CPU
     threads of torch / ONNX Runtime (default: the idle cores, :func:`~fastsam2.runtime.threads.plan_threads`),
     recorded in ``backend.threads``. ``router``: a router .safetensors — the torch backend runs its
     MLP; an export must have been made with it (its hash is the manifest's ``router_weights``).
@@ -142,7 +150,8 @@ def open_backend(
     """
     from fastsam2.runtime.threads import plan_threads
 
-    check_backend_options(kind, graphs, checkpoint=checkpoint, device=device, dtype=dtype, router=router)
+    check_backend_options(kind, graphs, checkpoint=checkpoint, config=config, device=device, dtype=dtype,
+                          router=router)
     plan = plan_threads(threads)
     if kind == "torch":
         backend = _open_torch(config, checkpoint, image_size, device or "cpu", dtype, plan.threads, router,
@@ -152,17 +161,16 @@ def open_backend(
         if kind == "ort":
             from fastsam2.runtime.backends.ort import load_ort_backend
 
-            if providers is None and device is not None and parse_device(device)[0] == "cuda":
-                providers = [("CUDAExecutionProvider", {"device_id": parse_device(device)[1] or 0}),
-                             "CPUExecutionProvider"]
             backend = load_ort_backend(Path(graphs), providers=providers, intra_op_threads=plan.threads,
-                                       precision=precision)
+                                       precision=precision, device=device or "cpu")
         else:
             from fastsam2.runtime.backends.trt import load_trt_backend
 
             backend = load_trt_backend(Path(graphs), device=device or "cuda", cuda_graphs=cuda_graphs)
+        from fastsam2.runtime.config import same_config
+
         cfg = backend.config
-        if config is not None and config != cfg.config_name:
+        if config is not None and not same_config(config, cfg.config_name):
             backend.close()
             raise UsageError(f"--config {config}: the graphs in {graphs} are {cfg.config_name!r}")
         if image_size is not None and image_size != cfg.image_size:
@@ -184,17 +192,21 @@ def _open_torch(config: str | None, checkpoint: Any, image_size: int | None, dev
         from fastsam2.export.torch_backend import build_torch_backend
     except ImportError as e:
         raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
+    from fastsam2.runtime.errors import out_of_memory_as_error
+
     torch.set_num_threads(threads)
-    model = build_sam2(
-        config or "tiny",
-        None if checkpoint is None else str(checkpoint),
-        device=device,
-        image_size=image_size,
-        # random weights make SAM2's object-score head say "absent" and blank every mask; a positive
-        # bias keeps demo masks visible (they remain meaningless)
-        object_score_bias=5.0 if checkpoint is None else None,
-        quiet=quiet,
-    )
+    what = config or checkpoint or "tiny"
+    with out_of_memory_as_error(f"building {what!r} at image size {image_size or 'the config default'}"):
+        model = build_sam2(
+            config,
+            None if checkpoint is None else str(checkpoint),
+            device=device,
+            image_size=image_size,
+            # random weights make SAM2's object-score head say "absent" and blank every mask; a positive
+            # bias keeps demo masks visible (they remain meaningless)
+            object_score_bias=5.0 if checkpoint is None else None,
+            quiet=quiet,
+        )
     return build_torch_backend(model, autocast_dtype=None if dtype == "float32" else dtype,
                                router_weights=None if router is None else str(router), cuda_graphs=cuda_graphs)
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from fastsam2.runtime.args import keep_ratios, non_negative_int, positive
+from fastsam2.runtime.config import CHECKPOINT_HELP
 from fastsam2.runtime.outdir import check_output_file, write_text_atomic
 from fastsam2.runtime.errors import UsageError
 
@@ -87,8 +88,8 @@ def add_parser(subparsers) -> None:
         help="benchmark fastsam2 against the official SAM2VideoPredictor (same weights, frames, prompt)",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--config", default="tiny", help="SAM2 config (default tiny)")
-    p.add_argument("--checkpoint", metavar="PATH", help="official SAM2 .pt (omitted: random weights)")
+    p.add_argument("--config", default=None, help="SAM2 config name or .yaml (default: tiny, or the --checkpoint model's)")
+    p.add_argument("--checkpoint", metavar="PATH", help=CHECKPOINT_HELP)
     p.add_argument("--backend", choices=("torch", "ort"), default="torch")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if available")
     p.add_argument("--keep", type=keep_ratios, default=[1.0, 0.5, 0.3], metavar="R,R,..",
@@ -154,7 +155,7 @@ def add_parser(subparsers) -> None:
 
 @dataclass
 class BenchOptions:
-    config: str = "tiny"
+    config: str | None = None  # None: tiny, or the shipped checkpoint's
     checkpoint: str | None = None
     backend: str = "torch"
     device: str = "cpu"
@@ -652,9 +653,11 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
         "loadavg_start": _loadavg(),
     }
     log(f"bench: {opts.config} {opts.backend} on {meta['device_name']} keep={opts.keep} frames={opts.frames}")
+    bias = 5.0 if opts.checkpoint is None else None
     model = build_sam2(opts.config, opts.checkpoint, device=opts.device, image_size=opts.image_size,
-                       seed=opts.seed, object_score_bias=5.0, quiet=True)
+                       seed=opts.seed, object_score_bias=bias, quiet=True)
     meta["image_size"] = int(model.image_size)
+    meta["config"] = model.fastsam2_config_name
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fastsam2-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -667,7 +670,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
             log("bench: exporting the same model to ONNX (router included) ...")
             cpu_model = model if opts.device == "cpu" else build_sam2(
                 opts.config, opts.checkpoint, image_size=opts.image_size, seed=opts.seed,
-                object_score_bias=5.0, quiet=True)
+                object_score_bias=bias, quiet=True)
             export_graphs(cpu_model, graphs_dir, router_stage=TokenRouter.for_model(cpu_model).eval(),
                           validate=False)
         meta["graphs"] = graphs_dir
@@ -760,7 +763,8 @@ def _official_vos_rows(opts: BenchOptions, frames, tmp: Path, log) -> list[dict[
     t0 = time.perf_counter()
     try:
         model = build_sam2(opts.config, opts.checkpoint, device=opts.device, image_size=opts.image_size,
-                           seed=opts.seed, object_score_bias=5.0, quiet=True, hydra_overrides=[
+                           seed=opts.seed, object_score_bias=5.0 if opts.checkpoint is None else None,
+                           quiet=True, hydra_overrides=[
                                "++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictorVOS",
                                "++model.compile_image_encoder=True"])
         return _official_rows(model, frames, opts, tmp, log, dtype=dtype, offload=False, vos=True)
@@ -896,7 +900,8 @@ def plot_report(report: dict[str, Any], path: str | Path) -> str:
     a2.set_title("memory vs video length")
     a2.set_ylim(bottom=0)
     a2.legend(fontsize=7)
-    fig.suptitle(f"SAM2 {m['config']} @ {m['image_size']}, {m['device_name']} (random weights)", fontsize=10)
+    weights = " (random weights)" if str(m.get("weights", "")).startswith("RANDOM") else ""
+    fig.suptitle(f"SAM2 {m['config']} @ {m['image_size']}, {m['device_name']}{weights}", fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -17,8 +18,19 @@ import numpy as np
 
 import fastsam2.runtime
 
-from fastsam2.runtime.args import ArgumentParser, cli_main, finite_float, keep_ratios, non_negative_int, positive
-from fastsam2.runtime.errors import UsageError
+from fastsam2.runtime.args import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    ArgumentParser,
+    cli_main,
+    finite_float,
+    image_size,
+    keep_ratios,
+    non_negative_int,
+    positive,
+)
+from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model
+from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
 from fastsam2.runtime.outdir import (
     atomic_output_dir,
     check_output_dir,
@@ -75,16 +87,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     from fastsam2.runtime.config import ModelConfig  # noqa: F401  (keeps the runtime import light)
 
     p.add_argument("--config", default=None, help="SAM2 config: tiny, small, base_plus, large "
-                   "(SAM 2.1) or sam2.0-tiny ... (default: tiny; with ort/trt: the export's)")
-    p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
+                   "(SAM 2.1; aliases sam2.1-tiny ...), sam2.0-tiny ..., or a sam2 config .yaml "
+                   "(default: tiny, or the --checkpoint model's; with ort/trt: the export's)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--backend", choices=["torch", "ort", "trt"], default="torch",
                    help="torch (needs fastsam2[export]); ort/trt run exported graphs/engines")
     p.add_argument("--graphs", help="directory written by fastsam2-export (for --backend ort/trt)")
-    p.add_argument("--device", default=None, help="torch device for --backend torch: cpu (default), cuda, cuda:N")
+    p.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N: torch's device for --backend torch; "
+                   "with --backend ort, cuda runs ONNX Runtime's CUDA provider (onnxruntime-gpu)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                    help="torch autocast dtype on CUDA (default float32)")
-    p.add_argument("--image-size", type=positive(int), default=None,
-                   help="model input size (default: the config's 1024; with ort/trt: the export's)")
+    p.add_argument("--image-size", type=image_size, default=None,
+                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} "
+                        "(default: the config's 1024; with ort/trt: the export's)")
     p.add_argument("--fill-hole-area", type=non_negative_int, default=None, metavar="N",
                    help="fill mask holes up to N pixels (default: SAM2VideoPredictor's 8; 0 = as the official "
                    "predictor without its CUDA extension, i.e. as pip installs it on CPU)")
@@ -98,16 +113,24 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def check_model_args(args: argparse.Namespace) -> None:
     """Refuse contradictory or impossible model options before anything heavy is built."""
+    from fastsam2.runtime.threads import plan_threads
+
     from .api import check_backend_options
 
     if not 0.0 < args.keep <= 1.0:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
+    if getattr(args, "threads", None) is not None:
+        plan_threads(args.threads)  # refuses more threads than cores now, not after the model is built
     if args.texts and not Path(args.texts).is_file():
         raise UsageError(f"--texts: file not found: {args.texts}")
     if args.text is not None and not args.texts:
         raise UsageError("--text needs --texts FILE.npz (precompute with: fastsam2-export text ...)")
-    check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, device=args.device,
-                          dtype=args.dtype, router=args.router)
+    if getattr(args, "texts", None):
+        from fastsam2.runtime.text_embeddings import load_text_embeddings
+
+        load_text_embeddings(args.texts)  # a damaged file fails now, not after the model is built
+    check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, config=args.config,
+                          device=args.device, dtype=args.dtype, router=args.router)
 
 
 def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
@@ -200,7 +223,8 @@ def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = 
                 print(f"fastsam2: no OpenCV: the overlay is written as JPEG frames in {out_dir / OVERLAY_FRAMES} "
                       "(pip install fastsam2[video] for overlay.mp4)", file=sys.stderr)
         tracker, info = build_tracker(args)
-        report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
+        with out_of_memory_as_error(f"tracking at image size {info['image_size']}"):
+            report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
     print(f"wrote {report['frames']} frame{'s' if report['frames'] != 1 else ''} to {out_dir} "
           f"({report['ms_per_frame']['mean_ms']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
     return 0
@@ -283,13 +307,14 @@ def add_demo_parser(sub) -> None:
         "demo",
         help="export tiny, then track the bundled sample clip with pruned ONNX Runtime (no download needed)",
     )
-    p.add_argument("--checkpoint", help="official SAM2 .pt checkpoint (default: RANDOM weights)")
-    p.add_argument("--config", default="tiny")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--config", default=None, help="SAM2 config name or .yaml (default: tiny, or the --checkpoint model's)")
     p.add_argument("--out", default="fastsam2_demo", help="output directory (default ./fastsam2_demo; replaced)")
     p.add_argument("--backend", choices=["ort", "torch"], default="ort",
                    help="ort: export ONNX graphs into OUT/graphs and run them (default); torch: no export")
     p.add_argument("--keep", type=finite_float, default=0.3, help="router keep ratio (default 0.3; 1.0 = plain SAM2)")
-    p.add_argument("--image-size", type=positive(int), default=None, help="model input size (default 1024)")
+    p.add_argument("--image-size", type=image_size, default=None,
+                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default 1024)")
     p.add_argument("--max-frames", type=positive(int), default=None)
     p.add_argument("--video", default=str(SAMPLE_CLIP), help="frames to track (default: the bundled sample clip)")
     p.add_argument("--threads", type=positive(int), default=None, metavar="N",
@@ -314,14 +339,18 @@ def run_demo(args: argparse.Namespace) -> int:
         return run_track(ns)
     if not 0.0 < args.keep <= 1.0:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise UsageError(f"--checkpoint: file not found: {args.checkpoint}")
+    resolve_model(args.config, args.checkpoint)
+    if args.threads is not None:
+        from fastsam2.runtime.threads import plan_threads
+
+        plan_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
         graphs = Path(tmp) / "graphs"
         t0 = time.perf_counter()
-        print(f"exporting {args.config} to ONNX (in a separate process) ...", file=sys.stderr)
+        print(f"exporting {args.config or args.checkpoint or 'tiny'} to ONNX (in a separate process) ...", file=sys.stderr)
         export_in_subprocess(
-            export_demo_graphs, args.config, args.checkpoint, args.image_size, str(graphs), args.threads
+            export_demo_graphs, args.config, args.checkpoint, args.image_size, str(graphs), args.threads,
+            scratch=Path(tmp),
         )
         print(f"exported in {time.perf_counter() - t0:.0f} s; tracking with ONNX Runtime at keep {args.keep}",
               file=sys.stderr)
@@ -352,27 +381,71 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
     from fastsam2.runtime.threads import plan_threads
 
     torch.set_num_threads(plan_threads(threads).threads)
-    model = build_sam2(config, checkpoint, image_size=image_size,
-                       object_score_bias=5.0 if checkpoint is None else None)
-    router = TokenRouter.for_model(model)
-    # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
-    export_graphs(model, out, router_stage=router, validate=False, optimize=False)
+    with out_of_memory_as_error(f"exporting {config!r} at image size {image_size or 1024}"):
+        model = build_sam2(config, checkpoint, image_size=image_size,
+                           object_score_bias=5.0 if checkpoint is None else None)
+        router = TokenRouter.for_model(model)
+        # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
+        export_graphs(model, out, router_stage=router, validate=False, optimize=False)
 
 
-def export_in_subprocess(fn, *args) -> None:
+def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
     """``fn(*args)`` in a fresh (spawned) process: torch, the traced model and the export's buffers
     (1442 MiB peak at 1024 px, 508 MiB of it torch's import) leave with it, so the
     process that tracks afterwards holds ONNX Runtime only. A user error raised there is raised
-    here; a process that dies (out of memory, a signal) is one line."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    here; a process that dies (out of memory, a signal) is one line.
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    The child never outlives this process: interrupted or terminated here, it is terminated and
+    waited for (its export unwinds and removes its scratch) before this process goes on unwinding; if
+    this process is killed outright, the child gets SIGTERM from the kernel and removes ``scratch``."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_call, args=(os.getpid(), send, fn, args, scratch), daemon=True)
+    child.start()
+    send.close()
+    try:
         try:
-            pool.submit(fn, *args).result()
-        except BrokenProcessPool:
+            outcome = receive.recv()
+        except EOFError:  # the child ended without an answer
+            outcome = None
+            child.join()
+            if child.exitcode == 1:
+                raise RuntimeError("the export process failed (its traceback is above)") from None
             raise UsageError("the export process died (out of memory or killed); nothing was written") from None
+        child.join()
+    except BaseException:
+        child.terminate()
+        child.join()
+        raise
+    finally:
+        receive.close()
+    if outcome is not None:
+        raise outcome
+
+
+def _child_call(parent: int, conn, fn, args: tuple, scratch: Path | None) -> None:
+    """The child's side of :func:`export_in_subprocess`: ``fn(*args)``, then None or the user error
+    sent back. Terminated (by the parent, or by the kernel when the parent died) it unwinds quietly;
+    if the parent is gone it removes ``scratch`` itself, since the parent cannot."""
+    import sys
+
+    from fastsam2.runtime.args import die_with_parent
+    from fastsam2.runtime.errors import UserError
+
+    try:
+        die_with_parent(parent)
+        fn(*args)
+        outcome = None
+    except UserError as e:
+        outcome = e
+    except KeyboardInterrupt:
+        if scratch is not None and os.getppid() != parent:
+            shutil.rmtree(scratch, ignore_errors=True)
+        sys.exit(143)
+    conn.send(outcome)
+    conn.close()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,7 +471,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from fastsam2.runtime.evaluation import evaluate_dirs, format_table
 
     if args.json:
-        check_output_file(args.json)
+        check_output_file(args.json, protect=[args.pred, args.gt, args.dataset, args.graphs, args.checkpoint,
+                                              args.texts, args.router])
     if args.run:
         return run_eval_tracking(args)
     if not args.pred or not args.gt:

@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fastsam2.runtime.args import ArgumentParser, cli_main, positive
-from fastsam2.runtime.errors import UsageError, UserError, one_line
+from fastsam2.runtime.args import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, ArgumentParser, cli_main, image_size, positive
+from fastsam2.runtime.errors import UsageError, UserError, one_line, out_of_memory_as_error
 from fastsam2.runtime.outdir import check_output_dir
 
 PROG = "fastsam2-export"
@@ -43,20 +43,24 @@ def compute_capability(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from fastsam2.export.models import CONFIG_NAMES
-    from fastsam2.runtime.config import FILL_MODES
+    from fastsam2.runtime.config import CHECKPOINT_HELP, FILL_MODES
 
     p = ArgumentParser(
         prog=PROG,
         description="Export SAM2 video tracking to ONNX graphs (+ manifest, validation). "
         f"Subcommand: `{PROG} text ...` encodes object descriptions with CLIP.",
     )
-    p.add_argument("--config", required=True, help=f"SAM2 config: {', '.join(CONFIG_NAMES)}")
-    p.add_argument("--checkpoint", metavar="PATH", help="official SAM2 .pt (omitted: RANDOM weights)")
+    p.add_argument("--config", default=None,
+                   help=f"SAM2 config: {', '.join(CONFIG_NAMES)}, or a sam2 config .yaml "
+                   "(default: tiny, or the --checkpoint model's)")
+    p.add_argument("--checkpoint", metavar="PATH", help=CHECKPOINT_HELP)
     p.add_argument("--router", metavar="PATH",
                    help="token-router weights (.safetensors); default: the built-in hand-set weights")
     p.add_argument("--no-router", action="store_true",
                    help="export without router.onnx (tracking then runs at keep ratio 1.0 only)")
-    p.add_argument("--image-size", type=positive(int), metavar="N", help="model input size (default: the config's 1024)")
+    p.add_argument("--image-size", type=image_size, metavar="N",
+                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} "
+                        "(default: the config's 1024)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; default 17)")
     p.add_argument("--fill", choices=FILL_MODES, default="norm", help="fill of pruned tokens (default norm)")
@@ -109,8 +113,9 @@ def _check_args(args: argparse.Namespace) -> None:
                 open_frames(folder).close()
             except UserError as e:
                 raise UsageError(f"{flag}: {e}") from None
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise UsageError(f"checkpoint not found: {args.checkpoint}")
+    from fastsam2.runtime.config import resolve_model
+
+    config, checkpoint = resolve_model(args.config, args.checkpoint)
     if args.router and args.no_router:
         raise UsageError("--router and --no-router contradict each other")
     if args.router:  # a broken router file is refused before the model is built
@@ -122,7 +127,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if not 17 <= args.opset <= 20:
         raise UsageError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
     check_output_dir(args.out, overwrite=args.overwrite,
-                     protect=[args.checkpoint, args.router, args.frames, args.calib])
+                     protect=[config, checkpoint, args.router, args.frames, args.calib])
 
 
 def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
@@ -177,16 +182,33 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
             model = build_sam2(args.config, args.checkpoint, image_size=args.image_size, quiet=True)
             # pruned loop at the desktop profile's opt keep ratio, so the router gets feeds too
             record_feeds(build_torch_backend(model), Path(args.calib), calib_dir, n_frames=args.calib_frames, keep_ratio=0.5)
-            check_calib_dir(plan, calib_dir)
+            check_calib_dir(plan, calib_dir, hint=f"track more calibration frames (--calib-frames, now "
+                            f"{args.calib_frames}, over a --calib folder with at least that many), or build "
+                            "without --int8 (--fp16)")
         build_all(plan, calib_dir=calib_dir, tf32=args.tf32,
                   targets=tuple(args.trt_target) if args.trt_target else None,
                   log=lambda msg: print(msg, file=sys.stderr))
     except (PlanError, BuildError, QuantizeError, ValueError) as e:
+        if args.int8:
+            _discard_int8_output(out)
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
+    except BaseException:
+        if args.int8:
+            _discard_int8_output(out)
+        raise
     print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "
           f"verify them with: fastsam2 check-engines {out}")
     return 0
+
+
+def _discard_int8_output(out: Path) -> None:
+    """A failed INT8 build leaves nothing: this run's graphs, recorded feeds and engines go (an
+    export is one unit; a rerun without --int8 or with other calibration frames starts clean)."""
+    from fastsam2.runtime.outdir import remove_output_dir
+
+    remove_output_dir(out)
+    print(f"{PROG}: removed {out} (the INT8 build failed)", file=sys.stderr)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -196,28 +218,29 @@ def run_export(args: argparse.Namespace) -> int:
 
     try:
         _check_args(args)
-        model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
-        router = None
-        if args.router:
-            from fastsam2.export.router import load_router
+        with out_of_memory_as_error(f"exporting {args.config!r} at image size {args.image_size or 1024}"):
+            model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
+            router = None
+            if args.router:
+                from fastsam2.export.router import load_router
 
-            router = load_router(args.router, model)
-        elif not args.no_router:
-            from fastsam2.export.router import TokenRouter
+                router = load_router(args.router, model)
+            elif not args.no_router:
+                from fastsam2.export.router import TokenRouter
 
-            router = TokenRouter.for_model(model)
-        manifest = export_graphs(
-            model,
-            args.out,
-            opset=args.opset,
-            fill=args.fill,
-            router_stage=router,
-            router_weights=args.router,
-            validate=args.validate,
-            frames=args.frames,
-            overwrite=args.overwrite,
-            log=lambda msg: print(msg, file=sys.stderr),
-        )
+                router = TokenRouter.for_model(model)
+            manifest = export_graphs(
+                model,
+                args.out,
+                opset=args.opset,
+                fill=args.fill,
+                router_stage=router,
+                router_weights=args.router,
+                validate=args.validate,
+                frames=args.frames,
+                overwrite=args.overwrite,
+                log=lambda msg: print(msg, file=sys.stderr),
+            )
     except ValidationError as e:
         raise UsageError("validation failed: " + "; ".join(e.report.failures)) from None
     out = Path(args.out)

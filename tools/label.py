@@ -213,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
     except PromptFileError as e:
         raise UsageError(str(e)) from None
     jobs = label_jobs(args, prompts, out)
+    executor = make_executor(args)  # refused now if --ray is given and Ray is missing, before --out exists
     open_resumable_dir(out, kind="label", overwrite=args.overwrite)
-    executor = make_executor(args)
     with started(executor, out) as info:
         results, totals = run_jobs(executor, jobs)
     print(format_videos(results))

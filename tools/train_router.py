@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from fastsam2.runtime.args import bounded, finite_float, non_negative_int, positive
+from fastsam2.runtime.args import bounded, finite_float, image_size, non_negative_int, positive
+from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model
 from fastsam2.runtime.errors import UsageError
 from fastsam2.runtime.frames import IMAGE_EXTENSIONS, FolderSource, read_image
 
@@ -130,15 +131,15 @@ def read_text_projection(path: str | Path):
     )
 
 
-def build_model(config: str, checkpoint: str | None, image_size: int | None):
+def build_model(config: str | None, checkpoint: str | None, image_size: int | None):
     """(SAM2 model, torch backend). Random weights get object-score bias +5, else masks are empty."""
     try:
-        from fastsam2.export.models import build_sam2, resolve_config
+        from fastsam2.export.models import build_sam2
 
         from fastsam2.export.torch_backend import build_torch_backend
     except ImportError as e:
         raise UsageError(f"this command needs torch and sam2 (pip install fastsam2[export]): {e}") from None
-    resolve_config(config)
+    resolve_model(config, checkpoint)
     model = build_sam2(config, checkpoint, image_size=image_size,
                        object_score_bias=5.0 if checkpoint is None else None)
     return model, build_torch_backend(model)
@@ -590,10 +591,11 @@ def add_parser(subparsers) -> None:
     """Register ``train-router`` and ``fit-text-projection``."""
     p = subparsers.add_parser("train-router", help="train the token router by self-distillation (no annotations)")
     p.add_argument("--videos", required=True, help="folder of videos: frame sub-folders and/or video files")
-    p.add_argument("--config", required=True, help="SAM2 config (tiny, small, base_plus, large, sam2.0-...)")
-    p.add_argument("--checkpoint", default=None, help="official SAM2 .pt (default: RANDOM weights, for tests)")
+    p.add_argument("--config", default=None, help="SAM2 config (tiny, small, base_plus, large, sam2.0-..., a .yaml; "
+                   "default: tiny, or the --checkpoint model's)")
+    p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, help="router weights to write (.safetensors)")
-    p.add_argument("--image-size", type=positive(int), default=None, help="model input size (default 1024)")
+    p.add_argument("--image-size", type=image_size, default=None, help="model input size (default 1024)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=positive(int), default=None, help="optimizer steps")
     g.add_argument("--epochs", type=positive(int), default=None, help="passes over the samples (default 10)")
@@ -619,9 +621,9 @@ def add_parser(subparsers) -> None:
     q.add_argument("--dataset", required=True, help="DAVIS-layout root (JPEGImages/480p, Annotations/480p)")
     q.add_argument("--labels", required=True, help='JSON {"<seq>/<obj_id>": "text"}')
     q.add_argument("--texts", required=True, help="text embeddings .npz holding every label")
-    q.add_argument("--config", required=True)
-    q.add_argument("--checkpoint", default=None)
-    q.add_argument("--image-size", type=positive(int), default=None)
+    q.add_argument("--config", default=None)
+    q.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP)
+    q.add_argument("--image-size", type=image_size, default=None)
     q.add_argument("--router", default=None, help="router weights to keep (default: the hand-set weights)")
     q.add_argument("--out", required=True, help="router .safetensors to write (router + projection)")
     q.add_argument("--ridge", type=bounded(float, low=0), default=0.01)

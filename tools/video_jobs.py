@@ -8,7 +8,8 @@ there is one definition of what "a finished video" is:
   worker leaves no half-written video behind, only a partial folder that the job removes;
 * a folder with a ``video.json`` made with the same settings is finished: a rerun (or a retried task
   whose first attempt already committed) returns its stored result instead of writing it again. The
-  rename never replaces an existing folder, so each video is written exactly once.
+  rename never replaces an existing folder (``outdir.rename_no_replace``), so each video is written
+  exactly once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from fastsam2.runtime.errors import UsageError
+from fastsam2.runtime.errors import UsageError, UserError
 
 VIDEO_JSON = "video.json"
 PARTIAL_TAG = ".partial-"
@@ -236,6 +237,7 @@ def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
     """Track one video and commit its folder atomically, or return its stored result if finished."""
     from fastsam2.runtime.frames import open_frames
     from fastsam2.runtime.metrics import peak_rss_mb
+    from fastsam2.runtime.outdir import rename_no_replace
     from fastsam2.runtime.output import labels_from_masks, save_indexed_png
 
     done = read_finished(job)
@@ -274,7 +276,7 @@ def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
             result.jf_mean, result.j_mean, result.f_mean = report.jf_mean, report.j_mean, report.f_mean
         (partial / VIDEO_JSON).write_text(result.to_json())
         try:
-            os.rename(partial, final)  # refuses to replace a non-empty folder
+            rename_no_replace(partial, final)
         except OSError:
             # Another attempt of this video (a retried task whose first run was not dead after all)
             # committed first: keep its folder, drop ours.
@@ -282,6 +284,10 @@ def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
             if done is None:
                 raise
             return done
+    except UserError:
+        raise
+    except OSError as e:  # a full disk, a folder made read-only: one line naming the video's folder
+        raise VideoJobError(f"cannot write {final}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     _injected_fault(FAULT_AFTER_COMMIT)

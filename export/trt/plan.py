@@ -14,7 +14,7 @@ Engine directory layout (what :func:`fastsam2.runtime.backends.trt.load_trt_back
     ENGINES/jetson_build.json    profile kind and the tracker limits the edge profile implies
     ENGINES/timing.cache         TensorRT timing cache shared by all graphs (not TensorRT-RTX)
     ENGINES/<graph>.fp16.onnx    the mixed-precision graph an fp16 engine is built from
-    ENGINES/<graph>.int8.onnx    the QDQ graph an int8 engine is built from (also runs in ONNX Runtime)
+    ENGINES/<graph>.int8.onnx    the QDQ INT8 + FP16 graph an int8 engine is built from (also runs in ONNX Runtime)
     ENGINES/precision.json       per graph: FP32 nodes kept, INT8 accuracy vs fp32, precision kept
 """
 
@@ -165,21 +165,23 @@ def copy_export_files(plan: BuildPlan) -> None:
             shutil.copyfile(src, dst)
 
 
-def check_calib_dir(plan: BuildPlan, calib_dir: Path) -> None:
-    """Every graph being built in INT8 needs recorded feeds: refuse before the first (slow) build."""
+def check_calib_dir(plan: BuildPlan, calib_dir: Path, *, hint: str) -> None:
+    """Every graph being built in INT8 needs recorded feeds: refuse before the first (slow) build.
+    ``hint``: what the caller's user can do about it, in the caller's own options."""
     missing = [g.name for g in plan.graphs if not any((calib_dir / g.name).glob("[0-9]*.npz"))]
     if missing:
         raise PlanError(
-            f"--calib {calib_dir}: no recorded feeds for {missing} (expected {calib_dir}/<graph>/*.npz "
-            "from fastsam2.calibration.reader.FeedRecorder); build those graphs without --int8 (--only ...)"
+            f"no recorded feeds for {missing} in {calib_dir} (expected <graph>/*.npz from "
+            f"fastsam2.calibration.reader.FeedRecorder): {hint}"
         )
 
 
 def prepare_graph(g: GraphPlan, precision: str, calib_dir: Path | None, log=print) -> tuple[str, Path, dict]:
     """Write the graph ``g``'s engine is built from; returns (precision kept, ONNX path, report).
 
-    fp16: :func:`~.precision.to_fp16`. int8: :func:`~fastsam2.calibration.qdq.quantize_qdq` on the recorded feeds,
-    then :func:`~fastsam2.calibration.qdq.accuracy_check` against fp32; a graph over the threshold falls back to
+    fp16: :func:`~.precision.to_fp16`. int8: :func:`~fastsam2.calibration.qdq.quantize_qdq` on the
+    recorded feeds, its unquantized layers then put in FP16 (:func:`~.precision.to_int8_fp16`), then
+    :func:`~fastsam2.calibration.qdq.accuracy_check` of that graph against fp32; a graph over the threshold falls back to
     its fp16 graph (and is reported so)."""
     if precision == "fp32":
         return "fp32", g.onnx_path, {}
@@ -194,7 +196,16 @@ def prepare_graph(g: GraphPlan, precision: str, calib_dir: Path | None, log=prin
     from fastsam2.calibration.qdq import accuracy_check, quantize_qdq
 
     reader = DirectoryCalibrationReader(calib_dir, g.name)
-    q = quantize_qdq(g.onnx_path, g.build_onnx, reader)
+    from .precision import to_int8_fp16
+
+    qdq_path = g.engine_path.with_name(f"{g.name}.qdq_fp32.onnx")
+    q = quantize_qdq(g.onnx_path, qdq_path, reader)
+    try:
+        converted = to_int8_fp16(qdq_path, g.build_onnx)
+        # the declared FP32 set by name: what a FLOAT compute layer of the engine must belong to
+        report["int8_fp16"] = {**converted.to_json(), "fp32_set": sorted(set().union(*converted.fp32.values()))}
+    finally:
+        qdq_path.unlink(missing_ok=True)
     q = accuracy_check(g.onnx_path, g.build_onnx, reader, q, fallback="fp16")
     report["int8"] = q.to_json()
     log(f"[{g.name}] INT8: {q.quantized_nodes} conv/matmul quantized, {q.calibration_feeds} feeds, "

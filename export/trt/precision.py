@@ -27,7 +27,13 @@ the same parts in every SAM2 config and in the router):
     through data-movement ops to the first MatMul/Conv/Gemm, inclusive. Mask logits are thresholded at
     0 and fed back as prompts, so their rounding changes the mask outline.
 
-Everything else (convolutions, matmuls, GELU, elementwise) runs FP16. Measured effect against fp32 on
+Everything else (convolutions, matmuls, GELU, elementwise) runs FP16.
+
+INT8 graphs (:func:`to_int8_fp16`) are the QDQ graphs of :mod:`fastsam2.calibration.qdq` put through
+the same rewrite: the quantized convolutions and matmuls take INT8 inputs, every unquantized layer
+computes FP16 except the FP32 set, and the Quantize/DequantizeLinear pairs carry FP16 scales (opset
+19, where QuantizeLinear takes FP16), so a strongly typed TensorRT build fuses each pair into an INT8
+kernel with FP16 output instead of running the rest of the network in FP32. Measured effect against fp32 on
 real frames: README "TensorRT" table (bench/results/trt_precision.md).
 
 Written with onnx graph surgery rather than ``onnxconverter-common``'s converter: with LayerNorm pieces
@@ -278,3 +284,127 @@ def to_fp16(src: str | Path, dst: str | Path, *, keep: dict[str, set[str]] | Non
     return report
 
 
+
+
+QDQ_OPSET = 19  # first opset whose QuantizeLinear/DequantizeLinear take FP16 inputs and scales
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Smallest positive FP16 (a subnormal): an FP32 scale below it would round to a zero scale.
+FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)
+
+
+def int8_fp16_keep(model) -> dict[str, set[str]]:
+    """The FP32 set of a QDQ graph: :func:`fp32_nodes`, plus ("qdq") the Quantize/DequantizeLinear
+    nodes whose every consumer computes FP32, so that a kept layer gets its INT8 input dequantized
+    straight to FP32 (no FP16 detour between the pair and the layer)."""
+    rules = fp32_nodes(model)
+    keep = set().union(*rules.values())
+    consumers: dict[str, list] = defaultdict(list)
+    for n in model.graph.node:
+        for i in n.input:
+            consumers[i].append(n)
+    qdq: set[str] = set()
+    # DequantizeLinear first, then the QuantizeLinear feeding only kept DequantizeLinear nodes.
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        for n in model.graph.node:
+            if n.op_type != op:
+                continue
+            users = [c for o in n.output for c in consumers.get(o, ())]
+            if users and all(c.name in keep or c.name in qdq for c in users):
+                qdq.add(n.name)
+    rules["qdq"] = qdq - keep
+    return rules
+
+
+def to_int8_fp16(src: str | Path, dst: str | Path) -> Fp16Report:
+    """Write ``dst``: the QDQ INT8 graph ``src`` (:func:`~fastsam2.calibration.qdq.quantize_qdq`) with
+    its unquantized layers in FP16 except the FP32 set (:func:`int8_fp16_keep`), at opset
+    :data:`QDQ_OPSET`; graph IO stays float32. Returns what was kept FP32."""
+    import onnx
+    from onnx import numpy_helper, version_converter
+
+    model = onnx.load(str(src))
+    if not any(n.op_type in QDQ_OPS for n in model.graph.node):
+        raise ValueError(f"{src}: no QuantizeLinear/DequantizeLinear nodes (not a QDQ graph)")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < QDQ_OPSET:
+        model = version_converter.convert_version(model, QDQ_OPSET)
+    # The converter adds unnamed nodes (e.g. ReduceMean axes as Constant inputs); the rewrite keys
+    # nodes by name.
+    names = {n.name for n in model.graph.node}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            n.name = f"{n.op_type}_opset{QDQ_OPSET}_{i}"
+            assert n.name not in names
+            names.add(n.name)
+    # Scales become FP16 below: keep every one representable (never a zero scale).
+    scales = {n.input[1] for n in model.graph.node if n.op_type in QDQ_OPS}
+    for init in model.graph.initializer:
+        if init.name in scales and init.data_type == F32:
+            arr = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(np.maximum(arr, FP16_TINY).astype(np.float32), init.name))
+    tmp = Path(str(dst) + ".qdq.tmp")
+    onnx.save(model, str(tmp))
+    try:
+        return to_fp16(tmp, dst, keep=int8_fp16_keep(model))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_precision_dir(
+    export_dir: str | Path,
+    precision: str,
+    *,
+    calib_dir: str | Path | None = None,
+    graphs: list[str] | None = None,
+    log=print,
+) -> dict:
+    """Write ``<export_dir>/<precision>/<graph>.onnx`` and ``<precision>/report.json``, what
+    ``load_ort_backend(export_dir, precision=...)`` loads: the graphs a TensorRT engine of that
+    precision is built from, made from the plain (standard-ONNX) graphs. ``"fp16"``: :func:`to_fp16`
+    of every graph. ``"int8"``: :func:`~fastsam2.calibration.qdq.quantize_qdq` on the feeds recorded in
+    ``calib_dir/<graph>/*.npz`` then :func:`to_int8_fp16`, accepted where
+    :func:`~fastsam2.calibration.qdq.accuracy_check` keeps INT8; a graph without feeds stays fp32.
+    Returns the report."""
+    import json
+
+    from fastsam2.calibration.qdq import accuracy_check, quantize_qdq
+    from fastsam2.calibration.reader import DirectoryCalibrationReader
+    from fastsam2.runtime.manifest import ExportDir, file_sha256
+    from fastsam2.runtime.outdir import write_text_atomic
+
+    if precision not in ("fp16", "int8"):
+        raise ValueError(f"precision must be fp16 or int8, got {precision!r}")
+    if precision == "int8" and calib_dir is None:
+        raise ValueError("int8 needs calib_dir (recorded feeds, fastsam2.calibration.ort_quant.record_feeds)")
+    export_dir = Path(export_dir)
+    export = ExportDir.open(export_dir)
+    out = export_dir / precision
+    out.mkdir(exist_ok=True)
+    report: dict = {"manifest_sha256": export.manifest_sha256(), "precision": precision, "graphs": {}}
+    for name in graphs or list(export.manifest.graphs):
+        src = export_dir / export.entry(name).file_for(None)[0]
+        dst = out / f"{name}.onnx"
+        entry: dict = {"file": dst.name}
+        if precision == "fp16":
+            entry["conversion"] = to_fp16(src, dst).to_json()
+            entry["accepted"] = True
+        else:
+            if not any((Path(calib_dir) / name).glob("[0-9]*.npz")):
+                log(f"[{name}] no recorded feeds in {calib_dir}: stays fp32")
+                continue
+            reader = DirectoryCalibrationReader(calib_dir, name)
+            qdq = out / f"{name}.qdq_fp32.onnx"
+            q = quantize_qdq(src, qdq, reader)
+            try:
+                entry["conversion"] = to_int8_fp16(qdq, dst).to_json()
+            finally:
+                qdq.unlink(missing_ok=True)
+            q = accuracy_check(src, dst, reader, q, fallback="fp32")
+            entry["int8"] = q.to_json()
+            entry["accepted"] = q.kept == "int8"
+            log(f"[{name}] INT8+FP16: {q.quantized_nodes} conv/matmul quantized, max relative error vs fp32 "
+                f"{q.max_rel_error:.4f} -> {q.kept}")
+        entry["sha256"] = file_sha256(dst)
+        report["graphs"][name] = entry
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    return report

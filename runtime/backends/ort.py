@@ -6,12 +6,20 @@ sam2: this is the runtime a CPU box or a Jetson without TensorRT gets.
     backend = load_ort_backend("out/tiny", expect_config="tiny")
     tracker = SAM2Tracker(backend)
 
-Providers: CPU by default. With ``CUDAExecutionProvider`` the runner uses IO binding: every input is
-bound from its host numpy array (ORT copies it to the device once per call) and every output is
-bound to a device allocation that ORT sizes itself (outputs of dynamic shape), then copied to host
-with ``copy_outputs_to_cpu()`` — one explicit host→device and device→host copy per input/output
-instead of ORT's implicit staging, and no host-side output allocation before the run. On CPU a plain
-``session.run`` is already zero-copy for contiguous numpy inputs.
+Devices. ``device="cpu"`` (default): ONNX Runtime's CPU provider, numpy arrays in and out (a plain
+``session.run`` is zero-copy for contiguous numpy inputs). ``device="cuda[:N]"``: the CUDA provider
+with IO binding, and the backend's arrays are torch CUDA tensors (:class:`TorchOps`, as the TensorRT
+backend), so the tracking state (memory bank, object pointers, features) stays on the GPU between
+stages: each input is bound by its device pointer, each output is a torch tensor allocated from the
+spec's shape (every output axis is a fixed size or an input's symbol) and bound by pointer, so ONNX
+Runtime writes into it; nothing crosses to the host per stage. The runners of one backend share one
+CUDA stream, handed to ONNX Runtime as its compute stream (``user_compute_stream``); it waits for the
+caller's stream before a run and the caller's stream waits for it after, and ONNX Runtime's
+end-of-run stream synchronization is switched off (``disable_synchronize_execution_providers``), so
+stages queue behind each other like the TensorRT runner's. TF32 is off (``use_tf32=0``): fp32 graphs
+compute FP32, as the torch backend does by default. A CUDA device without the CUDA provider in this
+onnxruntime (the CPU wheel), or a session that fell back to the CPU, is a one-line
+:class:`ProviderError`.
 
 Memory (CPU). By default every session keeps an arena of its own, never given back, plus a memory
 pattern planned per input shape: the five sessions' peaks add up, and the per-object graphs change
@@ -32,14 +40,58 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..manifest import MANIFEST_NAME, ORT_VARIANT, ExportDir, GraphEntry, GraphLoadError, ManifestError
+from ..errors import UserError
+from ..manifest import (
+    ORT_VARIANT,
+    ExportDir,
+    GraphEntry,
+    GraphLoadError,
+    ManifestError,
+    graph_config_problem,
+)
 from ..ops import NumpyOps
 from ..specs import ROUTER, GraphSpec
 from .base import Backend, StageError, StageRunner
 
 INT8_DIR = "int8"
 INT8_REPORT = "report.json"
-PRECISIONS = ("fp32", "int8")
+# fp16 / int8: <dir>/<precision>/report.json names the graphs made in that precision (graphs.<name>
+# .file, .sha256, .accepted); the others stay fp32.
+PRECISIONS = ("fp32", "fp16", "int8")
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+class ProviderError(UserError, RuntimeError):
+    """The requested ONNX Runtime execution provider is not there (one line, with the remedy)."""
+
+
+def cuda_device_index(device: str) -> int | None:
+    """CUDA device index of ``device`` ("cuda" -> 0, "cuda:N" -> N), or None for "cpu"."""
+    if device == "cpu":
+        return None
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ProviderError(f"device {device!r}: ONNX Runtime runs on cpu, cuda or cuda:N")
+    return int(index or 0)
+
+
+def cuda_providers(device_id: int, stream_handle: int) -> list[Any]:
+    """The provider list of a CUDA session: the CUDA provider on ``device_id`` computing on the CUDA
+    stream ``stream_handle`` without TF32, the CPU provider for what it does not implement."""
+    options = {"device_id": str(device_id), "user_compute_stream": str(stream_handle), "use_tf32": "0"}
+    return [(CUDA_PROVIDER, options), "CPUExecutionProvider"]
+
+
+def require_cuda_provider(device: str) -> None:
+    """Refuse ``device`` in one line where this onnxruntime has no CUDA provider."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if CUDA_PROVIDER not in available:
+        raise ProviderError(
+            f"--backend ort --device {device} needs onnxruntime-gpu (the CUDA provider); this onnxruntime "
+            f"{ort.__version__} has {', '.join(available)}: pip uninstall onnxruntime && pip install onnxruntime-gpu"
+        )
 ARENAS = ("shared", "session")  # one process-wide arena, or ONNX Runtime's default of one per session
 ATTENTION = ("fused", "plain")
 
@@ -64,7 +116,9 @@ def _register_shared_cpu_arena(ort: Any) -> None:
 
 
 class OrtStageRunner(StageRunner):
-    """Runs one ``.onnx`` graph in an ``onnxruntime.InferenceSession``; numpy feeds and outputs.
+    """Runs one ``.onnx`` graph in an ``onnxruntime.InferenceSession``: numpy feeds and outputs on the
+    CPU; on ``device="cuda[:N]"`` torch CUDA tensors bound by pointer, computed on ``stream`` (a
+    ``torch.cuda.Stream``, shared by a backend's runners; module docstring).
 
     The session is created in :meth:`activate` (graph optimization level ALL); a file ORT cannot load
     raises :class:`GraphLoadError` naming it. ``intra_op_threads``: ORT's intra-op thread count
@@ -81,20 +135,42 @@ class OrtStageRunner(StageRunner):
         intra_op_threads: int | None = None,
         check_inputs: bool = True,
         arena: str = "shared",
+        device: str = "cpu",
+        stream: Any = None,
+        profile_prefix: str | None = None,
     ):
         super().__init__(spec, check_inputs=check_inputs)
+        self.device_name = device
+        self.device_index = cuda_device_index(device)
+        self.stream = stream  # torch.cuda.Stream the session computes on (CUDA); made at activation if None
+        self.profile_prefix = profile_prefix
         if arena not in ARENAS:
             raise ValueError(f"arena must be one of {ARENAS}, got {arena!r}")
         self.path = Path(path)
-        self.providers = list(providers or default_providers())
+        self.providers = list(providers) if providers else None  # None: the device's (activation)
         self.intra_op_threads = intra_op_threads
         self.arena = arena
         self.session = None
         self.use_io_binding = False
+        self.run_options = None
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
 
+        if self.device_index is not None:
+            import torch
+
+            self.torch = torch
+            self.device = torch.device("cuda", self.device_index)
+            if self.stream is None:
+                self.stream = torch.cuda.Stream(self.device)
+            if self.providers is None:
+                self.providers = cuda_providers(self.device_index, self.stream.cuda_stream)
+            self.run_options = ort.RunOptions()
+            # The caller's stream waits on ours (infer_impl): no host wait at the end of each run.
+            self.run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        elif self.providers is None:
+            self.providers = default_providers()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
@@ -104,6 +180,9 @@ class OrtStageRunner(StageRunner):
             _register_shared_cpu_arena(ort)
             opts.add_session_config_entry("session.use_env_allocators", "1")
             opts.enable_mem_pattern = False
+        if self.profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = f"{self.profile_prefix}_{self.spec.name}"
         if not self.path.is_file():
             raise GraphLoadError(f"{self.spec.name}: graph file missing: {self.path}")
         try:
@@ -119,12 +198,26 @@ class OrtStageRunner(StageRunner):
         if problems:
             raise GraphLoadError(f"{self.spec.name}: " + "; ".join(problems))
         used = self.session.get_providers()
-        self.use_io_binding = bool(used) and used[0] == "CUDAExecutionProvider"
+        if self.device_index is not None and (not used or used[0] != CUDA_PROVIDER):
+            raise ProviderError(
+                f"{self.spec.name}: ONNX Runtime could not start the CUDA provider on {self.device} "
+                f"(session providers {used}): check that its CUDA/cuDNN libraries load (onnxruntime-gpu "
+                "needs the CUDA and cuDNN of its build)"
+            )
+        self.use_io_binding = bool(used) and used[0] == CUDA_PROVIDER
 
     def deactivate_impl(self) -> None:
         self.session = None
 
+    def end_profiling(self) -> str | None:
+        """Stop ONNX Runtime's profiler (``profile_prefix``) and return the trace file it wrote."""
+        if self.session is None or not self.profile_prefix:
+            return None
+        return self.session.end_profiling()
+
     def infer_impl(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        if self.device_index is not None:
+            return self._infer_device(feed)
         feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
         try:
             if self.use_io_binding:
@@ -142,28 +235,75 @@ class OrtStageRunner(StageRunner):
             raise StageError(f"{self.spec.name}: ONNX Runtime failed on {shapes}: {e}") from e
         return dict(zip(self.spec.output_names, outs))
 
+    def _infer_device(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """CUDA: torch CUDA tensors in (numpy inputs are uploaded), torch CUDA tensors out, bound by
+        pointer; queued on the runner's stream behind the caller's work."""
+        torch = self.torch
+        inputs: dict[str, Any] = {}
+        sizes: dict[str, int] = {}
+        for t in self.spec.inputs:
+            x = feed[t.name]
+            if not isinstance(x, torch.Tensor):
+                x = torch.as_tensor(np.ascontiguousarray(x))
+            if x.device != self.device:
+                x = x.to(self.device, non_blocking=True)
+            inputs[t.name] = x.contiguous()
+            for axis, sym in enumerate(t.shape):
+                if isinstance(sym, str):
+                    sizes[sym] = int(x.shape[axis])
+        caller = torch.cuda.current_stream(self.device)
+        outputs = {
+            t.name: torch.empty(t.concrete(sizes), dtype=getattr(torch, t.dtype), device=self.device)
+            for t in self.spec.outputs
+        }
+        binding = self.session.io_binding()
+        for name, x in inputs.items():
+            binding.bind_input(name, "cuda", self.device_index, _NP_DTYPES[str(x.dtype)], tuple(x.shape), x.data_ptr())
+        for name, y in outputs.items():
+            binding.bind_output(name, "cuda", self.device_index, _NP_DTYPES[str(y.dtype)], tuple(y.shape), y.data_ptr())
+        self.stream.wait_stream(caller)
+        try:
+            self.session.run_with_iobinding(binding, self.run_options)
+        except Exception as e:  # noqa: BLE001 - surface ORT failures with the graph and shapes
+            shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+            raise StageError(f"{self.spec.name}: ONNX Runtime (CUDA) failed on {shapes}: {e}") from e
+        caller.wait_stream(self.stream)
+        for x in (*inputs.values(), *outputs.values()):
+            x.record_stream(self.stream)  # the caching allocator must not hand them out before ORT is done
+        return outputs
+
+
+_NP_DTYPES = {"torch.float32": np.float32, "torch.float16": np.float16, "torch.int64": np.int64,
+              "torch.int32": np.int32, "torch.bool": np.bool_, "torch.uint8": np.uint8}
+
+
+def providers_named(providers: Sequence[Any]) -> list[str]:
+    """Provider names of an ONNX Runtime provider list (entries are names or (name, options))."""
+    return [p[0] if isinstance(p, tuple) else p for p in providers]
+
 
 # -- loading an export directory ------------------------------------------------------------------
 
 
-def read_int8_report(graph_dir: str | Path) -> dict[str, Any] | None:
+def read_precision_report(graph_dir: str | Path, precision: str = "int8") -> dict[str, Any] | None:
+    """``<graph_dir>/<precision>/report.json`` (which graphs exist in that precision), or None."""
     import json
 
-    path = Path(graph_dir) / INT8_DIR / INT8_REPORT
+    path = Path(graph_dir) / precision / INT8_REPORT
     if not path.is_file():
         return None
     return json.loads(path.read_text())
 
 
 def _graph_path(
-    graph_dir: Path, entry: GraphEntry, precision: str, int8: dict | None, variant: str | None
+    graph_dir: Path, entry: GraphEntry, precision: str, report: dict | None, variant: str | None
 ) -> tuple[Path, str | None]:
-    """(file to load, sha256 it must have or None) for one graph at ``precision``: an accepted INT8
-    graph, else the ``variant`` file where the graph has one, else the plain graph."""
-    if precision == "int8" and int8 is not None:
-        g = int8.get("graphs", {}).get(entry.name)
+    """(file to load, sha256 it must have or None) for one graph at ``precision``: the graph the
+    precision's report accepted, else the ``variant`` file where the graph has one, else the plain graph."""
+    if precision != "fp32" and report is not None:
+        g = report.get("graphs", {}).get(entry.name)
         if g and g.get("accepted"):
-            return graph_dir / INT8_DIR / g["file"], g.get("sha256")
+            return graph_dir / precision / g["file"], g.get("sha256")
     file, sha = entry.file_for(variant)
     return graph_dir / file, sha
 
@@ -180,17 +320,23 @@ def load_ort_backend(
     check_inputs: bool = True,
     attention: str = "fused",
     arena: str = "shared",
+    device: str = "cpu",
+    profile_prefix: str | None = None,
 ) -> Backend:
     """A :class:`Backend` over the ONNX graphs in ``graph_dir`` (an ``export_graphs`` output).
 
     ``check``: verify each graph file's sha256 against the manifest (and the int8 report) and the
     manifest's fastsam2 version; ``expect_config``: refuse an export of another config.
-    ``precision="int8"``: use ``int8/<graph>.onnx`` for the graphs ``int8/report.json`` accepted,
-    fp32 for the rest. ``graphs``: load only these (default: every graph in the manifest).
+    ``precision="int8"`` / ``"fp16"``: use ``<precision>/<graph>.onnx`` for the graphs
+    ``<precision>/report.json`` accepted, fp32 for the rest. ``graphs``: load only these (default: every graph in the manifest).
     ``attention``: "fused" loads each graph's ONNX Runtime variant (``<graph>.ort.onnx``: attention as
     one MultiHeadAttention node, run by ORT's fused kernel) where the export has one; "plain" the
     standard-ONNX graphs TensorRT is built from. ``arena``: "shared" (one CPU arena for all the
     process's sessions, see the module docstring) or "session" (ONNX Runtime's default).
+    ``device``: "cpu", or "cuda[:N]" for the CUDA provider with device-resident torch tensors (module
+    docstring; :class:`ProviderError` where this onnxruntime has no CUDA provider). ``profile_prefix``:
+    ONNX Runtime's profiler on, one trace per graph at ``<prefix>_<graph>_<date>.json``
+    (:meth:`OrtStageRunner.end_profiling`).
     Every problem is one :class:`ManifestError` / :class:`GraphLoadError` line naming the file.
     Sessions are created here, so a corrupt graph fails now, not on the first frame.
     """
@@ -202,13 +348,21 @@ def load_ort_backend(
     variant = ORT_VARIANT if attention == "fused" else None
     export = ExportDir.open(graph_dir, expect_config=expect_config, check_version=check)
     manifest = export.manifest
-    int8 = read_int8_report(graph_dir) if precision == "int8" else None
-    if precision == "int8" and int8 is None:
-        raise ManifestError(
-            f"no {INT8_DIR}/{INT8_REPORT} in {graph_dir}: run fastsam2.calibration.ort_quant first"
-        )
-    if int8 is not None and check and int8.get("manifest_sha256") != export.manifest_sha256():
-        raise ManifestError(f"{graph_dir / INT8_DIR / INT8_REPORT} was made from another export")
+    report = read_precision_report(graph_dir, precision) if precision != "fp32" else None
+    if precision != "fp32" and report is None:
+        made_by = "fastsam2.calibration.ort_quant" if precision == "int8" else "bench/ort_gpu.py (precision graphs)"
+        raise ManifestError(f"no {precision}/{INT8_REPORT} in {graph_dir}: make it with {made_by} first")
+    if report is not None and check and report.get("manifest_sha256") != export.manifest_sha256():
+        raise ManifestError(f"{graph_dir / precision / INT8_REPORT} was made from another export")
+    index = cuda_device_index(device)
+    stream = None
+    if index is not None:
+        require_cuda_provider(device)
+        import torch
+
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ProviderError(f"--backend ort --device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+        stream = torch.cuda.Stream(torch.device("cuda", index))  # one stream for every stage
     constants = export.constants()
 
     names = list(graphs) if graphs is not None else list(manifest.graphs)
@@ -217,7 +371,7 @@ def load_ort_backend(
     files: dict[str, str] = {}
     for name in names:
         entry = export.entry(name)
-        path, sha = _graph_path(graph_dir, entry, precision, int8, variant)
+        path, sha = _graph_path(graph_dir, entry, precision, report, variant)
         export.verified(path, sha, check=check)
         runner = OrtStageRunner(
             entry.spec,
@@ -226,23 +380,29 @@ def load_ort_backend(
             intra_op_threads=intra_op_threads,
             check_inputs=check_inputs,
             arena=arena,
+            device=device,
+            stream=stream,
+            profile_prefix=profile_prefix,
         )
         runner.activate()
-        made_for = runner.session.get_modelmeta().custom_metadata_map.get("fastsam2.config_name")
-        if made_for is not None and made_for != manifest.config_name:
-            raise ManifestError(
-                f"{path.name} was exported from {made_for!r}, but {graph_dir / MANIFEST_NAME} says "
-                f"{manifest.config_name!r} (edited?): re-export"
-            )
+        problem = graph_config_problem(runner.session.get_modelmeta().custom_metadata_map, manifest, path.name)
+        if problem:
+            raise ManifestError(f"{graph_dir}: {problem}")
         runners[name] = runner
-        chosen[name] = "int8" if path.parent.name == INT8_DIR else "fp32"
+        chosen[name] = precision if path.parent.name == precision else "fp32"
         files[name] = str(path.relative_to(graph_dir))
     first = next(iter(runners.values()), None)
     used = first.session.get_providers()[0] if first is not None else "none"
+    if index is None:
+        ops = NumpyOps()
+    else:
+        from .torch_ops import TorchOps
+
+        ops = TorchOps(f"cuda:{index}")
     return Backend(
         name="onnxruntime",
         runners=runners,
-        ops=NumpyOps(),
+        ops=ops,
         config=manifest.model_config,
         constants=constants,
         description=f"onnxruntime {used} " + ", ".join(f"{n}:{p} ({files[n]})" for n, p in chosen.items()),
