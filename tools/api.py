@@ -98,14 +98,13 @@ def check_backend_options(
             f"{', '.join(given)}: fixed when the graphs were exported; with --backend {kind} "
             "re-export instead (or use --backend torch)"
         )
-    if device is not None:
-        dev_kind, _ = parse_device(device)
-        if kind == "trt" and dev_kind != "cuda":
-            raise UsageError(f"--device {device}: TensorRT engines run on cuda")
-        if kind == "ort" and dev_kind == "cuda":
-            from fastsam2.runtime.backends.ort import require_cuda_provider
+    if device is not None and kind == "ort":
+        from fastsam2.runtime.backends.ort import cuda_device_index, require_cuda_provider
 
+        if cuda_device_index(device) is not None:  # ONNX Runtime's own device rule
             require_cuda_provider(device)
+    elif device is not None and parse_device(device)[0] != "cuda":
+        raise UsageError(f"--device {device}: TensorRT engines run on cuda")
     if kind == "trt":
         require_cuda("--backend trt")
     if weights is not None and router is not None:
