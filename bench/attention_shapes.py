@@ -30,7 +30,7 @@ def main() -> int:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from fastsam2.export.models import build_sam2
-    from fastsam2.tools.bench import BenchOptions, SampleFrames, _make_fastsam2, _tracker, run_fastsam2
+    from fastsam2.tools.bench import BenchOptions, SampleFrames, fastsam2_backend, fastsam2_tracker, run_fastsam2
 
     sdpa = F.scaled_dot_product_attention
     seen: Counter = Counter()
@@ -46,7 +46,7 @@ def main() -> int:
         for s in [int(x) for x in args.streams.split(",")]:
             opts = BenchOptions(config="tiny", backend="torch", device="cuda", dtype="bfloat16",
                                 cuda_graphs=False, k_multiple=128, streams=s, frames_dir=args.frames_dir)
-            run_fastsam2(_tracker(_make_fastsam2(model, opts, None), args.keep, opts), frames, 10, opts, args.keep)
+            run_fastsam2(fastsam2_tracker(fastsam2_backend(model, opts, None), args.keep, opts), frames, 10, opts, args.keep)
     finally:
         F.scaled_dot_product_attention = sdpa
 

@@ -34,14 +34,14 @@ def main() -> int:
 
     from fastsam2.export.models import build_sam2
     from fastsam2.runtime.tracker import Prompt
-    from fastsam2.tools.bench import (STREAM_OFFSET, BenchOptions, SampleFrames, _make_fastsam2, _tracker,
+    from fastsam2.tools.bench import (STREAM_OFFSET, BenchOptions, SampleFrames, fastsam2_backend, fastsam2_tracker,
                                       object_prompts, run_fastsam2)
 
     opts = BenchOptions(config="tiny", backend="torch", device="cuda", dtype="bfloat16", cuda_graphs=True,
                         k_multiple=128, compile=args.compile, streams=args.streams, frames_dir=args.frames_dir)
     model = build_sam2("tiny", None, device="cuda", seed=0, object_score_bias=5.0, quiet=True)
     frames = SampleFrames(args.frames_dir)
-    mst = _tracker(_make_fastsam2(model, opts, None), args.keep, opts)
+    mst = fastsam2_tracker(fastsam2_backend(model, opts, None), args.keep, opts)
     t0 = time.perf_counter()
     run_fastsam2(mst, frames, 30, opts, args.keep)  # warm-up: compiles and captures
     print(f"warm-up {time.perf_counter() - t0:.1f} s", flush=True)

@@ -18,29 +18,27 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from fastsam2.export.models import build_sam2
 from fastsam2.export.torch_backend import build_torch_backend
-from fastsam2.tools.bench import BENCH_OBJECTS, DEFAULT_FRAMES_DIR, SampleFrames
-from fastsam2.runtime.router import make_router
-from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
+from fastsam2.tools.bench_inputs import BENCH_OBJECTS, DEFAULT_FRAMES_DIR, SampleFrames
+from fastsam2.runtime.tracker import Prompt, SAM2Tracker
 
 PROMPT_BOX, PROMPT_POINT = BENCH_OBJECTS[0]  # the benchmark's first object
 
 
 def track(backend, frames, n, keep, gpu_path):
-    router = make_router(backend) if keep < 1 else None
-    tr = SAM2Tracker(backend, TrackerOptions(
-        keep_ratio=keep, fill_hole_area=0, profile_stages=False, k_multiple=128 if gpu_path else 1,
-        device_results=gpu_path, device_preprocess=gpu_path), router=router)
+    tr = SAM2Tracker.from_backend(
+        backend, keep=keep, fill_hole_area=0, profile_stages=False, k_multiple=128 if gpu_path else 1,
+        device_results=gpu_path, device_preprocess=gpu_path)
     logits, ms = [], []
     for t in range(n):
         prompts = {1: Prompt(points=[PROMPT_POINT], labels=[1], box=list(PROMPT_BOX))} if t == 0 else None
@@ -113,14 +111,14 @@ def _agreement(a: list, b: list) -> float:
 def batching(model, frames, n: int = 10, label: str = "cuDNN TF32 on (default)") -> None:
     """Four objects together vs one at a time, and four streams together vs four trackers (fp32)."""
     from fastsam2.runtime.streams import MultiStreamTracker
-    from fastsam2.tools.bench import STREAM_OFFSET, object_prompts
+    from fastsam2.tools.bench_inputs import STREAM_OFFSET, object_prompts
 
     backend = build_torch_backend(model)
-    opts = dict(keep_ratio=0.3, fill_hole_area=0, profile_stages=False, device_preprocess=True)
+    opts: dict[str, Any] = dict(keep=0.3, fill_hole_area=0, profile_stages=False, device_preprocess=True)
     prompts = {i: Prompt(points=[p], labels=[1], box=list(b)) for i, p, b in object_prompts(4)}
     results = []
     for max_batch in (None, 1):
-        tr = SAM2Tracker(backend, TrackerOptions(**opts), router=make_router(backend))
+        tr = SAM2Tracker.from_backend(backend, **opts)
         tr.max_batch = max_batch
         tr.router.max_batch = max_batch
         results.append([tr.track(frames.image(t), prompts if t == 0 else None).logits for t in range(n)])
@@ -128,7 +126,7 @@ def batching(model, frames, n: int = 10, label: str = "cuDNN TF32 on (default)")
     fg = min(float((m > 0).mean()) for lg in results[1] for m in lg)
     print(f"{label}: 4 objects batched vs one at a time, fp32, {n} frames: max |dlogit| = {d:.2e}, "
           f"mask agreement {_agreement(*results):.5f} (min fg {fg:.3f})")
-    mst = MultiStreamTracker(backend, TrackerOptions(**opts), router=make_router(backend))
+    mst = MultiStreamTracker.from_backend(backend, **opts)
     one = {1: prompts[1]}
     together = {s: [] for s in range(4)}
     for t in range(n):
@@ -138,7 +136,7 @@ def batching(model, frames, n: int = 10, label: str = "cuDNN TF32 on (default)")
             together[s].append(r.logits)
     worst, agree = 0.0, []
     for s in range(4):
-        tr = SAM2Tracker(backend, TrackerOptions(**opts), router=make_router(backend))
+        tr = SAM2Tracker.from_backend(backend, **opts)
         alone = [tr.track(frames.image(t + STREAM_OFFSET * s), one if t == 0 else None).logits for t in range(n)]
         worst = max(worst, max(float(np.abs(a - b).max()) for a, b in zip(alone, together[s])))
         agree.append(_agreement(alone, together[s]))

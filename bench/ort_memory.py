@@ -26,17 +26,16 @@ import numpy as np
 from fastsam2.runtime.backends.ort import load_ort_backend
 from fastsam2.runtime.frames import open_frames
 from fastsam2.runtime.metrics import peak_rss_mb, rss_mb
-from fastsam2.runtime.router import make_router
 from fastsam2.runtime.threads import plan_threads
-from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
-from fastsam2.tools.bench import object_prompts
+from fastsam2.runtime.tracker import Prompt, SAM2Tracker
+from fastsam2.tools.bench_inputs import object_prompts
 from fastsam2.tools.cli import SAMPLE_CLIP
 
 graphs, attention, arena, keep, n, objects, threads = sys.argv[1:8]
 keep, n, objects, threads = float(keep), int(n), int(objects), plan_threads(int(threads) or None)
 b = load_ort_backend(graphs, attention=attention, arena=arena, intra_op_threads=threads.threads)
 loaded = rss_mb()
-tr = SAM2Tracker(b, TrackerOptions(keep_ratio=keep, fill_hole_area=0), router=make_router(b) if keep < 1 else None)
+tr = SAM2Tracker.from_backend(b, keep=keep, fill_hole_area=0)
 prompts = {i: Prompt(points=[p], labels=[1], box=list(bx)) for i, p, bx in object_prompts(objects)}
 ms, first = [], None
 with open_frames(str(SAMPLE_CLIP)) as src:

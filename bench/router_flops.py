@@ -138,9 +138,8 @@ class ReusedEncoder:
 def run_config(config: str, keeps: list[float], image_size: int, frames: list[np.ndarray]) -> list[dict]:
     from fastsam2.export.models import build_sam2
     from fastsam2.export.torch_backend import build_torch_backend
-    from fastsam2.runtime.router import make_router
     from fastsam2.runtime.specs import IMAGE_ENCODER, MEMORY_ATTENTION
-    from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.tracker import Prompt, SAM2Tracker
 
     model = build_sam2(config, image_size=image_size, object_score_bias=5.0, quiet=True)
     backend = build_torch_backend(model)  # the router stage included (default weights)
@@ -154,8 +153,7 @@ def run_config(config: str, keeps: list[float], image_size: int, frames: list[np
     encoder_ms: dict[int, float] = {}
     encoder_flops = None
     for keep in keeps:
-        router = make_router(backend) if keep < 1.0 else None
-        tracker = SAM2Tracker(backend, TrackerOptions(keep_ratio=keep, fill_hole_area=0), router=router)
+        tracker = SAM2Tracker.from_backend(backend, keep=keep, fill_hole_area=0)
         per_frame: list[dict[str, float]] = []
         kept = None
         load_before = loadavg()

@@ -36,8 +36,9 @@ def main() -> int:
     import torch.nn.functional as F
 
     from fastsam2.export.models import build_sam2
-    from fastsam2.export.torch_backend import normalize_frames, patch_embed_matmul, pil_bicubic_taps
-    from fastsam2.tools.bench import SampleFrames
+    from fastsam2.export.torch_backend import patch_embed_matmul
+    from fastsam2.runtime.backends.torch_device import normalize_frames, pil_bicubic_taps
+    from fastsam2.tools.bench_inputs import SampleFrames
 
     def report(group: str, variants: dict) -> None:
         ref = None

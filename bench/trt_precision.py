@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     from fastsam2.runtime.backends.ort import OrtStageRunner
     from fastsam2.runtime.manifest import Manifest
     from fastsam2.runtime.ops import NumpyOps
-    from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.tracker import Prompt, SAM2Tracker
 
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
                        constants=consts)
 
     def track(b):
-        tracker = SAM2Tracker(b, TrackerOptions(fill_hole_area=0, profile_stages=False))
+        tracker = SAM2Tracker.from_backend(b, fill_hole_area=0, profile_stages=False)
         logits, t0 = [], time.perf_counter()
         for i, frame in enumerate(frames):
             prompts = {1: Prompt(points=[list(DEFAULT_POINT)], labels=[1])} if i == 0 else None

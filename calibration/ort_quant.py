@@ -159,21 +159,15 @@ def record_feeds(
     per graph). With ``keep_ratio < 1`` the pruned loop runs (default router) and the router's feeds are
     recorded too. ``point``: the positive click (x, y) that prompts the object on the first frame.
     The backend's runners are wrapped for the run and restored after it."""
-    from fastsam2.runtime.router import make_router
     from fastsam2.runtime.specs import ROUTER
-    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.tracker import SAM2Tracker
 
-    router = make_router(backend) if keep_ratio < 1.0 else None
-    names = list(graphs) + ([ROUTER] if router is not None and ROUTER not in graphs else [])
+    names = list(graphs) + ([ROUTER] if keep_ratio < 1.0 and ROUTER not in graphs else [])
     originals = dict(backend.runners)
     for name in names:
         backend.runners[name] = FeedRecorder(backend.runners[name], calib_dir, max_feeds=max_feeds)
-    if router is not None:
-        router.runner = backend.runners[ROUTER]
     try:
-        tracker = SAM2Tracker(
-            backend, TrackerOptions(keep_ratio=keep_ratio, fill_hole_area=0, profile_stages=False), router=router
-        )
+        tracker = SAM2Tracker.from_backend(backend, keep=keep_ratio, fill_hole_area=0, profile_stages=False)
         track_frames(tracker, _frames(frames, n_frames), point)
     finally:
         backend.runners.update(originals)
@@ -258,7 +252,7 @@ def build_int8(
     """Quantize ``options.graphs`` of ``export_dir`` with the feeds in ``calib_dir``, evaluate each
     in the full ORT tracker on ``frames`` (one object, clicked at ``point`` on the first frame), write
     ``export_dir/int8/*.onnx`` and ``report.json``."""
-    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.tracker import SAM2Tracker
 
     options = options or QuantOptions()
     say = log or (lambda msg: None)
@@ -271,8 +265,8 @@ def build_int8(
     try:
         eval_frames = _frames(frames, options.eval_frames)
         fp32 = load_ort_backend(export_dir, intra_op_threads=options.intra_op_threads)
-        topts = TrackerOptions(fill_hole_area=0, profile_stages=False)
-        ref = track_frames(SAM2Tracker(fp32, topts), eval_frames, point)
+        topts = dict(fill_hole_area=0, profile_stages=False)
+        ref = track_frames(SAM2Tracker.from_backend(fp32, **topts), eval_frames, point)
         report = Int8Report(
             manifest_sha256=file_sha256(export_dir / MANIFEST_NAME),
             options=asdict(options),
@@ -297,7 +291,7 @@ def build_int8(
                 g for g in manifest.graphs if g != name
             ])
             mixed.runners[name] = q
-            ours = track_frames(SAM2Tracker(mixed, topts), eval_frames, point)
+            ours = track_frames(SAM2Tracker.from_backend(mixed, **topts), eval_frames, point)
             min_iou, mean_iou, worst = _mask_stats(ref, ours)
             why = []
             if not min_iou >= options.min_iou:

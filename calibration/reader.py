@@ -2,7 +2,7 @@
 
 The protocol is ONNX Runtime's ``CalibrationDataReader`` (onnxruntime/quantization/calibrate.py):
 ``get_next()`` returns one feed ``{input name: numpy array}`` or None at the end; ``rewind()`` starts
-over. The TensorRT INT8 calibrator (``export/trt/calibrator.py``) and an ORT static quantizer can
+over. The QDQ quantizers (``calibration/qdq.py`` for TensorRT, ``calibration/ort_quant.py``) can
 both consume it.
 
     runner = FeedRecorder(runner, "calib/", max_feeds=64, every=4)   # wrap while tracking videos

@@ -45,7 +45,6 @@ from fastsam2.runtime.errors import UserError
 from fastsam2.runtime.outdir import atomic_output_dir
 
 DEFAULT_OPSET = 17
-ATTENTION_KINDS = ("onnx", "ort")
 GRAPH_ORDER = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 # ONNX protobufs cannot exceed 2 GiB; larger graphs keep their weights in a side file.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -235,36 +234,6 @@ def save_graph(model: Any, spec: GraphSpec, path: str | Path) -> Path:
         first = str(e).strip().splitlines()[0]
         raise ExportError(f"{spec.name}: onnx.checker rejects the exported graph: {first}") from e
     return path
-
-
-def export_graph(
-    module: Any,
-    spec: GraphSpec,
-    path: str | Path,
-    config: ModelConfig,
-    *,
-    opset: int = DEFAULT_OPSET,
-    optimize: bool = True,
-    attention: str = "onnx",
-) -> Any:
-    """Export one stage module to ``path``; returns the saved ``onnx.ModelProto``.
-
-    ``attention``: "onnx" (standard operators, MatMul -> Softmax -> MatMul: what TensorRT parses) or
-    "ort" (``com.microsoft.MultiHeadAttention``: ONNX Runtime's fused kernel). Raises
-    :class:`ExportError` naming the graph when the trace froze a dynamic axis or the result fails
-    ``onnx.checker``.
-    """
-    from .attention import decompose_attention
-
-    if attention not in ATTENTION_KINDS:
-        raise ExportError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
-    path = Path(path)
-    model = trace_graph(module, spec, config, opset=opset, optimize=optimize,
-                        scratch=path.with_name(f".{path.name}.trace"))
-    if attention == "onnx":
-        decompose_attention(model)
-    save_graph(model, spec, path)
-    return model
 
 
 def trt_compat_report(model_or_path: Any, spec: GraphSpec, config: ModelConfig):

@@ -26,15 +26,13 @@ its boundary band and undecided pixels, then tokens resembling the text, then sa
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastsam2.runtime.router import CUES, DEFAULT_ROUTER, ROUTER_FORMAT
 from fastsam2.runtime.specs import ROUTER, graph_specs
 
-CUES = ("contrast", "edge", "relevance", "ambiguity", "band", "near", "variance")
 DEFAULT_CUE_WEIGHTS = {
     "contrast": 0.5,
     "edge": 0.5,
@@ -48,7 +46,9 @@ DEFAULT_CUE_WEIGHTS = {
 
 class TokenRouter(nn.Module):
     """vision_feats [B,C,H,W], projected_text [B,C], prev_mask_logits [B,1,4H,4W] → token_scores
-    [B,H*W] (softmax over tokens). ``cues()`` returns the raw cue maps [B,7,H*W] for inspection."""
+    [B,H*W] (softmax over tokens). ``cues()`` returns the raw cue maps [B,7,H*W] for inspection.
+    ``fastsam2_weights``: which weights it holds (``DEFAULT_ROUTER`` or the sha256 of the router file
+    :func:`load_router` read), what an export's manifest and a torch backend record."""
 
     spec_name = ROUTER
 
@@ -72,6 +72,7 @@ class TokenRouter(nn.Module):
     @torch.no_grad()
     def reset_to_default(self) -> None:
         """The hand-set weights described in the module docstring."""
+        self.fastsam2_weights = DEFAULT_ROUTER
         first, last = self.mlp[0], self.mlp[2]
         first.weight.zero_()
         first.bias.zero_()
@@ -136,7 +137,7 @@ def router_state(router: TokenRouter, text_proj=None) -> tuple[dict, dict]:
     import numpy as np
 
     tensors = {f"router.{k}": v.detach().cpu().float().numpy() for k, v in router.mlp.state_dict().items()}
-    meta = {"format": "fastsam2-router-1", "cues": ",".join(CUES), "radius": str(router.radius),
+    meta = {"format": ROUTER_FORMAT, "cues": ",".join(CUES), "radius": str(router.radius),
             "hidden": str(router.mlp[0].out_features)}
     if text_proj is not None:
         tensors.update({k: np.asarray(v, np.float32) for k, v in text_proj.to_state_dict().items()})
@@ -161,13 +162,15 @@ def save_router(path, router: TokenRouter, text_proj=None) -> None:
 
 
 def load_router(path, model) -> TokenRouter:
-    """A TokenRouter for ``model`` with the MLP weights of a router safetensors file."""
+    """A TokenRouter for ``model`` with the MLP weights of a router safetensors file (validated by
+    :func:`~fastsam2.runtime.router.read_router_file`: a broken file is one ``RouterError`` line)."""
     from fastsam2.runtime.router import read_router_file
 
     weights = read_router_file(path)
     router = TokenRouter.for_model(model, hidden=weights.hidden, radius=weights.radius)
     state = {k.removeprefix("router."): torch.from_numpy(v) for k, v in weights.mlp.items()}
     router.mlp.load_state_dict(state)
+    router.fastsam2_weights = weights.sha256
     return router.eval()
 
 
@@ -180,6 +183,3 @@ def token_targets(teacher_logits: torch.Tensor, feat_size: int, radius: int = 1)
     k = 2 * radius + 1
     return F.max_pool2d(inside, k, stride=1, padding=radius).flatten(1)
 
-
-def expected_kept(num_tokens: int, keep_ratio: float, min_kept: int = 0) -> int:
-    return min(num_tokens, max(math.ceil(keep_ratio * num_tokens), min_kept, 1))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastsam2.runtime.config import NO_OBJ_SCORE
+from fastsam2.runtime.config import FILL_MODES, NO_OBJ_SCORE
 from fastsam2.runtime.specs import (
     IMAGE_ENCODER,
     MASK_DECODER,
@@ -24,7 +24,6 @@ from fastsam2.runtime.specs import (
     graph_specs,
 )
 
-FILL_MODES = ("norm", "no_mem")
 
 
 def _stage_specs(model) -> dict[str, GraphSpec]:

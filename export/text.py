@@ -322,17 +322,13 @@ def add_text_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 
 def run_text(args: argparse.Namespace) -> int:
-    """Run the `text` subcommand; user errors -> one line on stderr and exit code 1."""
+    """Run the `text` subcommand (a TextExportError is the CLI's one-line user error)."""
     from fastsam2.runtime.outdir import check_output_file
 
     check_output_file(args.output, protect=[args.pretrained])
-    try:
-        model, tokenizer, _ = load_clip(args.clip, args.pretrained, args.device)
-        embeddings = encode_texts(args.texts, model, tokenizer)
-        save_text_embeddings(args.output, args.texts, embeddings, args.clip, model.fastsam2_weights_id)
-    except TextExportError as exc:
-        print(f"fastsam2-export text: error: {exc}", file=sys.stderr)
-        return 1
+    model, tokenizer, _ = load_clip(args.clip, args.pretrained, args.device)
+    embeddings = encode_texts(args.texts, model, tokenizer)
+    save_text_embeddings(args.output, args.texts, embeddings, args.clip, model.fastsam2_weights_id)
     print(
         f"wrote {len(args.texts)} text embeddings [{embeddings.shape[0]}, {embeddings.shape[1]}] "
         f"({args.clip}, weights {model.fastsam2_weights_id}) to {args.output}"
@@ -340,12 +336,38 @@ def run_text(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastsam2-export")
-    add_text_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+def add_describe_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `describe`: fastsam2-export describe FRAME.jpg --box X0,Y0,X1,Y1 --pretrained PATH"""
+    p = subparsers.add_parser(
+        "describe",
+        help="name the object in a box with CLIP (candidate --text values for the router)",
+        description="Rank vocabulary names for the object in a box of an image by CLIP similarity.",
+    )
+    p.add_argument("image", help="an image file (e.g. the first frame of the video)")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1", help="the object's box (default: the whole image)")
+    p.add_argument("--clip", default=DEFAULT_CLIP, help=f"open_clip model name (default {DEFAULT_CLIP})")
+    p.add_argument("--pretrained", required=True, metavar="PATH", help="local CLIP checkpoint file")
+    p.add_argument("--top-k", type=int, default=5, help="names to print (default 5)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(func=run_describe)
+    return p
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run_describe(args: argparse.Namespace) -> int:
+    """Print the best vocabulary names (``auto_describe``), one per line with their cosine."""
+    from fastsam2.runtime.frames import read_image
+
+    box = None
+    if args.box is not None:
+        try:
+            box = tuple(float(v) for v in args.box.split(","))
+        except ValueError:
+            raise TextExportError(f"--box takes X0,Y0,X1,Y1, got {args.box!r}") from None
+    image = read_image(args.image)
+    try:
+        names = describe_or_none(image, box, args.pretrained, args.clip, top_k=args.top_k, device=args.device)
+    except ValueError as e:
+        raise TextExportError(str(e)) from None
+    for name, cosine in names or []:
+        print(f"{cosine:.3f}  {name}")
+    return 0

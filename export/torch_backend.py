@@ -8,14 +8,13 @@ for; the rest of the runtime never imports it.
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import Any, Iterator, Mapping
 
-import numpy as np
 
+from fastsam2.runtime.backends.torch_device import DeviceTorchOps, ShapeBuckets
 from fastsam2.runtime.backends.torch_ops import TorchOps
 from fastsam2.runtime.specs import ROUTER, GraphSpec
-from fastsam2.runtime.backends.base import MAX_CUDA_GRAPHS, Backend, StageRunner
+from fastsam2.runtime.backends.base import Backend, StageRunner
 
 from .attention import gpu_attention
 
@@ -70,7 +69,7 @@ class TorchStageRunner(StageRunner):
         self.gpu_attention = attention == "by-shape" and self.device_type == "cuda"
         self.cuda_graphs = bool(cuda_graphs) and self.device_type == "cuda"
         self.graph_pool = graph_pool
-        self.graphs: dict[tuple, tuple[Any, dict[str, Any], tuple[Any, ...]]] = {}
+        self.graphs: ShapeBuckets[tuple[Any, dict[str, Any], tuple[Any, ...]]] = ShapeBuckets()
         self._inputs: dict[tuple, Any] = {}
 
     def _forward(self, feed: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -120,12 +119,13 @@ class TorchStageRunner(StageRunner):
         torch = self.torch
         with torch.inference_mode():
             key = tuple((k, tuple(v.shape), v.dtype) for k, v in feed.items()) if self.cuda_graphs else None
-            if key is None or (key not in self.graphs and len(self.graphs) >= MAX_CUDA_GRAPHS):
+            if key is None or self.graphs.eager(key):
                 outs = self._forward(feed)  # no graphs, or over the budget: eager
             else:
                 entry = self.graphs.get(key)
                 if entry is None:
-                    entry = self.graphs[key] = self._capture(feed)
+                    entry = self._capture(feed)
+                    self.graphs.add(key, entry)
                 graph, static_in, static_out = entry
                 for k, v in feed.items():
                     static_in[k].copy_(v)
@@ -134,121 +134,6 @@ class TorchStageRunner(StageRunner):
                 # shared pool): hand out copies
                 outs = tuple(o.clone() for o in static_out)
         return dict(zip(self.spec.output_names, outs))
-
-
-class DeviceTorchOps(TorchOps):
-    """TorchOps for a CUDA device with no hidden host synchronization: host arrays go up through
-    pinned memory asynchronously (a pageable copy may wait for the whole stream), and frames can be
-    preprocessed on the device (``compile``: that arithmetic through ``torch.compile``)."""
-
-    def __init__(self, device: str = "cuda", compile: bool = False):
-        super().__init__(device)
-        # the resize and normalization: one kernel per pass compiled, a gather, product and sum eager
-        self._normalize = self.torch.compile(normalize_frames, dynamic=None) if compile else normalize_frames
-
-    def asarray(self, x: Any, dtype: str | None = None):
-        torch = self.torch
-        if isinstance(x, torch.Tensor):
-            t = x if dtype is None else x.to(getattr(torch, dtype))
-            if t.device.type == "cpu":
-                t = t.contiguous().pin_memory()
-        else:
-            a = np.asarray(x) if dtype is None else np.asarray(x).astype(dtype, copy=False)
-            t = torch.empty(a.shape, dtype=torch.from_numpy(np.empty(0, a.dtype)).dtype, pin_memory=True)
-            t.numpy()[...] = a  # one host copy, straight into pinned memory
-        # the caching host allocator keeps the pinned block until the copy has run
-        return t.to(self.device, non_blocking=True)
-
-    def preprocess_frame(self, image: np.ndarray, image_size: int, mean, std):
-        """RGB uint8 [H,W,3] → normalized float32 [1,3,S,S] on the device (see :meth:`preprocess_frames`)."""
-        return self.preprocess_frames([image], image_size, mean, std)[0]
-
-    def preprocess_frames(self, images: list[np.ndarray], image_size: int, mean, std) -> list:
-        """RGB uint8 [H,W,3] frames → normalized float32 [1,3,S,S] each, on the device; frames of one
-        size are uploaded and resized as one batch (several camera streams: one launch chain).
-
-        PIL's default resize (bicubic, a=-0.5), done as PIL does it: horizontal pass, rounded to
-        uint8 levels, then vertical pass, rounded (:func:`normalize_frames`): equal to the host path
-        except for one uint8 level on ~1e-5 of the values (PIL's fixed-point arithmetic). Each pass
-        gathers its few taps per output (:func:`pil_bicubic_taps`, torch's antialiased-bicubic
-        weights) instead of calling that kernel, which also runs an identity pass over the other axis.
-        """
-        torch = self.torch
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(
-                    f"frames must be RGB uint8 arrays of shape [H, W, 3], got {image.dtype} {image.shape}"
-                )
-        key = (tuple(mean), tuple(std))
-        if getattr(self, "_norm_key", None) != key:
-            self._norm = (
-                torch.tensor(mean, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1),
-                torch.tensor(std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1),
-            )
-            self._norm_key = key
-        out: list = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(images):
-            by_size.setdefault(image.shape[:2], []).append(i)
-        for idx in by_size.values():
-            # one host copy per frame, straight into pinned memory; each frame's upload starts at
-            # once and runs while the next frame is copied
-            shape = (len(idx), *images[idx[0]].shape)
-            host = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-            x = torch.empty(shape, dtype=torch.uint8, device=self.device)
-            staged = host.numpy()
-            for j, i in enumerate(idx):
-                staged[j] = images[i]
-                x[j].copy_(host[j], non_blocking=True)
-            (h, w), s = x.shape[1:3], image_size
-            x = self._normalize(x, *pil_bicubic_taps(w, s, self.device), *pil_bicubic_taps(h, s, self.device),
-                                *self._norm)
-            for j, i in enumerate(idx):
-                out[i] = x[j : j + 1]
-        return out
-
-
-def pil_bicubic_taps(n_in: int, n_out: int, device: Any) -> tuple[Any, Any]:
-    """PIL's bicubic resize of one axis (a=-0.5, support widened when shrinking, as torch's
-    antialiased bicubic computes it) as taps: int64 indices [n_out, T] into the input axis and
-    float32 weights [n_out, T] (unused taps: weight 0). Read off torch's own kernel on ``device``
-    by resizing the identity, so the weights are that kernel's, bit for bit. Cached per sizes."""
-    return _taps(int(n_in), int(n_out), str(device))
-
-
-@functools.lru_cache(maxsize=32)
-def _taps(n_in: int, n_out: int, device: str) -> tuple[Any, Any]:
-    import torch
-    import torch.nn.functional as F
-
-    eye = torch.eye(n_in, device=device).reshape(1, 1, n_in, n_in)  # row r: an impulse at r
-    weights = F.interpolate(eye, size=(n_in, n_out), mode="bicubic", align_corners=False, antialias=True)[0, 0]
-    rows = torch.arange(n_in, device=device)[:, None].expand(n_in, n_out)
-    taps = int((weights != 0).sum(0).max())
-    # the input positions of each output's nonzero weights, ascending, padded with weight-0 taps
-    pos = torch.where(weights != 0, rows, n_in).sort(dim=0).values[:taps]
-    used = pos < n_in
-    pos = torch.where(used, pos, 0)
-    w = torch.where(used, weights.gather(0, pos), 0.0)
-    return pos.T.contiguous(), w.T.contiguous()
-
-
-def resample_axis(x: Any, idx: Any, w: Any, dim: int) -> Any:
-    """``x`` float32 [..., n_in at ``dim``, ...] resampled along ``dim`` by taps ``idx``/``w``
-    [n_out, T] (:func:`pil_bicubic_taps`) → [..., n_out at ``dim``, ...]."""
-    dim = dim % x.dim()
-    g = x.index_select(dim, idx.reshape(-1)).unflatten(dim, idx.shape)  # [..., n_out, T, ...]
-    return (g * w.reshape(*w.shape, *([1] * (x.dim() - dim - 1)))).sum(dim + 1)
-
-
-def normalize_frames(x: Any, idx_w: Any, w_w: Any, idx_h: Any, w_h: Any, mean: Any, std: Any) -> Any:
-    """uint8 frames [B,H,W,3] → normalized float32 [B,3,S,S] as SAM2's loader makes them: PIL's
-    bicubic resize (horizontal pass rounded to uint8 levels, then the vertical pass, rounded; taps of
-    :func:`pil_bicubic_taps`), then (x/255 - mean) / std (mean/std [1,3,1,1])."""
-    x = x.permute(0, 3, 1, 2).float()
-    x = resample_axis(x, idx_w, w_w, -1).round().clamp(0.0, 255.0)
-    x = resample_axis(x, idx_h, w_h, -2).round().clamp(0.0, 255.0)
-    return ((x / 255.0 - mean) / std).contiguous()
 
 
 def build_torch_backend(
@@ -306,6 +191,7 @@ def build_torch_backend(
         + (" cuda-graphs" if pool is not None else "") + (" compiled" if compile else "")
         + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
         weights=getattr(model, "fastsam2_weights", None),
+        router_weights=getattr(stages[ROUTER], "fastsam2_weights", None),
     )
 
 

@@ -162,27 +162,17 @@ def _torch_cuda():
 
 
 def load_backend(args: argparse.Namespace):
+    from fastsam2 import open_backend
+
     if args.backend == "trt":
-        from fastsam2.runtime.backends.trt import load_trt_backend
-
-        return load_trt_backend(args.engines, device=args.device, cuda_graphs=args.cuda_graphs)
-    from fastsam2.runtime.backends.ort import load_ort_backend
-
+        return open_backend("trt", args.engines, device=args.device, cuda_graphs=args.cuda_graphs,
+                            router=args.router)
     providers = None
     if args.ort_provider == "cuda":
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     elif args.ort_provider == "tensorrt":
         providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    return load_ort_backend(args.graphs, providers=providers, intra_op_threads=args.threads)
-
-
-def build_info_for(args: argparse.Namespace) -> dict | None:
-    if args.backend != "trt":
-        return None
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fastsam2.export.trt.plan import read_build_info
-
-    return read_build_info(args.engines)
+    return open_backend("ort", args.graphs, providers=providers, threads=args.threads, router=args.router)
 
 
 def run_keep(tracker_factory, frames: list[np.ndarray], prompt, keep: float, warmup: int, torch=None) -> RunRecord:
@@ -215,18 +205,12 @@ def run_keep(tracker_factory, frames: list[np.ndarray], prompt, keep: float, war
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerOptions
+    from fastsam2.runtime.tracker import Prompt, SAM2Tracker
 
     keeps = sorted(set(args.keep), reverse=True)
     bad = [k for k in keeps if not 0.0 < k <= 1.0]
     if bad:
         raise BenchError(f"--keep values must be in (0, 1], got {bad}")
-    info = build_info_for(args)
-    if info is not None and keeps[-1] < info.get("min_keep_ratio", 0.0):
-        raise BenchError(
-            f"--keep {keeps[-1]} is below the engines' profile minimum {info['min_keep_ratio']:.3f} "
-            "(the memory-attention engine has no kernel for fewer kept tokens)"
-        )
     frames, replayed = load_frames(args.source, args.warmup + args.frames)
     h, w = frames[0].shape[:2]
     if args.box:
@@ -236,17 +220,18 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         prompt = Prompt(points=[[x, y]], labels=[1])
 
     backend = load_backend(args)
+    # the engines' profile limits (lowest keep ratio, conditioning frames) are the backend's
+    min_keep = backend.limits.get("min_keep_ratio", 0.0)
+    if keeps[-1] < min_keep - 1e-9:
+        backend.close()
+        raise BenchError(
+            f"--keep {keeps[-1]} is below the engines' profile minimum {min_keep:.3f} "
+            "(the memory-attention engine has no kernel for fewer kept tokens)"
+        )
     torch = _torch_cuda() if (args.backend == "trt" or args.ort_provider != "cpu") else None
-    max_cond = info.get("max_cond_frames_in_attn") if info else None
 
     def make_tracker(keep: float):
-        router = None
-        if keep < 1.0:
-            from fastsam2.runtime.router import make_router
-
-            router = make_router(backend, text=args.text, texts_path=args.texts, weights_path=args.router)
-        opts = TrackerOptions(keep_ratio=keep, max_cond_frames_in_attn=max_cond)
-        return SAM2Tracker(backend, opts, router=router)
+        return SAM2Tracker.from_backend(backend, keep=keep, text=args.text, texts=args.texts, router=args.router)
 
     results = []
     try:
@@ -268,7 +253,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "frames_measured": args.frames,
         "warmup": args.warmup,
         "source_replayed": replayed,
-        "engine_build": info,
+        "engine_limits": backend.limits,
         "host": {"machine": platform.machine(), "python": platform.python_version(), "node": platform.node()},
         "jetson": read_jetson_facts(),
         "results": results,

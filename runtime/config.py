@@ -117,6 +117,8 @@ def same_config(given: str, recorded: str) -> bool:
 
 # SAM2's placeholder score for "object absent" mask logits.
 NO_OBJ_SCORE = -1024.0
+# what memory attention puts in place of pruned tokens (an export option, recorded in its manifest)
+FILL_MODES = ("norm", "no_mem")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ class UsageError(UserError, ValueError):
     """A contradictory or invalid option (the CLIs' own checks)."""
 
 
+class MissingDependency(UserError, ImportError):
+    """An optional package a feature needs is not installed (the message names the extra to install)."""
+
+
 def one_line(e: BaseException) -> str:
     """The first non-empty line of ``str(e)`` (the type's name when there is none)."""
     for line in str(e).strip().splitlines():

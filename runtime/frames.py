@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Iterator
 
 import numpy as np
-from .errors import UserError
+from .errors import MissingDependency, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,18 @@ def require_cv2(purpose: str) -> ModuleType:
     try:
         import cv2
     except ImportError:
-        raise ImportError(f"{purpose} needs OpenCV: pip install fastsam2[video]") from None
+        raise MissingDependency(f"{purpose} needs OpenCV: pip install fastsam2[video]") from None
     return cv2
+
+
+def has_cv2() -> bool:
+    """Whether OpenCV can be imported (without importing it twice: a found module is reused)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("cv2") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -201,9 +211,6 @@ class FolderSource(FrameSource):
             return read_image(path)
         except BadFrameError as e:
             raise BadFrameError(f"{path}: cannot decode frame {index}: {e}", index=index, name=path.stem) from e
-
-    def frame_name(self, index: int) -> str:
-        return self.files[index].stem
 
     def get(self, index: int) -> Frame:
         """Decode frame ``index``; a bad frame raises BadFrameError whatever ``on_bad_frame`` says."""

@@ -78,6 +78,19 @@ def save_indexed_png(path: str | Path, labels: np.ndarray) -> None:
         raise OutputError(f"{path}: cannot write PNG: {e}") from e
 
 
+def stamp(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` (uint8 HxWx3 RGB) with ``text`` in white on a black band across its top (Pillow's
+    built-in font): a mark that stays with every frame of an overlay, e.g. RANDOM weights."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(image)
+    draw = ImageDraw.Draw(img)
+    left, top, right, bottom = draw.textbbox((4, 4), text)
+    draw.rectangle((0, 0, image.shape[1], bottom + 4), fill=(0, 0, 0))
+    draw.text((4, 4), text, fill=(255, 255, 255))
+    return np.asarray(img)
+
+
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend palette colours over ``image`` where labels > 0 and draw each object's contour.
 
@@ -112,13 +125,69 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     return out
 
 
+class OverlayFramesWriter:
+    """The overlay as numbered JPEG frames in a folder (what an install without OpenCV can write);
+    the same ``write``/``close`` as :class:`OverlayVideoWriter`."""
+
+    def __init__(self, folder: str | Path, *, alpha: float = 0.5, quality: int = 90, banner: str | None = None):
+        self.path = Path(folder)
+        self.alpha = alpha
+        self.banner = banner
+        self.quality = quality
+        self.num_written = 0
+
+    def write(self, image: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Append one frame: image uint8 HxWx3 RGB; labels uint8 HxW overlays the objects when given."""
+        from PIL import Image
+
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"frame must be uint8 HxWx3, got {image.dtype} {image.shape}")
+        if labels is not None:
+            image = overlay(image, labels, self.alpha)
+        if self.banner:
+            image = stamp(image, self.banner)
+        self.path.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(self.path / f"{self.num_written:05d}.jpg", quality=self.quality)
+        self.num_written += 1
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> OverlayFramesWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+OVERLAY_VIDEO, OVERLAY_FRAMES = "overlay.mp4", "overlay"
+
+
+def overlay_name() -> str:
+    """Where this install writes the overlay: ``overlay.mp4`` with OpenCV, else the ``overlay/`` folder."""
+    from .frames import has_cv2
+
+    return OVERLAY_VIDEO if has_cv2() else OVERLAY_FRAMES
+
+
+def open_overlay_writer(out_dir: str | Path, fps: float, *, banner: str | None = None
+                        ) -> OverlayVideoWriter | OverlayFramesWriter:
+    """The overlay writer of :func:`overlay_name` inside ``out_dir``; ``banner``: text stamped on
+    every frame (:func:`stamp`)."""
+    name = overlay_name()
+    if name == OVERLAY_VIDEO:
+        return OverlayVideoWriter(Path(out_dir) / name, fps=fps, banner=banner)
+    return OverlayFramesWriter(Path(out_dir) / name, banner=banner)
+
+
 class OverlayVideoWriter:
     """Writes RGB frames (optionally with a label overlay) to an .mp4 via cv2.VideoWriter ("mp4v").
 
     The file is opened on the first frame, whose size every later frame must have.
     """
 
-    def __init__(self, path: str | Path, fps: float = 30.0, *, fourcc: str = "mp4v", alpha: float = 0.5):
+    def __init__(self, path: str | Path, fps: float = 30.0, *, fourcc: str = "mp4v", alpha: float = 0.5,
+                 banner: str | None = None):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         if len(fourcc) != 4:
@@ -127,6 +196,7 @@ class OverlayVideoWriter:
         self.fps = float(fps)
         self.fourcc = fourcc
         self.alpha = alpha
+        self.banner = banner
         self.num_written = 0
         self._writer = None
         self._size: tuple[int, int] | None = None  # (width, height)
@@ -138,6 +208,8 @@ class OverlayVideoWriter:
             raise ValueError(f"frame must be uint8 HxWx3, got {image.dtype} {image.shape}")
         if labels is not None:
             image = overlay(image, labels, self.alpha)
+        if self.banner:
+            image = stamp(image, self.banner)
         h, w = image.shape[:2]
         if self._writer is None:
             self._open(w, h)

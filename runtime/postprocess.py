@@ -136,18 +136,62 @@ def fill_holes(mask_logits: np.ndarray, max_area: int) -> np.ndarray:
     out = np.array(mask_logits, dtype=np.float32, copy=True)
     if max_area == 0:
         return out
-    from .frames import require_cv2
+    from .frames import has_cv2
 
-    cv2 = require_cv2("fill_holes")
+    fast = has_cv2()  # OpenCV's labelling is ~80x faster; numpy's gives the same holes without it
     for b in range(out.shape[0]):
-        background = (out[b, 0] <= 0).astype(np.uint8)
-        # 8-connectivity, like SAM2's CUDA connected-components kernel; label 0 is the foreground.
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8)
-        areas = stats[:, cv2.CC_STAT_AREA]
-        is_hole_label = areas <= max_area
-        is_hole_label[0] = False
-        out[b, 0][is_hole_label[labels]] = HOLE_FILL_SCORE
+        background = out[b, 0] <= 0
+        out[b, 0][_holes_cv2(background, max_area) if fast else _holes(background, max_area)] = HOLE_FILL_SCORE
     return out
+
+
+def _holes(background: np.ndarray, max_area: int) -> np.ndarray:
+    """bool [h, w]: the pixels of 8-connected background components of area <= max_area."""
+    labels = connected_components(background)
+    areas = np.bincount(labels[background], minlength=labels.size + 1)  # + the outside label
+    return background & (areas[labels] <= max_area)
+
+
+def _holes_cv2(background: np.ndarray, max_area: int) -> np.ndarray:
+    """:func:`_holes` by OpenCV (label 0 is the foreground)."""
+    import cv2
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(background.astype(np.uint8), connectivity=8)
+    is_hole = stats[:, cv2.CC_STAT_AREA] <= max_area
+    is_hole[0] = False
+    return is_hole[labels]
+
+
+def connected_components(mask: np.ndarray) -> np.ndarray:
+    """8-connected components of a bool mask [h, w]: int64 [h, w], each pixel of the mask labelled with
+    the smallest flat index (y * w + x) of its component; pixels outside the mask are ``h * w``.
+
+    Label propagation with pointer jumping, in numpy alone (no OpenCV or SciPy in the runtime): each
+    round takes the smallest label among the 8 neighbours, then follows labels to the label of the
+    pixel they name, so a component's labels converge in a few rounds per doubling of its extent.
+    """
+    h, w = mask.shape
+    outside = h * w
+    flat = np.where(mask.reshape(-1), np.arange(outside, dtype=np.int64), outside)
+    labels = flat.reshape(h, w)
+    table = np.append(flat, outside)  # table[i]: the label of pixel i; table[outside] = outside
+    while True:
+        padded = np.pad(labels, 1, constant_values=outside)
+        low = labels
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                low = np.minimum(low, padded[dy:dy + h, dx:dx + w])
+        low = np.where(mask, low, outside)
+        table[:outside] = low.reshape(-1)
+        jumped = table[low]
+        while True:  # follow each label to its own label until the chain ends
+            again = table[jumped]
+            if np.array_equal(again, jumped):
+                break
+            jumped = again
+        if np.array_equal(jumped, labels):
+            return labels
+        labels = jumped
 
 
 def non_overlapping(masks: np.ndarray) -> np.ndarray:

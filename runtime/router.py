@@ -27,17 +27,29 @@ class RouterError(UserError, ValueError):
     """A router setup the user asked for cannot work (one-line message)."""
 
 
+# The router's input cues, in the order of the MLP's first-layer columns (see fastsam2.export.router).
+CUES = ("contrast", "edge", "relevance", "ambiguity", "band", "near", "variance")
+ROUTER_FORMAT = "fastsam2-router-1"
+DEFAULT_ROUTER = "default-weights"  # a manifest's router_weights for the built-in hand-set weights
+MAX_RADIUS = 16  # the ``near`` cue's dilation in tokens; beyond it the cue covers a whole 1024-px frame
+
+
 @dataclass
 class RouterWeights:
+    """A router file's contents: the MLP ``router.0.weight`` [hidden,7], ``router.0.bias`` [hidden],
+    ``router.2.weight`` [1,hidden], ``router.2.bias`` [1] (float32), the ``near`` cue's radius in tokens
+    and, when fitted, the text projection; ``sha256``: the file's hash (what an export records)."""
+
     mlp: dict[str, np.ndarray]
     hidden: int = 16
     radius: int = 2
     text_proj_weight: np.ndarray | None = None  # [D_text, C]
     text_proj_bias: np.ndarray | None = None  # [C]
+    sha256: str | None = None
 
     def project(self, text_embedding: np.ndarray) -> np.ndarray:
         """CLIP text embedding [D_text] → visual-width vector [C] (the fitted ridge projection)."""
-        if self.text_proj_weight is None:
+        if self.text_proj_weight is None or self.text_proj_bias is None:
             raise RouterError("these router weights have no text projection (fit one with calibration)")
         t = np.asarray(text_embedding, np.float32).reshape(-1)
         if t.shape[0] != self.text_proj_weight.shape[0]:
@@ -47,7 +59,62 @@ class RouterWeights:
         return (t @ self.text_proj_weight + self.text_proj_bias).astype(np.float32)
 
 
+def _meta_int(path: Path, meta: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(meta.get(key, default))
+    except ValueError:
+        raise RouterError(f"{path}: metadata {key}={meta[key]!r} is not an integer") from None
+
+
+def router_file_problem(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> str | None:
+    """Why these safetensors contents are no usable router (None when they are): the tensor set and
+    shapes, finite values, and the ``hidden``/``radius``/``cues`` metadata against the tensors."""
+    if meta.get("format") != ROUTER_FORMAT:
+        return f"not a fastsam2 router file (format {meta.get('format')!r})"
+    if "cues" in meta and meta["cues"] != ",".join(CUES):
+        return f"cues {meta['cues']!r}, this fastsam2's router takes {','.join(CUES)!r}"
+    first = tensors.get("router.0.weight")
+    hidden = first.shape[0] if first is not None and first.ndim == 2 else None
+    want = {"router.0.weight": (hidden, len(CUES)), "router.0.bias": (hidden,),
+            "router.2.weight": (1, hidden), "router.2.bias": (1,)}
+    mlp = {k: v for k, v in tensors.items() if k.startswith("router.")}
+    missing = sorted(set(want) - set(mlp))
+    if missing:
+        return f"missing tensor(s) {', '.join(missing)}"
+    extra = sorted(set(mlp) - set(want))
+    if extra:
+        return f"unexpected tensor(s) {', '.join(extra)} (the router MLP is Linear(7,hidden), ReLU, Linear(hidden,1))"
+    for name, shape in want.items():
+        if tuple(mlp[name].shape) != shape:
+            return f"{name} has shape {list(mlp[name].shape)}, expected {list(shape)}"
+    try:
+        declared = int(meta.get("hidden", str(hidden)))
+        radius = int(meta.get("radius", "2"))
+    except ValueError:
+        return f"metadata hidden={meta.get('hidden')!r} radius={meta.get('radius')!r} are not integers"
+    if declared != hidden:
+        return f"metadata says hidden={declared}, the tensors have {hidden} hidden units"
+    if not 0 <= radius <= MAX_RADIUS:
+        return f"metadata radius={radius} is outside 0..{MAX_RADIUS} tokens"
+    proj_w, proj_b = tensors.get("text_proj.weight"), tensors.get("text_proj.bias")
+    if (proj_w is None) != (proj_b is None):
+        return "text_proj.weight and text_proj.bias come together (one is missing)"
+    if proj_w is not None and proj_b is not None and (proj_w.ndim != 2 or proj_b.shape != (proj_w.shape[1],)):
+        return (f"text_proj.weight {list(proj_w.shape)} and text_proj.bias {list(proj_b.shape)} are no "
+                "[D_text,C] projection with its [C] bias")
+    for name, value in {**mlp, "text_proj.weight": proj_w, "text_proj.bias": proj_b}.items():
+        if value is None:
+            continue
+        if not np.issubdtype(value.dtype, np.floating):
+            return f"{name} is {value.dtype}, expected floating point"
+        if not np.all(np.isfinite(value)):
+            return f"{name} holds NaN or infinite values"
+    return None
+
+
 def read_router_file(path: str | Path) -> RouterWeights:
+    """The validated contents of a router .safetensors file; every problem is one :class:`RouterError`
+    line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise RouterError(f"router weights not found: {path}")
@@ -61,16 +128,42 @@ def read_router_file(path: str | Path) -> RouterWeights:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
         raise RouterError(f"cannot read router weights {path}: {e}") from e
-    if meta.get("format") != "fastsam2-router-1":
-        raise RouterError(f"{path} is not a fastsam2 router file (format {meta.get('format')!r})")
-    mlp = {k: v for k, v in tensors.items() if k.startswith("router.")}
+    problem = router_file_problem(tensors, meta)
+    if problem is not None:
+        raise RouterError(f"router file {path}: {problem}")
+    from .manifest import file_sha256
+
+    def f32(name: str) -> np.ndarray | None:
+        value = tensors.get(name)
+        return None if value is None else np.ascontiguousarray(value, np.float32)
+
     return RouterWeights(
-        mlp=mlp,
-        hidden=int(meta.get("hidden", 16)),
+        mlp={k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items() if k.startswith("router.")},
+        hidden=int(tensors["router.0.weight"].shape[0]),
         radius=int(meta.get("radius", 2)),
-        text_proj_weight=tensors.get("text_proj.weight"),
-        text_proj_bias=tensors.get("text_proj.bias"),
+        text_proj_weight=f32("text_proj.weight"),
+        text_proj_bias=f32("text_proj.bias"),
+        sha256=file_sha256(path),
     )
+
+
+def describe_router(sha256: str | None) -> str:
+    """A manifest's / backend's router_weights for a message: "the built-in weights" or a short hash."""
+    if sha256 is None:
+        return "router weights it does not record"
+    if sha256 == DEFAULT_ROUTER:
+        return "the built-in router weights"
+    return f"router file sha256 {sha256[:12]}"
+
+
+def check_router_file(weights: RouterWeights, path: str | Path, runs: str | None, where: str) -> None:
+    """Refuse a router file that is not the router ``where`` names (e.g. "exported in DIR"; ``runs``:
+    its recorded hash, ``DEFAULT_ROUTER`` or None)."""
+    if weights.sha256 != runs:
+        raise RouterError(
+            f"--router {path} (sha256 {str(weights.sha256)[:12]}) is not the router {where} "
+            f"({describe_router(runs)}): export with fastsam2-export --router {path}, or drop --router"
+        )
 
 
 class TokenSelector(Protocol):
@@ -222,9 +315,12 @@ def make_router(
     it, exports include it unless ``--no-router``).
 
     ``text`` picks a row of ``texts_path`` (an .npz from ``fastsam2-export text``), projected with the
-    router file's fitted text projection.
+    router file's fitted text projection. ``weights_path`` must be the router file the backend runs
+    (its hash is the backend's ``router_weights``): a different one is refused.
     """
     weights = read_router_file(weights_path) if weights_path else None
+    if weights is not None and weights_path is not None:
+        check_router_file(weights, weights_path, backend.router_weights, f"the {backend.name} backend runs")
     if ROUTER not in backend.runners:
         raise RouterError(
             f"the {backend.name} backend has no router stage: export with the router (fastsam2-export ...) "

@@ -29,7 +29,9 @@ from typing import Any, Callable, Hashable, Iterable, Mapping
 import numpy as np
 
 from .state import VideoState
-from .tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions, TrackResult, finite_logits, rgb_frame
+from .tracker import (
+    Prompt, SAM2Tracker, TrackerError, TrackerOptions, TrackResult, finite_logits, rgb_frame, tracker_setup,
+)
 
 StreamId = Hashable
 
@@ -40,6 +42,13 @@ class MultiStreamTracker:
     def __init__(self, backend: Any, options: TrackerOptions | None = None, router: Any = None):
         self.tracker = SAM2Tracker(backend, options, router=router)
         self.streams: dict[StreamId, VideoState] = {}
+
+    @classmethod
+    def from_backend(cls, backend: Any, *, keep: float = 1.0, text: str | None = None, texts: Any = None,
+                     router: Any = None, **options: Any) -> "MultiStreamTracker":
+        """As :meth:`SAM2Tracker.from_backend`, serving many streams."""
+        opts, selector = tracker_setup(backend, keep=keep, text=text, texts=texts, router=router, **options)
+        return cls(backend, opts, router=selector)
 
     # -- streams and objects ----------------------------------------------------------------------
     def _state(self, stream_id: StreamId) -> VideoState:

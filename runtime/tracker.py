@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -66,7 +67,8 @@ class TrackerOptions:
     # GPU path (defaults keep the reference behaviour):
     k_multiple: int = 1  # round the kept count up to a multiple of this (few shapes: CUDA graphs reuse)
     device_results: bool = False  # TrackResult logits/scores stay backend arrays: no host sync
-    device_preprocess: bool = False  # resize/normalize on the backend's device (ops.preprocess_frames)
+    # resize/normalize on the backend's device (ops.preprocess_frames); None: wherever the ops can
+    device_preprocess: bool | None = None
 
     def __post_init__(self):
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -75,6 +77,33 @@ class TrackerOptions:
             raise TrackerError(f"k_multiple must be >= 1, got {self.k_multiple}")
         if self.memory_tokens not in ("kept", "all"):
             raise TrackerError(f"memory_tokens must be 'kept' or 'all', got {self.memory_tokens!r}")
+
+
+def tracker_setup(
+    backend: Backend,
+    *,
+    keep: float = 1.0,
+    text: str | None = None,
+    texts: str | Path | None = None,
+    router: str | Path | None = None,
+    selector: str = "router",
+    selector_seed: int = 0,
+    **options: Any,
+) -> "tuple[TrackerOptions, TokenSelector | None]":
+    """The options and token router of a tracker over ``backend`` (see :meth:`SAM2Tracker.from_backend`):
+    the router only when pruning (``keep < 1``); a router file is checked against the backend either way."""
+    from .router import check_router_file, make_selector, read_router_file
+
+    if text is not None and texts is None:
+        raise TrackerError("text needs texts (an .npz of text embeddings from fastsam2-export text)")
+    opts = TrackerOptions(keep_ratio=keep, **options)
+    if keep < 1.0:
+        return opts, make_selector(backend, selector, seed=selector_seed, text=text, texts_path=texts,
+                                   weights_path=router)
+    if router is not None:
+        check_router_file(read_router_file(router), router, backend.router_weights,
+                          f"the {backend.name} backend runs")
+    return opts, None
 
 
 @dataclass
@@ -204,8 +233,35 @@ class SAM2Tracker:
         self.times = StageTimes()
         self._stream: VideoState | None = None
         self._consts: dict[tuple, Any] = {}
-        if self.options.device_preprocess and getattr(ops, "preprocess_frames", None) is None:
+        can_preprocess = getattr(ops, "preprocess_frames", None) is not None
+        if self.options.device_preprocess and not can_preprocess:
             raise TrackerError(f"device_preprocess: the {backend.name} backend's ops cannot preprocess")
+        self.device_preprocess = can_preprocess if self.options.device_preprocess is None else self.options.device_preprocess
+
+    @classmethod
+    def from_backend(
+        cls,
+        backend: Backend,
+        *,
+        keep: float = 1.0,
+        text: str | None = None,
+        texts: str | Path | None = None,
+        router: str | Path | None = None,
+        selector: str = "router",
+        selector_seed: int = 0,
+        **options: Any,
+    ) -> "SAM2Tracker":
+        """A tracker over ``backend`` keeping the fraction ``keep`` of the frame's tokens (1.0: SAM2).
+
+        ``router``: the router .safetensors the backend runs (a different or broken file is refused,
+        see :func:`~fastsam2.runtime.router.make_router`); ``selector``: "router", or the baselines
+        "random" (seeded by ``selector_seed``) and "grid"; ``text``: the object's description, a row of
+        ``texts`` (an .npz of ``fastsam2-export text``); ``options``: any :class:`TrackerOptions`
+        field (``fill_hole_area=0``, ``memory_tokens="all"``, ...).
+        """
+        opts, chosen = tracker_setup(backend, keep=keep, text=text, texts=texts, router=router,
+                                     selector=selector, selector_seed=selector_seed, **options)
+        return cls(backend, opts, router=chosen)
 
     def _const(self, x: np.ndarray) -> Any:
         """A small host array as a backend array, uploaded once per distinct value (no per-frame copy)."""
@@ -245,7 +301,7 @@ class SAM2Tracker:
         """[(RGB uint8 [H,W,3], frame index)] → their :class:`FrameFeatures`, encoded in batches."""
         cfg = self.config
         t0 = time.perf_counter()
-        if self.options.device_preprocess:  # frames of one size resized as one batch
+        if self.device_preprocess:  # frames of one size resized as one batch
             xs = self.ops.preprocess_frames([im for im, _ in frames], cfg.image_size, cfg.img_mean, cfg.img_std)
         else:
             xs = [self.ops.asarray(preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std)) for im, _ in frames]

@@ -21,8 +21,9 @@ HEAVY = {"torch", "torchvision", "sam2", "open_clip", "hydra", "omegaconf", "onn
          "modelopt", "onnxconverter_common"}
 # The runtime's backends each bring their engine library, imported inside the module that runs it.
 BACKEND_LIBS = {
+    "runtime/backends/torch_device.py": {"torch"},
     "runtime/backends/ort.py": {"onnxruntime", "torch"},  # torch: the CUDA provider's device buffers
-    "runtime/backends/trt.py": {"torch", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings", "polygraphy"},
+    "runtime/backends/trt.py": {"torch", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"},
     "runtime/backends/trt_api.py": {"torch", "tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"},
     "runtime/backends/torch_ops.py": {"torch"},
 }

@@ -1,4 +1,4 @@
-"""The torch backend's frame preprocessing on the device (DeviceTorchOps.preprocess_frames): PIL's
+"""Frame preprocessing on the device (DeviceTorchOps.preprocess_frames, runtime/backends/torch_device.py): PIL's
 bicubic resize as gathered taps, equal to torch's antialiased bicubic kernel and to the host path
 (PIL) that gives the official predictor's input."""
 
@@ -13,7 +13,7 @@ from tolerances import EPS32, reduction_atol
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from fastsam2.export.torch_backend import normalize_frames, pil_bicubic_taps, resample_axis  # noqa: E402
+from fastsam2.runtime.backends.torch_device import normalize_frames, pil_bicubic_taps, resample_axis  # noqa: E402
 from fastsam2.runtime.preprocess import preprocess_frame  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -74,7 +74,7 @@ def test_normalize_frames_matches_the_host_path(bedroom):
 def test_device_preprocess_equals_cpu_arithmetic(bedroom, compile):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU (run pytest -m gpu tests/test_device_preprocess.py on one)")
-    from fastsam2.export.torch_backend import DeviceTorchOps
+    from fastsam2.runtime.backends.torch_device import DeviceTorchOps
 
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(bedroom.glob("*.jpg"))[:3]]
     images.append(np.ascontiguousarray(images[0][:300, :500]))  # a second frame size in the batch

@@ -59,7 +59,7 @@ def test_cli_lists_commands_without_torch():
     code = BLOCK_HEAVY + "from fastsam2.tools.cli import build_parser\nprint(build_parser().format_help())"
     r = run_py(code)
     assert r.returncode == 0, r.stderr
-    for cmd in ("track", "demo", "eval"):
+    for cmd in ("track", "demo", "eval", "label"):
         assert cmd in r.stdout
 
 

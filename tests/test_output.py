@@ -125,3 +125,19 @@ def test_video_writer_open_failure(tmp_path):
         writer.write(np.zeros((48, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="fps"):
         OverlayVideoWriter(tmp_path / "x.mp4", fps=0)
+
+
+def test_random_weights_are_marked_on_every_overlay_frame(tmp_path):
+    from fastsam2.runtime.output import OverlayFramesWriter, stamp
+
+    image = np.full((60, 200, 3), 128, np.uint8)
+    marked = stamp(image, "RANDOM weights")
+    band = marked[:20]
+    assert (band == 0).any() and (band > 200).any()  # black band, white (antialiased) text
+    assert np.array_equal(marked[30:], image[30:])  # the rest of the frame untouched
+    with OverlayFramesWriter(tmp_path / "overlay", banner="RANDOM weights") as w:
+        w.write(image, np.zeros((60, 200), np.uint8))
+    from PIL import Image
+
+    written = np.asarray(Image.open(tmp_path / "overlay" / "00000.jpg"))
+    assert written[:20].min() < 40 and written[:20].max() > 180  # the mark survives JPEG

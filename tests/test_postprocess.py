@@ -220,3 +220,19 @@ def test_runtime_modules_import_without_torch_or_cv2():
         "assert (overlay(img, lab) != 0).any()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_numpy_holes_equal_opencv_holes(density):
+    """The runtime's numpy labelling (no OpenCV installed) finds exactly OpenCV's holes."""
+    from fastsam2.runtime.postprocess import _holes, _holes_cv2, connected_components
+
+    rng = np.random.default_rng(int(density * 10))
+    spiral = np.zeros((64, 64), bool)  # nested L-shapes, each one long thin component
+    for i in range(0, 32, 2):
+        spiral[i, i:64 - i] = spiral[i:64 - i, 63 - i] = True
+    for background in (rng.random((96, 80)) < density, spiral, ~spiral):
+        for max_area in (1, 8, 100, background.size):
+            np.testing.assert_array_equal(_holes(background, max_area), _holes_cv2(background, max_area))
+    labels = connected_components(spiral)
+    assert len(np.unique(labels[spiral])) == 16 and (labels[~spiral] == spiral.size).all()

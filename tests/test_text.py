@@ -213,14 +213,16 @@ def test_cli_writes_npz(clip, tmp_path, monkeypatch, capsys):
     loaded = load_text_embeddings(out)
     assert loaded.texts == ["red car", "person"] and loaded.embeddings.shape == (2, 512)
 
-    assert text_mod.main(["text", "a", "a", "-o", str(tmp_path / "dup.npz")]) == 1
+    from fastsam2.tools.export_cli import main
+
+    assert main(["text", "a", "a", "-o", str(tmp_path / "dup.npz")]) == 1
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "duplicate texts" in err
 
 
 def test_cli_module_missing_checkpoint_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "fastsam2.export.text", "text", "red car",
+        [sys.executable, "-m", "fastsam2.tools.export_cli", "text", "red car",
          "--pretrained", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "t.npz")],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
@@ -276,3 +278,24 @@ def test_describe_or_none_without_weights(capsys):
     img = np.zeros((32, 32, 3), np.uint8)
     assert describe_or_none(img, (0, 0, 10, 10), pretrained=None) is None
     assert capsys.readouterr().err.strip() == NO_WEIGHTS_MESSAGE
+
+
+def test_describe_command(clip, tmp_path, capsys):
+    """`fastsam2-export describe` prints auto_describe's names; a bad box is one line."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from fastsam2.tools.export_cli import main
+
+    model = clip[0]
+    path = tmp_path / "clip.safetensors"
+    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(path))
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)).save(image)
+    assert main(["describe", str(image), "--box", "8,8,40,40", "--pretrained", str(path), "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    cosines = [float(line.split()[0]) for line in lines]
+    assert len(lines) == 3 and cosines == sorted(cosines, reverse=True)
+    assert main(["describe", str(image), "--box", "40,40,8,8", "--pretrained", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "x1 > x0" in err

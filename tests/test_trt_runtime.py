@@ -6,16 +6,8 @@ import pytest
 from fastsam2.runtime.manifest import ManifestError
 
 from fastsam2.runtime.backends.trt_profiles import profiles_for
-from fastsam2.runtime.backends.trt import (
-    POINT_LABELS,
-    CheckRow,
-    TensorRTRunner,
-    compare_runners,
-    dummy_feed,
-    engine_io_problems,
-    format_check_table,
-    load_trt_backend,
-)
+from fastsam2.runtime.backends.trt import TensorRTRunner, engine_io_problems, load_trt_backend
+from fastsam2.tools.check_engines import POINT_LABELS, CheckRow, compare_runners, dummy_feed, format_check_table
 from fastsam2.runtime.config import ModelConfig
 from fastsam2.runtime.specs import GRAPH_NAMES, GraphSpec, TensorSpec, graph_specs
 

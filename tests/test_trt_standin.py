@@ -17,13 +17,8 @@ import pytest
 
 from fastsam2.runtime.backends.trt_profiles import profiles_for
 from fastsam2.runtime.backends.base import StageError
-from fastsam2.runtime.backends.trt import (
-    ProfileLimitError,
-    TensorRTRunner,
-    backend_from_runners,
-    dummy_feed,
-    tracker_limits,
-)
+from fastsam2.runtime.backends.trt import ProfileLimitError, TensorRTRunner, backend_from_runners, tracker_limits
+from fastsam2.tools.check_engines import dummy_feed
 from fastsam2.runtime.manifest import Manifest
 
 torch = pytest.importorskip("torch")
@@ -340,3 +335,43 @@ def test_full_tracker_on_the_stand_in_equals_onnxruntime(export512, bedroom):
     for a, b in zip(*masks):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_tensorrt_backend_preprocesses_frames_on_its_device(export512, bedroom):
+    """The TensorRT backend's ops resize and normalize frames where its engines run (device
+    preprocessing is the default wherever the ops can), here on the CPU stand-in."""
+    from PIL import Image
+
+    from fastsam2.runtime.backends.torch_device import DeviceTorchOps
+    from fastsam2.runtime.preprocess import preprocess_frame
+    from fastsam2.runtime.tracker import Prompt, SAM2Tracker
+
+    path, manifest = export512
+    runners = {name: _runner(export512, name, "cpu")[0] for name in manifest.graphs if name != "router"}
+    constants = dict(np.load(path / "constants.npz"))
+    backend = backend_from_runners(runners, manifest.model_config, constants, device="cpu", description="stand-in")
+    try:
+        assert isinstance(backend.ops, DeviceTorchOps)
+        tracker = SAM2Tracker.from_backend(backend, fill_hole_area=0)
+        assert tracker.device_preprocess
+        calls = []
+        preprocess = backend.ops.preprocess_frames
+
+        def spy(images, *args):
+            out = preprocess(images, *args)
+            calls.append(out)
+            return out
+
+        backend.ops.preprocess_frames = spy
+        frame = np.asarray(Image.open(sorted(bedroom.glob("*.jpg"))[0]).convert("RGB"))
+        tracker.track(frame, {1: Prompt(points=[[300, 200]], labels=[1])})
+        cfg = backend.config
+        host = preprocess_frame(frame, cfg.image_size, cfg.img_mean, cfg.img_std)
+        (device,) = calls[0]
+        # one uint8 level of the normalized scale at most, on a small fraction of the values (PIL's
+        # fixed-point rounding; tests/test_device_preprocess.py)
+        level = 1.0 / 255.0 / min(cfg.img_std)
+        diff = np.abs(device.numpy() - host)
+        assert device.device.type == "cpu" and diff.max() <= level * 1.001 and (diff > 1e-5).mean() < 1e-3
+    finally:
+        backend.close()

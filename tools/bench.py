@@ -48,26 +48,8 @@ from fastsam2.runtime.config import CHECKPOINT_HELP
 from fastsam2.runtime.outdir import check_output_file, write_text_atomic
 from fastsam2.runtime.errors import UsageError
 
-DEFAULT_FRAMES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bedroom"
-# Benchmark objects: a box (x0, y0, x1, y1, video pixels of the 960x540 sample) and a positive click
-# inside it each; --objects N prompts the first N on frame 0 (SAM2 runs memory attention, the mask
-# decoder and the memory encoder once per object and frame).
-BENCH_OBJECTS = (
-    ((100.0, 100.0, 300.0, 400.0), (200.0, 250.0)),
-    ((600.0, 150.0, 900.0, 450.0), (750.0, 300.0)),
-    ((350.0, 80.0, 550.0, 280.0), (450.0, 180.0)),
-    ((380.0, 300.0, 580.0, 500.0), (480.0, 400.0)),
-    ((20.0, 380.0, 180.0, 530.0), (100.0, 455.0)),
-    ((780.0, 20.0, 940.0, 140.0), (860.0, 80.0)),
-    ((620.0, 460.0, 800.0, 530.0), (710.0, 495.0)),
-    ((200.0, 20.0, 340.0, 90.0), (270.0, 55.0)),
-)
-STREAM_OFFSET = 25  # stream i starts at sample frame 25*i: the streams see different frames
+from .bench_inputs import BENCH_OBJECTS, DEFAULT_FRAMES_DIR, STREAM_OFFSET, SampleFrames, object_prompts
 
-
-def object_prompts(n: int) -> list[tuple[int, tuple[float, float], tuple[float, float, float, float]]]:
-    """[(obj_id, click, box)] for the first n benchmark objects."""
-    return [(i + 1, point, box) for i, (box, point) in enumerate(BENCH_OBJECTS[:n])]
 STAGES_OFFICIAL = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
 
@@ -271,41 +253,6 @@ def run_bench_cli(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------
 # frames
-class SampleFrames:
-    """The sample clip's frames, repeated: frame i is file i mod n. Decoded once, kept in RAM."""
-
-    def __init__(self, folder: str | Path):
-        from fastsam2.runtime.frames import FolderSource
-
-        self.files = FolderSource(folder).files
-        self._cache: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def image(self, i: int) -> np.ndarray:
-        j = i % len(self.files)
-        img = self._cache.get(j)
-        if img is None:
-            from fastsam2.runtime.frames import read_image
-
-            img = self._cache[j] = read_image(self.files[j])
-        return img
-
-    def preload(self, n: int) -> None:
-        for i in range(min(n, len(self.files))):
-            self.image(i)
-
-    def link_folder(self, n: int, root: Path) -> Path:
-        """A folder of ``n`` JPEG symlinks (00000.jpg ...) for the official predictor's loader."""
-        folder = root / f"clip{n}"
-        if not folder.is_dir():
-            folder.mkdir(parents=True)
-            for i in range(n):
-                (folder / f"{i:05d}.jpg").symlink_to(self.files[i % len(self.files)].resolve())
-        return folder
-
-
 # ------------------------------------------------------------------------------------------------
 # memory meters
 def _malloc_trim() -> None:
@@ -507,7 +454,7 @@ def _official_bank_bytes(state) -> int:
 
 # ------------------------------------------------------------------------------------------------
 # fastsam2
-def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision: str = "fp32",
+def fastsam2_backend(model, opts: BenchOptions, graphs_dir: str | None, precision: str = "fp32",
                    threads: int | None = None):
     """The fastsam2 backend over ``model``'s weights (torch stages, or ONNX graphs of ``model``)."""
     if opts.backend == "torch":
@@ -526,16 +473,14 @@ def _make_fastsam2(model, opts: BenchOptions, graphs_dir: str | None, precision:
     return load_ort_backend(graphs_dir, check_inputs=False, precision=precision, intra_op_threads=threads)
 
 
-def _tracker(backend, keep: float, opts: BenchOptions):
+def fastsam2_tracker(backend, keep: float, opts: BenchOptions):
     """A MultiStreamTracker over ``backend`` at ``keep`` (one stream is the streaming tracker)."""
-    from fastsam2.runtime.router import make_router
     from fastsam2.runtime.streams import MultiStreamTracker
-    from fastsam2.runtime.tracker import TrackerOptions
 
-    router = make_router(backend) if keep < 1.0 else None  # the backend's router stage, graphs too
     gpu_path = opts.cuda_graphs
-    options = TrackerOptions(
-        keep_ratio=keep,
+    return MultiStreamTracker.from_backend(
+        backend,
+        keep=keep,  # the backend's router stage (the built-in weights), graphs too
         # the official predictor skips hole filling without sam2's CUDA extension (as built here)
         fill_hole_area=0,
         profile_stages=False,
@@ -543,7 +488,6 @@ def _tracker(backend, keep: float, opts: BenchOptions):
         device_results=gpu_path,
         device_preprocess=gpu_path,
     )
-    return MultiStreamTracker(backend, options, router=router)
 
 
 def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: float,
@@ -758,10 +702,10 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                 backend.close()
                 del tracker, backend
                 gc.collect()
-            backend = _make_fastsam2(model, opts, graphs_dir, precision, threads.threads)
+            backend = fastsam2_backend(model, opts, graphs_dir, precision, threads.threads)
             if opts.compile:
                 log("bench: stages through torch.compile (compiled during the warm-up run)")
-            tracker = _tracker(backend, keep, opts)
+            tracker = fastsam2_tracker(backend, keep, opts)
             stage_ms = None
             if opts.warmup_frames:
                 log(f"bench: fastsam2 keep {keep} warm-up ({opts.warmup_frames} frames)")

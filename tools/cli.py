@@ -1,4 +1,4 @@
-"""The fastsam2 command: track, demo, eval, bench, train-router, fit-text-projection, check-engines.
+"""The fastsam2 command: track, demo, eval, label, bench, train-router, fit-text-projection, check-engines.
 
 User errors end with one line on stderr and exit code 1; bugs keep their traceback. Output
 directories are written under a temporary name and renamed when complete, so a failed run leaves
@@ -30,7 +30,7 @@ from fastsam2.runtime.args import (
     non_negative_int,
     positive,
 )
-from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model, same_config
+from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model
 from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
 from fastsam2.runtime.outdir import (
     atomic_output_dir,
@@ -121,23 +121,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
 
 
-TORCH_ONLY = ("checkpoint", "device", "dtype")  # options an exported graph directory has fixed
-
-
 def check_model_args(args: argparse.Namespace) -> None:
     """Refuse contradictory or impossible model options before anything heavy is built."""
     from fastsam2.runtime.threads import plan_threads
+
+    from .api import check_backend_options
 
     if not 0.0 < args.keep <= 1.0:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
     if getattr(args, "threads", None) is not None:
         plan_threads(args.threads)  # refuses more threads than cores now, not after the model is built
-    if args.backend == "torch":
-        resolve_model(args.config, args.checkpoint)
-    for name in ("texts", "router"):
-        path = getattr(args, name, None)
-        if path and not Path(path).is_file():
-            raise UsageError(f"--{name}: file not found: {path}")
+    if args.texts and not Path(args.texts).is_file():
+        raise UsageError(f"--texts: file not found: {args.texts}")
+    if args.text is not None and not args.texts:
+        raise UsageError("--text needs --texts FILE.npz (precompute with: fastsam2-export text ...)")
     if getattr(args, "texts", None):
         from fastsam2.runtime.text_embeddings import load_text_embeddings
 
@@ -146,127 +143,21 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--text, --texts and --router configure the router; --selector {args.selector} uses none")
     if getattr(args, "precision", "fp32") != "fp32" and args.backend != "ort":
         raise UsageError(f"--precision {args.precision} selects exported ONNX graphs: it needs --backend ort")
-    if args.backend == "torch":
-        if args.graphs:
-            raise UsageError("--graphs is for --backend ort/trt; --backend torch builds the model itself")
-        torch_device(args.device or "cpu")
-        return
-    if not args.graphs:
-        made_by = "fastsam2-export" if args.backend == "ort" else "fastsam2-export --trt"
-        raise UsageError(f"--backend {args.backend} needs --graphs DIR (made by {made_by})")
-    fixed = [n for n in TORCH_ONLY if not (n == "device" and args.backend == "ort")]
-    given = [f"--{n}" for n in fixed if getattr(args, n, None) not in (None, "float32")]
-    if given:
-        raise UsageError(
-            f"{', '.join(given)}: fixed when the graphs were exported; with --backend {args.backend} "
-            "re-export instead (or use --backend torch)"
-        )
-    if args.backend == "trt":
-        require_cuda("--backend trt")
-    if args.backend == "ort" and args.device is not None:
-        from fastsam2.runtime.backends.ort import cuda_device_index, require_cuda_provider
-
-        if cuda_device_index(args.device) is not None:
-            require_cuda_provider(args.device)
-
-
-def torch_device(name: str):
-    """A torch.device for --device, refusing unknown names and a CUDA device that is not there."""
-    try:
-        import torch
-    except ImportError as e:
-        raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r} is not a device (use cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name!r}: fastsam2 runs on cpu or cuda")
-    if device.type == "cuda":
-        require_cuda(f"--device {name}")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def require_cuda(what: str) -> None:
-    """Refuse ``what`` in one line where torch sees no CUDA GPU (the GPU paths hold torch CUDA buffers)."""
-    try:
-        import torch
-    except ImportError:
-        raise UsageError(f"{what} needs torch with CUDA (torch is not installed)") from None
-    if not torch.cuda.is_available():
-        raise UsageError(f"{what} needs a CUDA GPU, and torch sees none on this machine")
+    check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, config=args.config,
+                          device=args.device, dtype=args.dtype, router=args.router)
 
 
 def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     """A SAM2Tracker for the backend the arguments name, plus a description for reports."""
-    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
+    from .api import open_backend_from_args, tracker_from_args
 
-    from fastsam2.runtime.threads import plan_threads
-
-    check_model_args(args)
-    threads = plan_threads(getattr(args, "threads", None))
-    if args.backend == "torch":
-        try:
-            import sam2  # noqa: F401
-
-            from fastsam2.export.models import build_sam2
-            from fastsam2.export.torch_backend import build_torch_backend
-        except ImportError as e:
-            raise UsageError(f"--backend torch needs torch and sam2 (pip install fastsam2[export]): {e}") from None
-        random_init = args.checkpoint is None
-        what = args.config or args.checkpoint or "tiny"
-        with out_of_memory_as_error(f"building {what!r} at image size {args.image_size or 'the config default'}"):
-            model = build_sam2(
-                args.config,
-                args.checkpoint,
-                device=args.device or "cpu",
-                image_size=args.image_size,
-                # random weights make SAM2's object-score head say "absent" and blank every mask; a
-                # positive bias keeps demo masks visible (they remain meaningless)
-                object_score_bias=5.0 if random_init else None,
-                quiet=quiet,
-            )
-        import torch
-
-        torch.set_num_threads(threads.threads)
-        autocast = None if args.dtype == "float32" else args.dtype
-        backend = build_torch_backend(model, autocast_dtype=autocast, router_weights=args.router)
-    elif args.backend == "ort":
-        from fastsam2.runtime.backends.ort import load_ort_backend
-
-        backend = load_ort_backend(Path(args.graphs), intra_op_threads=threads.threads, device=args.device or "cpu",
-                                   precision=getattr(args, "precision", "fp32"))
-    else:
-        from fastsam2.runtime.backends.trt import load_trt_backend
-
-        backend = load_trt_backend(Path(args.graphs))
-    cfg, weights = backend.config, backend.weights
-    if args.config is not None and not same_config(args.config, cfg.config_name):
-        raise UsageError(f"--config {args.config}: the graphs in {args.graphs} are {cfg.config_name!r}")
-    if args.image_size is not None and args.image_size != cfg.image_size:
-        raise UsageError(f"--image-size {args.image_size}: the graphs in {args.graphs} take {cfg.image_size}")
-    info: dict = {"backend": args.backend, "config": cfg.config_name, "image_size": cfg.image_size,
-                  "keep_ratio": args.keep, "weights": weights, "threads": threads.to_json()}
-    if args.backend != "torch":
-        info["runtime"] = backend.description
-    if backend.precisions:
-        info["precisions"] = dict(backend.precisions)
-    if weights == "random-init":
-        info["note"] = "random weights: masks are meaningless (timings are real)"
-        if args.backend == "torch":
-            info["note"] = "random weights (object-score bias +5 so masks are non-empty): masks are meaningless"
-    router = None
+    backend, info = open_backend_from_args(args, quiet=quiet)
+    tracker = tracker_from_args(backend, args, args.keep)
+    info["keep_ratio"] = args.keep
+    info["fill_hole_area"] = tracker.fill_hole_area
     if args.keep < 1.0:
-        from fastsam2.runtime.router import make_selector
-
-        router = make_selector(backend, getattr(args, "selector", "router"), seed=getattr(args, "selector_seed", 0),
-                               text=args.text, texts_path=args.texts, weights_path=args.router)
         info["selector"] = getattr(args, "selector", "router")
-    options = TrackerOptions(keep_ratio=args.keep, fill_hole_area=args.fill_hole_area)
-    info["fill_hole_area"] = options.fill_hole_area if options.fill_hole_area is not None else cfg.fill_hole_area
-    return SAM2Tracker(backend, options, router=router), info
+    return tracker, info
 
 
 def prompts_from_args(args: argparse.Namespace):
@@ -311,12 +202,12 @@ def add_track_parser(sub) -> None:
     p.add_argument("--box", dest="prompts", action=_PromptAction, type=parse_xy, metavar="X0,Y0,X1,Y1",
                    help="a box on the first frame")
     p.add_argument("--obj-id", type=int, action="append", help="object id of each prompt, in order (default 1, 2, ...)")
-    p.add_argument("--out", required=True, help="output directory (masks/, overlay.mp4, report.json)")
+    p.add_argument("--out", required=True, help="output directory (masks/, overlay.mp4 — without OpenCV overlay/ JPEG frames —, report.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--max-frames", type=positive(int), default=None, help="stop after this many frames")
     p.add_argument("--on-bad-frame", choices=["stop", "skip"], default="stop",
                    help="an unreadable frame: stop with an error (default) or skip it with a warning")
-    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--no-overlay", action="store_true", help="do not write the overlay")
     p.add_argument("--fps", type=positive(float), default=None, help="overlay frame rate (default: the video's, else 24)")
     p.set_defaults(func=run_track)
 
@@ -341,10 +232,16 @@ def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = 
             for x, y in coords:
                 if not (0 <= x <= w and 0 <= y <= h):
                     raise UsageError(f"object {oid}: point ({x:g}, {y:g}) is outside the {w}x{h} frame")
+        if not args.no_overlay:
+            from fastsam2.runtime.output import OVERLAY_FRAMES, overlay_name
+
+            if overlay_name() == OVERLAY_FRAMES:
+                print(f"fastsam2: no OpenCV: the overlay is written as JPEG frames in {out_dir / OVERLAY_FRAMES} "
+                      "(pip install fastsam2[video] for overlay.mp4)", file=sys.stderr)
         tracker, info = build_tracker(args)
         with out_of_memory_as_error(f"tracking at image size {info['image_size']}"):
             report = track_video(tracker, source, prompts, out_dir, args, info, extra_dirs=extra_dirs)
-    print(f"wrote {report['frames']} frames to {out_dir} "
+    print(f"wrote {report['frames']} frame{'s' if report['frames'] != 1 else ''} to {out_dir} "
           f"({report['ms_per_frame']['mean_ms']:.0f} ms/frame, backend {info['backend']})", file=sys.stderr)
     return 0
 
@@ -355,7 +252,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
     from tqdm import tqdm
 
     from fastsam2.runtime.metrics import peak_rss_mb, rss_mb, summarize_ms
-    from fastsam2.runtime.output import OverlayVideoWriter, labels_from_masks, save_indexed_png
+    from fastsam2.runtime.output import labels_from_masks, open_overlay_writer, save_indexed_png
 
     frame_ms: list[float] = []
     rss: list[tuple[int, float]] = []
@@ -366,7 +263,9 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
     fps = args.fps or getattr(source, "fps", None) or 24.0
     with atomic_output_dir(out_dir, overwrite=args.overwrite, kind="track", protect=track_inputs(args)) as tmp:
         (tmp / "masks").mkdir()
-        writer = None if args.no_overlay else OverlayVideoWriter(tmp / "overlay.mp4", fps=fps)
+        random = info.get("weights") == "random-init"
+        banner = "fastsam2: RANDOM weights - masks are meaningless" if random else None
+        writer = None if args.no_overlay else open_overlay_writer(tmp, fps, banner=banner)
         try:
             bar = tqdm(total=total, unit="frame", desc="track", file=sys.stderr, disable=None)
             n = 0
@@ -409,6 +308,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
             "memory_bank_bytes": tracker.memory_bytes(tracker.stream_state),
             "rss_mb": rss,
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "overlay": None if writer is None else writer.path.name,
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         for name, folder in (extra_dirs or {}).items():
@@ -501,7 +401,6 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
         model = build_sam2(config, checkpoint, image_size=image_size,
                            object_score_bias=5.0 if checkpoint is None else None)
         router = TokenRouter.for_model(model)
-        router.fastsam2_weights = "default-weights"
         # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
         export_graphs(model, out, router_stage=router, validate=False, optimize=False)
 
@@ -681,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     for name in PLUGIN_COMMANDS:
         importlib.import_module(name).add_parser(sub)
+    # the description names every registered command, plugins included
+    parser.description = f"SAM2 video tracking with token pruning. Commands: {', '.join(sub.choices)}."
     return parser
 
 

@@ -1,8 +1,9 @@
-"""``fastsam2-export``: SAM2 (+ token router) → ONNX graphs, manifest, validation; ``text`` subcommand.
+"""``fastsam2-export``: SAM2 (+ token router) → ONNX graphs, manifest, validation; ``text`` and ``describe`` subcommands.
 
     fastsam2-export --config tiny --checkpoint sam2.1_hiera_tiny.pt --out out/tiny --validate
     fastsam2-export --config tiny --image-size 512 --out out/t512 --trt      # + TensorRT static check
     fastsam2-export text "red car" "person" -o texts.npz
+    fastsam2-export describe frame.jpg --box 100,80,300,260 --pretrained clip.bin   # names for --text
 
 User errors (unknown config, unreadable checkpoint, existing --out without --overwrite, a failed
 validation) end with one line on stderr and exit code 1, and leave no output directory behind;
@@ -42,8 +43,7 @@ def compute_capability(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from fastsam2.export.models import CONFIG_NAMES
-    from fastsam2.runtime.config import CHECKPOINT_HELP
-    from fastsam2.export.stages import FILL_MODES
+    from fastsam2.runtime.config import CHECKPOINT_HELP, FILL_MODES
 
     p = ArgumentParser(
         prog=PROG,
@@ -116,27 +116,18 @@ def _check_args(args: argparse.Namespace) -> None:
     from fastsam2.runtime.config import resolve_model
 
     config, checkpoint = resolve_model(args.config, args.checkpoint)
-    if args.router and not Path(args.router).is_file():
-        raise UsageError(f"router weights not found: {args.router}")
     if args.router and args.no_router:
         raise UsageError("--router and --no-router contradict each other")
+    if args.router:  # a broken router file is refused before the model is built
+        from fastsam2.runtime.router import read_router_file
+
+        read_router_file(args.router)
     if args.fp16 and args.int8:
         raise UsageError("choose one of --fp16 and --int8 (INT8 engines fall back to FP16 kernels where faster)")
     if not 17 <= args.opset <= 20:
         raise UsageError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
     check_output_dir(args.out, overwrite=args.overwrite,
                      protect=[config, checkpoint, args.router, args.frames, args.calib])
-
-
-def _load_router(path: str, model):
-    try:
-        from fastsam2.export.router import load_router
-    except ImportError as e:
-        raise UsageError(f"--router needs fastsam2.export.router, which cannot be imported: {e}") from e
-    try:
-        return load_router(path, model)
-    except (ValueError, OSError, KeyError, RuntimeError) as e:
-        raise UsageError(f"cannot load router {path}: {e}") from e
 
 
 def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
@@ -173,7 +164,6 @@ def _trt_step(manifest, out: Path, args: argparse.Namespace) -> int:
 def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
     """Engines for every graph through the shared build plan (also used by jetson/build_engines.py)."""
     from fastsam2.export.trt.builder import BuildError
-    from fastsam2.export.trt.calibrator import CalibrationError
     from fastsam2.export.trt.plan import DEFAULT_WORKSPACE_MIB, PlanError, build_all, check_calib_dir, make_plan
     from fastsam2.calibration.qdq import QuantizeError
 
@@ -198,7 +188,7 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
         build_all(plan, calib_dir=calib_dir, tf32=args.tf32,
                   targets=tuple(args.trt_target) if args.trt_target else None,
                   log=lambda msg: print(msg, file=sys.stderr))
-    except (PlanError, BuildError, CalibrationError, QuantizeError, ValueError) as e:
+    except (PlanError, BuildError, QuantizeError, ValueError) as e:
         if args.int8:
             _discard_int8_output(out)
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
@@ -232,12 +222,13 @@ def run_export(args: argparse.Namespace) -> int:
             model = build_sam2(args.config, args.checkpoint, image_size=args.image_size)
             router = None
             if args.router:
-                router = _load_router(args.router, model)
+                from fastsam2.export.router import load_router
+
+                router = load_router(args.router, model)
             elif not args.no_router:
                 from fastsam2.export.router import TokenRouter
 
                 router = TokenRouter.for_model(model)
-                router.fastsam2_weights = "default-weights"
             manifest = export_graphs(
                 model,
                 args.out,
@@ -269,13 +260,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         mmap_large_allocations()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "text":
-        from fastsam2.export.text import add_text_parser
+    if argv and argv[0] in ("text", "describe"):
+        from fastsam2.export.text import add_describe_parser, add_text_parser
 
         parser = ArgumentParser(prog=PROG)
-        add_text_parser(parser.add_subparsers(dest="command", required=True))
-        return cli_main(PROG, parser, argv, run=lambda args: args.func(args))
-    return cli_main(PROG, build_parser(), argv, run=run_export)
+        commands = parser.add_subparsers(dest="command", required=True)
+        add_text_parser(commands)
+        add_describe_parser(commands)
+        return cli_main(PROG, parser, argv)  # errors name the subcommand: "fastsam2-export text: error: ..."
+    return cli_main(PROG, build_parser(), argv, run=run_export_checked)
+
+
+def run_export_checked(args: argparse.Namespace) -> int:
+    """:func:`run_export`, or one line naming the extra when the export stack is not installed."""
+    try:
+        import onnx  # noqa: F401
+        import sam2  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"{PROG} needs torch, sam2 and onnx (pip install fastsam2[export]): {e}") from None
+    return run_export(args)
 
 
 if __name__ == "__main__":

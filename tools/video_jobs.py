@@ -116,7 +116,7 @@ def job_settings(args: argparse.Namespace, keep: float, **extra: Any) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 class TrackerCache:
-    """One loaded backend (built once by ``cli.build_tracker``) and a SAM2Tracker per (keep, text).
+    """One loaded backend (opened once by ``api.open_backend_from_args``) and a SAM2Tracker per (keep, text).
 
     This is what a long-lived worker holds: building the model or loading engines happens once.
     """
@@ -125,37 +125,37 @@ class TrackerCache:
         self.args = copy.copy(args)
         self.threads = threads
         self.info: dict = {}
-        self._base = None
+        self._backend = None
         self._trackers: dict[tuple[float, str | None, str], Any] = {}
 
     def load(self) -> dict:
         """Build the backend now (idempotent); returns the report's description of it."""
-        if self._base is None:
-            from .cli import build_tracker
+        if self._backend is None:
+            from .api import open_backend_from_args
 
             args = copy.copy(self.args)
-            args.keep = 1.0
             if self.threads and getattr(args, "threads", None) is None:
                 args.threads = self.threads  # a Ray worker's CPUs
-            self._base, self.info = build_tracker(args, quiet=True)
+            self._backend, self.info = open_backend_from_args(args, quiet=True)
+            self.info["keep_ratio"] = 1.0
+            self.info["fill_hole_area"] = (self.args.fill_hole_area if self.args.fill_hole_area is not None
+                                           else self._backend.config.fill_hole_area)
         return self.info
 
     def tracker(self, keep: float, text: str | None = None, selector: str = "router",
                 object_texts: dict[int, str] | None = None):
         """A SAM2Tracker at ``keep`` with token ``selector`` (router text ``text``, else --text; or
         one description per object, ``object_texts``), reset for a new video."""
-        from fastsam2.runtime.router import make_selector, object_text_vectors
-        from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
+        from fastsam2.runtime.router import object_text_vectors
+
+        from .api import tracker_from_args
 
         self.load()
         text = text if text is not None else self.args.text
         key = (keep, text if keep < 1 else None, selector if keep < 1 else "router")
         if key not in self._trackers:
-            backend = self._base.backend
-            router = make_selector(backend, selector, seed=getattr(self.args, "selector_seed", 0), text=text,
-                                   texts_path=self.args.texts, weights_path=self.args.router) if keep < 1 else None
-            self._trackers[key] = SAM2Tracker(
-                backend, TrackerOptions(keep_ratio=keep, fill_hole_area=self.args.fill_hole_area), router=router)
+            assert self._backend is not None  # load() opened it
+            self._trackers[key] = tracker_from_args(self._backend, self.args, keep, text=text, selector=selector)
         tracker = self._trackers[key]
         tracker.reset()
         if keep < 1 and selector == "router":

@@ -4,7 +4,7 @@ TensorRT 10 Python API (TensorRT Python API reference; the same calls in TensorR
 one adapter :mod:`.api` for what differs between the two:
 
 - the network is created ``STRONGLY_TYPED``: every layer computes in the types of the ONNX graph, so
-  precision is decided by the graph (:mod:`.precision` writes FP16 graphs, :mod:`.quantize` QDQ INT8
+  precision is decided by the graph (:mod:`.precision` writes FP16 graphs, :mod:`fastsam2.calibration.qdq` QDQ INT8
   graphs); no ``BuilderFlag.FP16/INT8``, ``layer.precision`` or calibrator (removed in TensorRT 11);
 - ``OnnxParser.parse_from_file`` returns a bool, errors via ``num_errors`` / ``get_error(i)``;
 - ``IOptimizationProfile.set_shape`` raises RuntimeError on inconsistent shapes;
@@ -34,7 +34,6 @@ from fastsam2.runtime.specs import GraphSpec
 
 from fastsam2.runtime.outdir import write_bytes_atomic
 
-from .calibrator import read_cache
 from .compat import check_onnx_for_trt
 from fastsam2.runtime.backends.trt_metadata import PRECISIONS, EngineMetadata, metadata_path
 from fastsam2.runtime.backends.trt_profiles import Profile, check_profiles_cover
@@ -55,6 +54,16 @@ class BuildSource:
 
 
 # -- pure pieces -----------------------------------------------------------------------------------
+
+def read_timing_cache(path: Path | None) -> bytes | None:
+    """A timing cache's bytes, or None when there is none (no path, a missing or an empty file)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    return path.read_bytes()
+
 def layer_precisions(network: Any, trt: Any) -> dict[str, Any]:
     """What a strongly typed network computes in, read from its layers before the build.
 
@@ -246,7 +255,7 @@ def build_engine(
 
     use_timing_cache = timing_cache_path is not None and flavor.uses_timing_cache
     if use_timing_cache:
-        cache = config.create_timing_cache(read_cache(timing_cache_path) or b"")
+        cache = config.create_timing_cache(read_timing_cache(timing_cache_path) or b"")
         if cache is None:
             raise BuildError(f"{graph}: could not create a timing cache from {timing_cache_path}")
         if not config.set_timing_cache(cache, ignore_mismatch=False):

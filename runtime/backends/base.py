@@ -134,11 +134,14 @@ class Backend:
     constants: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     weights: str | None = None  # checkpoint sha256, "random-init", or None when unknown
+    # the router stage's weights: a router file's sha256, "default-weights", or None (unknown / no router)
+    router_weights: str | None = None
     precisions: dict[str, str] = field(default_factory=dict)  # {graph: "fp32" | "fp16" | "int8"}
     # What the backend's graphs cannot take, e.g. {"min_keep_ratio": 0.1, "max_cond_frames_in_attn": 4,
     # "max_batch": 1} for TensorRT engines built with bounded profiles (the tracker refuses options
     # outside them, and batches at most max_batch objects or streams per call).
     limits: dict[str, Any] = field(default_factory=dict)
+    threads: Any = None  # the ThreadPlan its intra-op CPU threads were set from (runtime/threads.py), if any
 
     def close(self) -> None:
         for runner in self.runners.values():

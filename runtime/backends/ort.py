@@ -37,19 +37,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
 from ..errors import UserError
 from ..manifest import (
     ORT_VARIANT,
     ExportDir,
     GraphEntry,
     GraphLoadError,
-    Manifest,
     ManifestError,
     graph_config_problem,
 )
 from ..ops import NumpyOps
-from ..specs import GraphSpec
+from ..specs import ROUTER, GraphSpec
 from .base import Backend, StageError, StageRunner
 
 INT8_DIR = "int8"
@@ -406,10 +404,7 @@ def load_ort_backend(
         constants=constants,
         description=f"onnxruntime {used} " + ", ".join(f"{n}:{p} ({files[n]})" for n, p in chosen.items()),
         weights=manifest.weights,
+        router_weights=manifest.router_weights if ROUTER in runners else None,
         precisions=chosen,
     )
 
-
-def config_of(graph_dir: str | Path) -> ModelConfig:
-    """The :class:`ModelConfig` an export was made with."""
-    return Manifest.read(graph_dir).model_config

@@ -45,12 +45,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
-
 from ..config import ModelConfig
 from ..manifest import ExportDir, GraphLoadError
 from ..specs import BATCH, MEMORY_ATTENTION, ROUTER, GraphSpec
 from .base import MAX_CUDA_GRAPHS, Backend, StageError, StageRunner
+from .torch_device import ShapeBuckets
 
 # trt.DataType member names -> numpy/torch dtype names.
 TRT_DTYPES = {
@@ -172,8 +171,7 @@ class TensorRTRunner(StageRunner):
         self.metadata = None
         self.profile_limits: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
         self._output_cache: dict[tuple, dict[str, Any]] = {}
-        self._buckets: dict[tuple, _Bucket] = {}
-        self._uncapturable: set[tuple] = set()
+        self._buckets: ShapeBuckets[_Bucket] = ShapeBuckets(max_graphs)
         self._device_memory = None
         self._runtime_cache = None
 
@@ -284,13 +282,13 @@ class TensorRTRunner(StageRunner):
             raise ProfileLimitError(problem)
         key = tuple(tuple(inputs[n].shape) for n in self.spec.input_names)
         if not self._cuda:
-            if self.cuda_graphs and key not in self._uncapturable:
+            if self.cuda_graphs and not self._buckets.eager(key):
                 return self._run_graph(key, inputs)
             return self._run(self.context, inputs, self._outputs_for(self.context, key, inputs))
         caller = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(caller)
         with torch.cuda.stream(self.stream):
-            if self.cuda_graphs and key not in self._uncapturable:
+            if self.cuda_graphs and not self._buckets.eager(key):
                 outputs = self._run_graph(key, inputs)
             else:
                 outputs = self._run(self.context, inputs, self._outputs_for(self.context, key, inputs))
@@ -346,9 +344,6 @@ class TensorRTRunner(StageRunner):
     def _run_graph(self, key: tuple, inputs: dict[str, Any]) -> dict[str, Any]:
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= self.max_graphs:
-                self._uncapturable.add(key)  # over budget: this shape runs without a graph
-                return self._run(self.context, inputs, self._outputs_for(self.context, key, inputs))
             # The bucket's own context: its shapes and addresses stay those of the capture.
             context = self._new_context()
             static_in = {n: t.clone() for n, t in inputs.items()}
@@ -361,11 +356,9 @@ class TensorRTRunner(StageRunner):
                 graph.capture(lambda: context.execute_async_v3(self._stream_handle))
             except RuntimeError:
                 # Some engines cannot be captured; that shape keeps running without a graph.
-                self._uncapturable.add(key)
                 graph = None
             bucket = _Bucket(static_in, static_out, context, graph)
-            if graph is not None:
-                self._buckets[key] = bucket
+            self._buckets.add(key, bucket if graph is not None else None)
             return self._finish(bucket.outputs)
         for name, t in inputs.items():
             bucket.inputs[name].copy_(t, non_blocking=True)
@@ -433,8 +426,6 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     """
     import torch
 
-    from .torch_ops import TorchOps
-
     engine_dir = Path(engine_dir)
     export = ExportDir.open(engine_dir)  # the manifest, checked against this fastsam2's specs and version
     config = export.config
@@ -456,6 +447,7 @@ def load_trt_backend(engine_dir: str | Path, *, device: str = "cuda", cuda_graph
     backend = backend_from_runners(runners, config, export.constants(), device=device,
                                    description=f"TensorRT {device}" + (" cuda-graphs" if cuda_graphs else ""))
     backend.weights = export.manifest.weights
+    backend.router_weights = export.manifest.router_weights if ROUTER in runners else None
     return backend
 
 
@@ -464,8 +456,9 @@ def backend_from_runners(
     description: str,
 ) -> Backend:
     """Activate ``runners`` (failing at load time, not at the first frame) and make the Backend, its
-    config capped to the engines' profiles."""
-    from .torch_ops import TorchOps
+    config capped to the engines' profiles. Its ops preprocess frames on ``device``
+    (:class:`~fastsam2.runtime.backends.torch_device.DeviceTorchOps`)."""
+    from .torch_device import DeviceTorchOps
 
     for runner in runners.values():
         runner.activate()
@@ -475,113 +468,9 @@ def backend_from_runners(
     return Backend(
         name="tensorrt",
         runners=runners,
-        ops=TorchOps(device),
+        ops=DeviceTorchOps(device),
         config=config,
         constants=constants,
         description=description.replace("TensorRT", label, 1),
         limits=limits,
     )
-
-
-# -- engine vs ONNX check ------------------------------------------------------------------------------
-POINT_LABELS = (-1, 0, 1, 2, 3)
-
-
-def dummy_feed(spec: GraphSpec, shapes: Mapping[str, tuple[int, ...]], *, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid random inputs for ``spec`` at ``shapes`` (e.g. a profile's opt shapes):
-    :meth:`GraphSpec.sample`, with the values every spec declares."""
-    return spec.sample(rng=np.random.default_rng(seed), shapes=dict(shapes))
-
-
-@dataclass
-class CheckRow:
-    """One output of one graph compared between an engine and its ONNX twin."""
-
-    graph: str
-    output: str
-    passed: bool
-    max_abs: float | None = None
-    mean_abs: float | None = None
-    atol: float | None = None
-    note: str = ""
-
-
-def compare_runners(graph: str, runners: list[Any], feed: dict[str, np.ndarray], atol: dict[str, float]) -> list[CheckRow]:
-    """Run two polygraphy runners on ``feed`` and compare every output with per-output ``atol``."""
-    from polygraphy.comparator import Comparator
-
-    try:
-        from polygraphy.comparator import SimpleCompareFunc
-    except ImportError:  # polygraphy < 0.53
-        from polygraphy.comparator import CompareFunc
-
-        SimpleCompareFunc = CompareFunc.simple
-    results = Comparator.run(runners, data_loader=[feed])
-    (_, first), (_, second) = list(results.items())
-    compare = SimpleCompareFunc(atol=dict(atol), rtol=0.0, check_shapes=True)
-    outcome = compare(first[0], second[0])
-    rows = []
-    for name, res in outcome.items():
-        tol = atol.get(name, atol.get(""))
-        if isinstance(res, bool):
-            # polygraphy returns a bare bool when it could not compare values (shape mismatch)
-            rows.append(CheckRow(graph, name, res, atol=tol, note="" if res else "shapes differ: values not compared"))
-            continue
-        rows.append(CheckRow(graph, name, bool(res), float(res.max_absdiff), float(res.mean_absdiff), tol))
-    for name in atol:
-        if name and name not in outcome:
-            rows.append(CheckRow(graph, name, False, note="output missing from the comparison"))
-    return rows
-
-
-def check_engines(engine_dir: str | Path, onnx_dir: str | Path, *, atol_scale: float = 1.0) -> list[CheckRow]:
-    """Compare each ``engine_dir/<graph>.engine`` with ``onnx_dir/<graph>.onnx`` (ONNX Runtime, CPU)
-    on valid dummy inputs at the engine's profile opt shapes; tolerances are the spec's ``atol``
-    times ``atol_scale`` (FP16 engines usually need a larger scale)."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-
-    from .trt_metadata import EngineMetadata, metadata_path
-
-    engine_dir, onnx_dir = Path(engine_dir), Path(onnx_dir)
-    export = ExportDir.open(engine_dir if (engine_dir / "manifest.json").is_file() else onnx_dir)
-    rows: list[CheckRow] = []
-    for name, entry in export.manifest.graphs.items():
-        spec = entry.spec
-        engine_path, onnx_path = engine_dir / f"{name}.engine", onnx_dir / f"{name}.onnx"
-        missing = [str(p) for p in (engine_path, onnx_path) if not p.is_file()]
-        if missing:
-            rows.append(CheckRow(name, "*", False, note=f"missing {missing}"))
-            continue
-        meta = EngineMetadata.load(metadata_path(engine_path))
-        profiles = meta.profile_objects()
-        if not profiles:
-            rows.append(CheckRow(name, "*", False, note="engine metadata has no profile"))
-            continue
-        feed = dummy_feed(spec, profiles[0].shapes("opt"))
-        atol = {out: tol * atol_scale for out, tol in spec.atol.items()}
-        runners = [
-            TrtRunner(EngineFromBytes(engine_path.read_bytes()), name=f"trt-{name}"),
-            OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["CPUExecutionProvider"]), name=f"ort-{name}"),
-        ]
-        rows.extend(compare_runners(name, runners, feed, atol))
-    return rows
-
-
-def format_check_table(rows: list[CheckRow]) -> str:
-    """A fixed-width pass/fail table, one line per output, and a summary line."""
-    header = ("graph", "output", "result", "max |diff|", "mean |diff|", "atol", "note")
-
-    def num(x: float | None) -> str:
-        return "-" if x is None else f"{x:.3g}"
-
-    body = [
-        (r.graph, r.output, "PASS" if r.passed else "FAIL", num(r.max_abs), num(r.mean_abs), num(r.atol), r.note)
-        for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in (header, *body)) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in (header, *body)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    failed = sum(not r.passed for r in rows)
-    lines.append(f"{len(rows) - failed}/{len(rows)} outputs pass" + (f", {failed} FAIL" if failed else ""))
-    return "\n".join(lines)

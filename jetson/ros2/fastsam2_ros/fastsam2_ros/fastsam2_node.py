@@ -24,10 +24,8 @@ only in :func:`make_node_class` / :func:`main`, so this module imports without R
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,39 +63,25 @@ PARAMETERS: dict[str, Any] = {
 
 def load_tracker(params: dict[str, Any]):
     """A SAM2Tracker over the backend the parameters name (fastsam2 imported here)."""
-    from fastsam2.runtime.tracker import SAM2Tracker, TrackerOptions
+    from fastsam2 import SAM2Tracker, open_backend
 
     engine_dir = params["engine_dir"]
     if not engine_dir:
         raise ValueError("parameter engine_dir is empty: point it at build_engines.py's output (or an ONNX export for ort)")
-    if params["backend"] == "trt":
-        from fastsam2.runtime.backends.trt import load_trt_backend
-
-        backend = load_trt_backend(engine_dir, device=params["device"], cuda_graphs=params["cuda_graphs"])
-    elif params["backend"] == "ort":
-        from fastsam2.runtime.backends.ort import load_ort_backend
-
-        backend = load_ort_backend(engine_dir)
-    else:
+    if params["backend"] not in ("trt", "ort"):
         raise ValueError(f"parameter backend must be trt or ort, got {params['backend']!r}")
-    # Engines built with the edge profile cap the conditioning frames memory attention may see.
-    max_cond = None
-    info_path = Path(engine_dir) / "jetson_build.json"
-    if info_path.is_file():
-        max_cond = json.loads(info_path.read_text()).get("max_cond_frames_in_attn")
-    keep = float(params["keep_ratio"])
-    router = None
-    if keep < 1.0:
-        from fastsam2.runtime.router import make_router
-
-        router = make_router(
-            backend,
-            text=params["text"] or None,
-            texts_path=params["texts_file"] or None,
-            weights_path=params["router_weights"] or None,
-        )
-    options = TrackerOptions(keep_ratio=keep, max_cond_frames_in_attn=max_cond)
-    return SAM2Tracker(backend, options, router=router)
+    router = params["router_weights"] or None
+    # TensorRT engines carry their profile limits (e.g. the edge profile's conditioning frames): the
+    # backend's config is capped to them
+    backend = open_backend(
+        params["backend"], engine_dir, router=router,
+        device=params["device"] if params["backend"] == "trt" else None,
+        cuda_graphs=params["cuda_graphs"] if params["backend"] == "trt" else False,
+    )
+    return SAM2Tracker.from_backend(
+        backend, keep=float(params["keep_ratio"]), text=params["text"] or None,
+        texts=params["texts_file"] or None, router=router,
+    )
 
 
 def to_tracker_prompt(spec: PromptSpec):

@@ -1,0 +1,184 @@
+"""The device path of every GPU backend (torch, TensorRT), needing only torch: frames preprocessed on
+the device (PIL's bicubic resize and SAM2's normalization as tensor arithmetic), host arrays uploaded
+through pinned staging memory, and the shape-bucket cache of captured CUDA graphs.
+
+On the CPU the same arithmetic runs on CPU tensors (no pinned memory): the TensorRT runner's tests
+drive it through an ONNX Runtime stand-in engine without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Generic, Hashable, TypeVar
+
+import numpy as np
+
+from .base import MAX_CUDA_GRAPHS
+from .torch_ops import TorchOps
+
+Entry = TypeVar("Entry")
+
+
+class ShapeBuckets(Generic[Entry]):
+    """Captured CUDA graphs keyed by their feed's shapes (``key``: the tuple of input shapes/dtypes),
+    at most ``limit`` of them. A shape over the budget, or one whose capture failed, is remembered and
+    runs without a graph from then on (:meth:`eager`)."""
+
+    def __init__(self, limit: int = MAX_CUDA_GRAPHS):
+        self.limit = limit
+        self.entries: dict[Hashable, Entry] = {}
+        self._eager: set[Hashable] = set()
+
+    def get(self, key: Hashable) -> Entry | None:
+        return self.entries.get(key)
+
+    def eager(self, key: Hashable) -> bool:
+        """Whether ``key`` runs without a graph: refused before, or new while the budget is spent."""
+        if key in self._eager:
+            return True
+        if key not in self.entries and len(self.entries) >= self.limit:
+            self._eager.add(key)
+            return True
+        return False
+
+    def add(self, key: Hashable, entry: Entry | None) -> None:
+        """Keep ``entry`` for ``key``; None marks the shape as uncapturable."""
+        if entry is None:
+            self._eager.add(key)
+        else:
+            self.entries[key] = entry
+
+    def values(self) -> list[Entry]:
+        return list(self.entries.values())
+
+    def items(self) -> list[tuple[Hashable, Entry]]:
+        return list(self.entries.items())
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self._eager.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class DeviceTorchOps(TorchOps):
+    """TorchOps with frames preprocessed on the device (``compile``: that arithmetic through
+    ``torch.compile``) and, on CUDA, no hidden host synchronization: host arrays go up through pinned
+    memory asynchronously (a pageable copy may wait for the whole stream). On the CPU the same
+    arithmetic runs on CPU tensors."""
+
+    def __init__(self, device: str = "cuda", compile: bool = False):
+        super().__init__(device)
+        # the resize and normalization: one kernel per pass compiled, a gather, product and sum eager
+        self._normalize = self.torch.compile(normalize_frames, dynamic=None) if compile else normalize_frames
+
+    @property
+    def pinned(self) -> bool:
+        return self.device.type == "cuda"
+
+    def asarray(self, x: Any, dtype: str | None = None):
+        if not self.pinned:
+            return super().asarray(x, dtype)
+        torch = self.torch
+        if isinstance(x, torch.Tensor):
+            t = x if dtype is None else x.to(getattr(torch, dtype))
+            if t.device.type == "cpu":
+                t = t.contiguous().pin_memory()
+        else:
+            a = np.asarray(x) if dtype is None else np.asarray(x).astype(dtype, copy=False)
+            t = torch.empty(a.shape, dtype=torch.from_numpy(np.empty(0, a.dtype)).dtype, pin_memory=True)
+            t.numpy()[...] = a  # one host copy, straight into pinned memory
+        # the caching host allocator keeps the pinned block until the copy has run
+        return t.to(self.device, non_blocking=True)
+
+    def preprocess_frame(self, image: np.ndarray, image_size: int, mean, std):
+        """RGB uint8 [H,W,3] → normalized float32 [1,3,S,S] on the device (see :meth:`preprocess_frames`)."""
+        return self.preprocess_frames([image], image_size, mean, std)[0]
+
+    def preprocess_frames(self, images: list[np.ndarray], image_size: int, mean, std) -> list:
+        """RGB uint8 [H,W,3] frames → normalized float32 [1,3,S,S] each, on the device; frames of one
+        size are uploaded and resized as one batch (several camera streams: one launch chain).
+
+        PIL's default resize (bicubic, a=-0.5), done as PIL does it: horizontal pass, rounded to
+        uint8 levels, then vertical pass, rounded (:func:`normalize_frames`): equal to the host path
+        except for one uint8 level on ~1e-5 of the values (PIL's fixed-point arithmetic). Each pass
+        gathers its few taps per output (:func:`pil_bicubic_taps`, torch's antialiased-bicubic
+        weights) instead of calling that kernel, which also runs an identity pass over the other axis.
+        """
+        torch = self.torch
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    f"frames must be RGB uint8 arrays of shape [H, W, 3], got {image.dtype} {image.shape}"
+                )
+        key = (tuple(mean), tuple(std))
+        if getattr(self, "_norm_key", None) != key:
+            self._norm = (
+                torch.tensor(mean, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1),
+                torch.tensor(std, dtype=torch.float32, device=self.device).reshape(1, 3, 1, 1),
+            )
+            self._norm_key = key
+        out: list = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(i)
+        for idx in by_size.values():
+            # one host copy per frame, straight into pinned memory; each frame's upload starts at
+            # once and runs while the next frame is copied
+            shape = (len(idx), *images[idx[0]].shape)
+            host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pinned)
+            x = torch.empty(shape, dtype=torch.uint8, device=self.device)
+            staged = host.numpy()
+            for j, i in enumerate(idx):
+                staged[j] = images[i]
+                x[j].copy_(host[j], non_blocking=True)
+            (h, w), s = x.shape[1:3], image_size
+            x = self._normalize(x, *pil_bicubic_taps(w, s, self.device), *pil_bicubic_taps(h, s, self.device),
+                                *self._norm)
+            for j, i in enumerate(idx):
+                out[i] = x[j : j + 1]
+        return out
+
+
+def pil_bicubic_taps(n_in: int, n_out: int, device: Any) -> tuple[Any, Any]:
+    """PIL's bicubic resize of one axis (a=-0.5, support widened when shrinking, as torch's
+    antialiased bicubic computes it) as taps: int64 indices [n_out, T] into the input axis and
+    float32 weights [n_out, T] (unused taps: weight 0). Read off torch's own kernel on ``device``
+    by resizing the identity, so the weights are that kernel's, bit for bit. Cached per sizes."""
+    return _taps(int(n_in), int(n_out), str(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _taps(n_in: int, n_out: int, device: str) -> tuple[Any, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    eye = torch.eye(n_in, device=device).reshape(1, 1, n_in, n_in)  # row r: an impulse at r
+    weights = F.interpolate(eye, size=(n_in, n_out), mode="bicubic", align_corners=False, antialias=True)[0, 0]
+    rows = torch.arange(n_in, device=device)[:, None].expand(n_in, n_out)
+    taps = int((weights != 0).sum(0).max())
+    # the input positions of each output's nonzero weights, ascending, padded with weight-0 taps
+    pos = torch.where(weights != 0, rows, n_in).sort(dim=0).values[:taps]
+    used = pos < n_in
+    pos = torch.where(used, pos, 0)
+    w = torch.where(used, weights.gather(0, pos), 0.0)
+    return pos.T.contiguous(), w.T.contiguous()
+
+
+def resample_axis(x: Any, idx: Any, w: Any, dim: int) -> Any:
+    """``x`` float32 [..., n_in at ``dim``, ...] resampled along ``dim`` by taps ``idx``/``w``
+    [n_out, T] (:func:`pil_bicubic_taps`) → [..., n_out at ``dim``, ...]."""
+    dim = dim % x.dim()
+    g = x.index_select(dim, idx.reshape(-1)).unflatten(dim, idx.shape)  # [..., n_out, T, ...]
+    return (g * w.reshape(*w.shape, *([1] * (x.dim() - dim - 1)))).sum(dim + 1)
+
+
+def normalize_frames(x: Any, idx_w: Any, w_w: Any, idx_h: Any, w_h: Any, mean: Any, std: Any) -> Any:
+    """uint8 frames [B,H,W,3] → normalized float32 [B,3,S,S] as SAM2's loader makes them: PIL's
+    bicubic resize (horizontal pass rounded to uint8 levels, then the vertical pass, rounded; taps of
+    :func:`pil_bicubic_taps`), then (x/255 - mean) / std (mean/std [1,3,1,1])."""
+    x = x.permute(0, 3, 1, 2).float()
+    x = resample_axis(x, idx_w, w_w, -1).round().clamp(0.0, 255.0)
+    x = resample_axis(x, idx_h, w_h, -2).round().clamp(0.0, 255.0)
+    return ((x / 255.0 - mean) / std).contiguous()
