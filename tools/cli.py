@@ -30,7 +30,7 @@ from fastsam2.runtime.args import (
     non_negative_int,
     positive,
 )
-from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model
+from fastsam2.runtime.config import CHECKPOINT_HELP
 from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
 from fastsam2.runtime.outdir import (
     atomic_output_dir,
@@ -317,94 +317,7 @@ def track_video(tracker, source, prompts, out_dir: Path, args, info: dict, *,
 
 
 # ------------------------------------------------------------------------------------------------
-# demo
-def add_demo_parser(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="export tiny, then track the bundled sample clip with pruned ONNX Runtime (no download needed)",
-    )
-    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
-    p.add_argument("--config", default=None, help="SAM2 config name or .yaml (default: tiny, or the --checkpoint model's)")
-    p.add_argument("--out", default="fastsam2_demo", help="output directory (default ./fastsam2_demo; replaced)")
-    p.add_argument("--backend", choices=["ort", "torch"], default="ort",
-                   help="ort: export ONNX graphs into OUT/graphs and run them (default); torch: no export")
-    p.add_argument("--keep", type=finite_float, default=0.3, help="router keep ratio (default 0.3; 1.0 = plain SAM2)")
-    p.add_argument("--image-size", type=image_size, default=None,
-                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default 1024)")
-    p.add_argument("--max-frames", type=positive(int), default=None)
-    p.add_argument("--video", default=str(SAMPLE_CLIP), help="frames to track (default: the bundled sample clip)")
-    p.add_argument("--threads", type=positive(int), default=None, metavar="N",
-                   help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
-    p.set_defaults(func=run_demo)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """fastsam2-export + fastsam2 track in one command, with the sample clip's prompts."""
-    import tempfile
-
-    ns = argparse.Namespace(
-        config=args.config, checkpoint=args.checkpoint, backend=args.backend, graphs=None,
-        device=None, dtype="float32", image_size=args.image_size, keep=args.keep, text=None,
-        texts=None, router=None, video=args.video, fill_hole_area=None, threads=args.threads,
-        prompts=[("point", [480.0, 300.0]), ("box", [100.0, 100.0, 300.0, 400.0])],
-        obj_id=None, out=args.out, overwrite=True, max_frames=args.max_frames, on_bad_frame="stop",
-        no_overlay=False, fps=None,
-    )
-    check_output_dir(args.out, overwrite=True, protect=track_inputs(ns))  # before the export
-    if args.backend == "torch":
-        return run_track(ns)
-    if not 0.0 < args.keep <= 1.0:
-        raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
-    resolve_model(args.config, args.checkpoint)
-    if args.threads is not None:
-        from fastsam2.runtime.threads import plan_threads
-
-        plan_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="fastsam2_demo_graphs_") as tmp:
-        graphs = Path(tmp) / "graphs"
-        t0 = time.perf_counter()
-        print(f"exporting {args.config or args.checkpoint or 'tiny'} to ONNX (in a separate process) ...", file=sys.stderr)
-        export_in_subprocess(
-            export_demo_graphs, args.config, args.checkpoint, args.image_size, str(graphs), args.threads,
-            scratch=Path(tmp),
-        )
-        print(f"exported in {time.perf_counter() - t0:.0f} s; tracking with ONNX Runtime at keep {args.keep}",
-              file=sys.stderr)
-        # the graphs now fix the config, size and weights
-        ns.graphs, ns.config, ns.image_size, ns.checkpoint = str(graphs), None, None, None
-        code = run_track(ns, extra_dirs={"graphs": graphs})
-        if args.checkpoint is None:
-            print("fastsam2 demo: RANDOM weights (no --checkpoint): masks are meaningless, timings are real",
-                  file=sys.stderr)
-        return code
-
-
-def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | None, out: str,
-                       threads: int | None) -> None:
-    """The demo's export: ``config`` (random weights with the object-score bias +5 when no
-    checkpoint, so that masks show) and the default router, to ``out``."""
-    from fastsam2.runtime.metrics import mmap_large_allocations
-
-    mmap_large_allocations()  # the trace's freed activations leave the process instead of staying resident
-    try:
-        import torch
-
-        from fastsam2.export.models import build_sam2
-        from fastsam2.export.onnx_export import export_graphs
-        from fastsam2.export.router import TokenRouter
-    except ImportError as e:
-        raise UsageError(f"demo exports ONNX first and needs fastsam2[export]: {e}") from None
-    from fastsam2.runtime.threads import plan_threads
-
-    torch.set_num_threads(plan_threads(threads).threads)
-    with out_of_memory_as_error(f"exporting {config!r} at image size {image_size or 1024}"):
-        model = build_sam2(config, checkpoint, image_size=image_size,
-                           object_score_bias=5.0 if checkpoint is None else None)
-        router = TokenRouter.for_model(model)
-        # the onnxscript clean-up is skipped: 10 s of the demo, and ONNX Runtime folds the same at start
-        export_graphs(model, out, router_stage=router, validate=False, optimize=False)
-
-
+# an export in its own process (demo)
 def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
     """``fn(*args)`` in a fresh (spawned) process: torch, the traced model and the export's buffers
     (the command's peak memory, a third of it torch's import) leave with it, so the
@@ -562,6 +475,7 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
 # Subcommands living in other modules: each module exposes ``add_parser(subparsers)`` and imports its
 # heavy dependencies only when run, so every command is listed even where an extra is missing.
 PLUGIN_COMMANDS = (
+    "fastsam2.tools.demo",  # fastsam2 demo
     "fastsam2.tools.bench",  # fastsam2 bench
     "fastsam2.tools.train_router",  # fastsam2 train-router, fit-text-projection
     "fastsam2.tools.check_engines",  # fastsam2 check-engines
@@ -576,7 +490,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="fastsam2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_track_parser(sub)
-    add_demo_parser(sub)
     add_eval_parser(sub)
     for name in PLUGIN_COMMANDS:
         importlib.import_module(name).add_parser(sub)
