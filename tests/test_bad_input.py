@@ -887,7 +887,7 @@ SIGNAL_RUNS = {  # command -> (argv builder, the prog its one line names)
     "label": (lambda w: _python_main("fastsam2.tools.cli") + [
         "label", "--videos", str(w), "--prompts", str(_label_prompts(w)), "--out", str(w / "out"), *FAST],
         "fastsam2 label"),
-    "demo": (lambda w: _python_main("fastsam2.tools.cli") + ["demo", "--out", str(w / "out"), "--max-frames", "2",
+    "demo": (lambda w: _python_main("fastsam2.tools.cli") + ["demo", "--out", str(w / "out"), "--max-frames", "3",
                                                              *FAST], "fastsam2 demo"),
 }
 

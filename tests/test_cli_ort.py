@@ -36,9 +36,9 @@ def test_track_with_missing_graphs_dir(tmp_path, bedroom, capsys):
     assert code == 1 and "Traceback" not in err and not out.exists()
 
 
-def test_demo_exports_and_tracks_pruned_with_ort(tmp_path, capsys):
+def test_demo_with_a_config_exports_and_tracks_the_sample_clip_pruned_with_ort(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--image-size", "256", "--max-frames", "3"])
+    code = main(["demo", "--config", "tiny", "--out", str(out), "--image-size", "256", "--max-frames", "3"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "RANDOM" in err
