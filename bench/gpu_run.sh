@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# On the lent GPU machine (the device tool runs this in the repo root; $OUT comes back):
+# On a CUDA machine, from the repository root, with $OUT the folder the results go to:
 #   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
-# Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (../shared/tools/device-wheels.sh)
-# and the sample frames in .bench_frames/bedroom (both carried; neither is tracked).
+# Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (a machine without network installs
+# from there) and the bedroom frames in .bench_frames/bedroom (neither is tracked). bench/RESULTS.md
+# quotes what each mode wrote.
 set -o pipefail
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
@@ -63,7 +64,7 @@ for mode in "${@:-smoke}"; do
     python3 bench/stage_kernels.py --frames-dir $frames 2>&1 | tee "$OUT/h200_stage_kernels.log" || exit 1 ;;
   kernels-quick)  # the same without the encoder under max-autotune (minutes of compilation)
     python3 bench/stage_kernels.py --frames-dir $frames --no-autotune 2>&1 | tee "$OUT/h200_stage_kernels.log" || exit 1 ;;
-  full)  # the H100 benchmark of bench/results/gpu_h100.*
+  full)  # the H100 table of bench/RESULTS.md
     $bench --keep 1.0,0.5,0.3 --frames 60,200,1000 --official-offload \
       --json "$OUT/gpu_h100.json" --plot "$OUT/gpu_h100.png" 2>&1 | tee "$OUT/gpu_h100.log" ;;
   *) echo "unknown mode $mode"; exit 2 ;;

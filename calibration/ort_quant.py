@@ -151,12 +151,14 @@ def record_feeds(
     max_feeds: int = 16,
     graphs: Sequence[str] = DEFAULT_GRAPHS,
     keep_ratio: float = 1.0,
+    point: tuple[float, float] = DEFAULT_POINT,
 ) -> Path:
     """Run the reference tracker over ``backend`` (usually the torch backend:
     ``fastsam2.export.torch_backend.build_torch_backend(model)``) on ``n_frames`` real frames with
     FeedRecorder-wrapped runners; the feeds land in ``calib_dir/<graph>/*.npz`` (at most ``max_feeds``
     per graph). With ``keep_ratio < 1`` the pruned loop runs (default router) and the router's feeds are
-    recorded too. The backend's runners are wrapped for the run and restored after it."""
+    recorded too. ``point``: the positive click (x, y) that prompts the object on the first frame.
+    The backend's runners are wrapped for the run and restored after it."""
     from fastsam2.runtime.specs import ROUTER
     from fastsam2.runtime.tracker import SAM2Tracker
 
@@ -166,7 +168,7 @@ def record_feeds(
         backend.runners[name] = FeedRecorder(backend.runners[name], calib_dir, max_feeds=max_feeds)
     try:
         tracker = SAM2Tracker.from_backend(backend, keep=keep_ratio, fill_hole_area=0, profile_stages=False)
-        track_frames(tracker, _frames(frames, n_frames))
+        track_frames(tracker, _frames(frames, n_frames), point)
     finally:
         backend.runners.update(originals)
     return Path(calib_dir)
@@ -245,9 +247,11 @@ def build_int8(
     *,
     options: QuantOptions | None = None,
     log: Any = None,
+    point: tuple[float, float] = DEFAULT_POINT,
 ) -> Int8Report:
     """Quantize ``options.graphs`` of ``export_dir`` with the feeds in ``calib_dir``, evaluate each
-    in the full ORT tracker on ``frames``, write ``export_dir/int8/*.onnx`` and ``report.json``."""
+    in the full ORT tracker on ``frames`` (one object, clicked at ``point`` on the first frame), write
+    ``export_dir/int8/*.onnx`` and ``report.json``."""
     from fastsam2.runtime.tracker import SAM2Tracker
 
     options = options or QuantOptions()
@@ -262,7 +266,7 @@ def build_int8(
         eval_frames = _frames(frames, options.eval_frames)
         fp32 = load_ort_backend(export_dir, intra_op_threads=options.intra_op_threads)
         topts = dict(fill_hole_area=0, profile_stages=False)
-        ref = track_frames(SAM2Tracker.from_backend(fp32, **topts), eval_frames)
+        ref = track_frames(SAM2Tracker.from_backend(fp32, **topts), eval_frames, point)
         report = Int8Report(
             manifest_sha256=file_sha256(export_dir / MANIFEST_NAME),
             options=asdict(options),
@@ -287,7 +291,7 @@ def build_int8(
                 g for g in manifest.graphs if g != name
             ])
             mixed.runners[name] = q
-            ours = track_frames(SAM2Tracker.from_backend(mixed, **topts), eval_frames)
+            ours = track_frames(SAM2Tracker.from_backend(mixed, **topts), eval_frames, point)
             min_iou, mean_iou, worst = _mask_stats(ref, ours)
             why = []
             if not min_iou >= options.min_iou:

@@ -2,8 +2,8 @@
 
 TensorRT 11 removed implicit INT8 calibration; explicit quantization puts QuantizeLinear /
 DequantizeLinear pairs in the graph and TensorRT fuses them into INT8 kernels. What TensorRT accepts
-(TensorRT developer guide, "Explicit Quantization"; and what failed in issue #11 with ONNX Runtime's
-quantizer): zero points 0 (symmetric), weights per output channel, biases NOT quantized (an int32
+(TensorRT developer guide, "Explicit Quantization"; and what TensorRT refuses in ONNX Runtime's
+quantizer's graphs): zero points 0 (symmetric), weights per output channel, biases NOT quantized (an int32
 bias DequantizeLinear is refused). :func:`quantize_qdq` writes exactly that:
 
 - activations entering a Conv / MatMul / Gemm with a constant weight: per-tensor, scale = amax / 127

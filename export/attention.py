@@ -152,11 +152,11 @@ def gpu_attention_kernel(batch: int, heads: int, nq: int, nk: int) -> str:
     as two batched matmuls) for many tiny windows, else "default" (PyTorch's SDPA choice: cuDNN on
     Hopper).
 
-    Measured on the H200 (``bench/attention_shapes.py``, ``bench/results/h200_attention_shapes.log``,
-    µs per call, default → chosen): memory attention of one object, q 1280 × k 11812 × 256: 288 → 84
-    (flash); of eight objects: 293 stays cuDNN (flash 449); Hiera's windows at eight frames,
-    [8192, 2, 16 × 64, 96]: 365 → 226 and [8192, 4, 4 × 16, 96]: 708 → 399 (explicit); the
-    decoder's [1, 8, 10 × 4096, 16]: 54 → 31 (flash); Hiera's global and 196-token windows stay.
+    cuDNN's fused kernel splits work over batch × heads × query tiles only, so a call with few tiles
+    (memory attention of one object: one head, 1280 queries) leaves most SMs idle, where
+    FlashAttention-2 does not; thousands of tiny windows (Hiera's, several frames in a batch) run
+    faster as two matmuls. The thresholds come from timing every attention shape of a tracking step
+    (``bench/attention_shapes.py``; figures in bench/RESULTS.md).
     """
     if batch * heads * -(-nq // 128) <= FLASH_MAX_TILES:
         return "flash"

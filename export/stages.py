@@ -166,6 +166,14 @@ def _sine_table(position_encoding, channels: int, feat_size: int) -> torch.Tenso
     return pe[0].flatten(1).transpose(0, 1).contiguous().float()
 
 
+def rope_positions(kept_idx: torch.Tensor) -> torch.Tensor:
+    """Grid positions [B,K] int64 that the kept tokens are rotated by in memory attention: their own
+    positions in the full grid, whichever subset was kept. Giving pruned tokens their rank among the
+    kept ones instead (0..K-1) still runs and still tracks at keep 1.0, yet loses the object once
+    pruning starts; the accuracy tests replace this function to show that they catch that."""
+    return kept_idx
+
+
 def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """tokens [B,N,C] at per-row positions idx [B,K] → [B,K,C] (a GatherElements)."""
     return torch.gather(tokens, 1, _token_index(idx, tokens))
@@ -256,7 +264,7 @@ class MemoryAttentionStage(nn.Module):
         memory_pos = self.memory_pos_table[memory_pos_idx] + tpos[memory_tpos_idx]
         ptr, ptr_pos = self.pointer_tokens(obj_ptrs, obj_ptr_tpos)
         attended = self.core(
-            curr, curr_pos, kept_idx, memory, memory_pos, memory_pos_idx, ptr, ptr_pos
+            curr, curr_pos, rope_positions(kept_idx), memory, memory_pos, memory_pos_idx, ptr, ptr_pos
         )
         if self.fill == "norm":
             dense = self.core.ma.norm(tokens + 0.1 * self.curr_pos_table.unsqueeze(0))

@@ -24,7 +24,7 @@ engines' own activation memory, which TensorRT allocates itself), ``device_used_
 ``torch.cuda.mem_get_info`` (everything on the device; on Jetson the GPU shares system RAM, so this
 includes other processes — compare with ``tegrastats``), and the process's peak RSS.
 
-Not run here on a Jetson or with TensorRT; the ORT/CPU path is the one exercised in this repo.
+Never run on a Jetson or with TensorRT; the ORT/CPU path is the one exercised.
 """
 
 from __future__ import annotations

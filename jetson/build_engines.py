@@ -19,7 +19,8 @@ exceeds the threshold is built FP16 instead (``OUT/precision.json`` says which).
 shared by all graphs. ``print_trtexec_commands.py`` prints the equivalent trtexec lines.
 
 Needs: tensorrt (JetPack 6: TensorRT 10.3, python3-libnvinfer), torch with CUDA (device queries),
-onnx and onnxruntime (graph conversion, INT8 calibration). Not run here: this machine has no TensorRT and no Jetson.
+onnx and onnxruntime (graph conversion, INT8 calibration). Never run on a Jetson (the build plan is the one CI runs
+through ``fastsam2-export --trt``).
 """
 
 from __future__ import annotations

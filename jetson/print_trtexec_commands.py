@@ -24,7 +24,7 @@ https://docs.nvidia.com/deeplearning/tensorrt/latest/reference/command-line-prog
 - ``--noTF32`` for fp32 builds (the Python build clears TF32 too);
 - ``--timingCacheFile=F`` (read and updated, shared by all graphs, like the Python build).
 
-Not run here (no TensorRT on this machine): the commands are generated and unit-tested for shape
+Never run through trtexec: the commands are generated and unit-tested for shape
 syntax and coverage only.
 """
 

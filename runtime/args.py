@@ -170,3 +170,20 @@ def keep_ratios(text: str) -> list[float]:
     if not vals or any(not 0.0 < v <= 1.0 for v in vals):
         raise argparse.ArgumentTypeError(f"keep ratios are in (0, 1], got {text!r}")
     return vals
+
+
+def name_list(choices: tuple[str, ...]):
+    """An argparse type: comma-separated names, each one of ``choices``, no repeats ("torch,ort")."""
+
+    def parse(text: str) -> list[str]:
+        names = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [n for n in names if n not in choices]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(
+                f"expected names from {', '.join(choices)} separated by commas, got {text!r}")
+        if len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"a name is repeated in {text!r}")
+        return names
+
+    parse.__name__ = "names of " + "|".join(choices)
+    return parse

@@ -32,9 +32,8 @@ def mmap_large_allocations(threshold: int = 1 << 20) -> bool:
     By default glibc raises that threshold, up to 32 MiB, each time a mapped block is freed; tensors
     of a few MiB then come from the heap, and what is freed between blocks still in use stays
     resident. For an export (``fastsam2-export``, the demo's export process) this keeps the resident
-    size near what is live: the demo's export of tiny@1024 peaked at 1974-2019 MiB with glibc's
-    default and 1442 MiB with a 1 MiB threshold, 19-22 s either way on the 2-core CPU. Not used for
-    tracking: ONNX Runtime keeps its own arena, and a fresh mapping per decoded frame doubled the
+    size near what is live (about 30 % less peak memory for tiny@1024, at the same speed). Not
+    used for tracking: ONNX Runtime keeps its own arena, and a fresh mapping per decoded frame doubled the
     preprocessing time. Affects allocations made after the call, in this process only.
     """
     import ctypes

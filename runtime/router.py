@@ -173,6 +173,62 @@ class TokenSelector(Protocol):
         """Kept token indices [1,k] int64, ascending, per (object, frame) (backend arrays)."""
 
 
+SELECTORS = ("router", "random", "grid")
+
+
+@dataclass
+class RandomSelector:
+    """K tokens drawn uniformly without replacement: the baseline a router has to beat.
+
+    The draw is seeded by (``seed``, object id, frame index), so a frame's tokens do not depend on
+    which objects or frames were selected before it (batching or resuming gives the same masks).
+    """
+
+    ops: Any
+    num_tokens: int
+    seed: int = 0
+
+    def select(self, items: list[tuple[ObjectState, FrameFeatures]], k: int) -> list[Any]:
+        k = min(k, self.num_tokens)
+        out = []
+        for obj, feats in items:
+            rng = np.random.default_rng([self.seed, obj.obj_id, feats.frame_idx])
+            idx = np.sort(rng.choice(self.num_tokens, size=k, replace=False)).astype(np.int64)
+            out.append(self.ops.asarray(idx.reshape(1, k)))
+        return out
+
+
+def dither_order(size: int) -> np.ndarray:
+    """The token indices [size*size] int64 of a size x size grid in ordered-dither (Bayer) order.
+
+    Every prefix of the order is spread evenly over the grid: on a power-of-two grid the first quarter
+    is every second row and column, the first sixteenth every fourth; other sizes crop the next
+    power-of-two matrix, which keeps that spread.
+    """
+    if size < 1:
+        raise ValueError(f"grid size must be >= 1, got {size}")
+    bayer = np.zeros((1, 1), np.int64)
+    while bayer.shape[0] < size:
+        bayer = np.block([[4 * bayer, 4 * bayer + 2], [4 * bayer + 3, 4 * bayer + 1]])
+    return np.argsort(bayer[:size, :size].reshape(-1), kind="stable").astype(np.int64)
+
+
+@dataclass
+class GridSelector:
+    """K tokens on a uniform grid over the frame, the same for every object and frame (no scores):
+    the first K of :func:`dither_order`, ascending."""
+
+    ops: Any
+    feat_size: int
+    _cache: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    def select(self, items: list[tuple[ObjectState, FrameFeatures]], k: int) -> list[Any]:
+        if k not in self._cache:
+            idx = np.sort(dither_order(self.feat_size)[:k])
+            self._cache[k] = self.ops.asarray(idx.reshape(1, -1))
+        return [self._cache[k]] * len(items)
+
+
 @dataclass
 class TopKRouter:
     """Keeps, per object and frame, the K tokens with the highest scores of the router graph.
@@ -224,6 +280,30 @@ class TopKRouter:
         return [self.ops.topk_sorted(r["token_scores"], k) for r in rows]
 
 
+def make_selector(
+    backend,
+    kind: str = "router",
+    *,
+    seed: int = 0,
+    text: str | None = None,
+    texts_path: str | Path | None = None,
+    weights_path: str | Path | None = None,
+) -> TokenSelector:
+    """The token selector ``kind`` (one of :data:`SELECTORS`) over ``backend``: "router" is
+    :func:`make_router` (``text``, ``texts_path``, ``weights_path`` go to it), "random" a
+    :class:`RandomSelector` seeded by ``seed``, "grid" a :class:`GridSelector`."""
+    if kind not in SELECTORS:
+        raise RouterError(f"unknown token selector {kind!r} (one of {', '.join(SELECTORS)})")
+    if kind != "router" and (text is not None or weights_path is not None):
+        raise RouterError(f"--text and --router configure the router; the {kind} selector uses neither")
+    cfg = backend.config
+    if kind == "random":
+        return RandomSelector(backend.ops, cfg.num_tokens, seed)
+    if kind == "grid":
+        return GridSelector(backend.ops, cfg.feat_size)
+    return make_router(backend, text=text, texts_path=texts_path, weights_path=weights_path)
+
+
 def make_router(
     backend,
     *,
@@ -267,3 +347,30 @@ def make_router(
         else:
             router.default_text = weights.project(emb)
     return router
+
+
+def object_text_vectors(
+    object_texts: dict[int, str], *, texts_path: str | Path | None, weights_path: str | Path | None
+) -> dict[int, np.ndarray]:
+    """{obj_id: projected text [C] float32} for the router's text cue: each object's description
+    looked up in ``texts_path`` (an .npz from ``fastsam2-export text``) and projected with the router
+    file's fitted text projection. Unlike ``--text``, a missing file, text or projection is an error:
+    a text-cue run without its cue would be mislabelled."""
+    from .text_embeddings import load_text_embeddings
+
+    if texts_path is None:
+        raise RouterError("the text cue needs text embeddings (--texts FILE.npz from fastsam2-export text)")
+    if weights_path is None:
+        raise RouterError("the text cue needs a router file with a text projection (--router, made by "
+                          "fastsam2 fit-text-projection)")
+    weights = read_router_file(weights_path)
+    if weights.text_proj_weight is None:
+        raise RouterError(f"{weights_path} has no text projection (fit one with fastsam2 fit-text-projection)")
+    embeddings = load_text_embeddings(texts_path)
+    out = {}
+    for oid, text in object_texts.items():
+        try:
+            out[int(oid)] = weights.project(embeddings.get(text))
+        except KeyError as e:
+            raise RouterError(f"{texts_path}: {str(e).strip(chr(34) + chr(39))}") from None
+    return out

@@ -1,9 +1,8 @@
 """Intra-op thread counts for torch and ONNX Runtime, chosen from the cores actually free.
 
 Both libraries default to one thread per core and let idle threads spin. On a shared machine that
-is the worst case: measured on a loaded 2-core machine, the torch backend took 4.8 s per frame at
-256 px with its default threads and 0.24-0.27 s with one thread (threads waiting on each other
-while another process holds a core). So fastsam2 decides: an explicit ``--threads N``, else the
+is the worst case: threads wait on each other while another process holds a core, and a frame
+can take many times longer than with one thread. So fastsam2 decides: an explicit ``--threads N``, else the
 cores this process may use (its CPU affinity) that are idle right now, read from ``/proc/stat``
 over a short window (the load average lags by minutes), at least one. The choice and what it was
 made from go into every report.

@@ -74,8 +74,8 @@ def onnx_tiny512(tiny512, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def single_thread():
     """One intra-op torch thread for a module (use: pytestmark = usefixtures("single_thread")).
-    Measured on the shared 2-core machine: under contention, OpenMP threads waiting on each other
-    made torch reference runs ~7x slower than one thread."""
+    Under contention OpenMP threads wait on each other: torch reference runs are several times
+    slower than with one thread."""
     import torch
 
     before = torch.get_num_threads()

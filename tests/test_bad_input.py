@@ -78,6 +78,8 @@ def _bad_value(action: argparse.Action) -> str | None:
         return "float16"
     if name == "compute_capability":
         return "sm90"
+    if name.startswith("names of "):  # runtime.args.name_list
+        return "bogus-name"
     if name == "image_size":  # beyond the largest size any config is built at
         return "8192"
     return None
@@ -132,6 +134,7 @@ TABLE_COVERS = {
     "--out", "--overwrite", "--video", "--device", "--backend", "--graphs", "--checkpoint", "--texts",
     "--json", "--pred", "--gt", "--dataset", "--frames", "--calib", "--router", "--point",
     "--videos", "--labels", "--text-projection", "--onnx", "--plot", "--frames-dir", "--pretrained",
+    "--sweep",
 }
 
 
@@ -262,6 +265,8 @@ CASES = [
          "not found"),
     Case("eval --run --dataset missing", M, lambda t: ["eval", "--run", "--dataset", str(t / "nope"), *FAST],
          "not a DAVIS-layout dataset"),
+    Case("eval --sweep <not a dataset>", M, lambda t: ["eval", "--sweep", str(t / "clip"), "--out", str(t / "out"),
+                                                       *FAST], "not a DAVIS-layout dataset"),
     Case("export --frames missing", E, lambda t: ["--config", "tiny", "--out", str(t / "out"), "--validate",
                                                    "--frames", str(t / "nope")], "--frames"),
     Case("export --calib missing", E, lambda t: ["--config", "tiny", "--out", str(t / "out"), "--trt", "--int8",

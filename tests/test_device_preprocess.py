@@ -73,7 +73,7 @@ def test_normalize_frames_matches_the_host_path(bedroom):
 @pytest.mark.parametrize("compile", [False, True])
 def test_device_preprocess_equals_cpu_arithmetic(bedroom, compile):
     if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU (run on the lent GPU: pytest -m gpu tests/test_device_preprocess.py)")
+        pytest.skip("needs a CUDA GPU (run pytest -m gpu tests/test_device_preprocess.py on one)")
     from fastsam2.runtime.backends.torch_device import DeviceTorchOps
 
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(bedroom.glob("*.jpg"))[:3]]

@@ -1,6 +1,6 @@
 """The torch backend's per-shape attention kernels (export/attention.py: gpu_attention).
 
-The choice follows the H200 measurements (bench/results/h200_attention_shapes.log); the explicit
+The choice follows the measured winners per shape (bench/RESULTS.md, "Where a step's time goes"); the explicit
 kernel equals SDPA to rounding; off the GPU and in fp32 every call is PyTorch's own SDPA, so the CPU
 parity tests and the fp32 GPU parity run are untouched.
 """
@@ -67,7 +67,7 @@ def test_off_the_gpu_every_call_is_pytorchs_sdpa():
 @pytest.mark.gpu
 def test_chosen_kernels_equal_sdpa_on_the_gpu():
     if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU (run on the lent GPU: pytest -m gpu tests/test_gpu_attention.py)")
+        pytest.skip("needs a CUDA GPU (run pytest -m gpu tests/test_gpu_attention.py on one)")
     g = torch.Generator(device="cuda").manual_seed(0)
     for (b, h, nq, nk, d), kernel in [((1, 1, 1280, 5000, 256), "flash"), ((2048, 2, 16, 64, 96), "explicit")]:
         assert gpu_attention_kernel(b, h, nq, nk) == kernel
@@ -102,7 +102,7 @@ def test_patch_embedding_as_one_matmul_equals_the_convolution():
 @pytest.mark.gpu
 def test_patch_embedding_as_one_matmul_on_the_gpu():
     if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU (run on the lent GPU: pytest -m gpu tests/test_gpu_attention.py)")
+        pytest.skip("needs a CUDA GPU (run pytest -m gpu tests/test_gpu_attention.py on one)")
     from fastsam2.export.models import build_sam2
     from fastsam2.export.torch_backend import gpu_patch_embed
 

@@ -5,7 +5,7 @@ checked on the strongly typed network TensorRT parsed from the very graph each e
 (``build_options["onnx_file"]``): that network's layer types ARE the engine's, by strong typing.
 
 In CI (CI=true) a missing TensorRT fails these tests; elsewhere they are skipped with the reason.
-Measured on the shared 2-core machine: 130-170 s for the module (three exports and builds).
+The module takes minutes on 2 CPU cores (three exports and builds).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def test_fp32_engines_are_fp32(engines_fp32):
     _check_common(engines_fp32, metas, "fp32")
     for name, meta in metas.items():
         assert set(meta.build_options["layer_precisions"]["float_layers"]) == {"FLOAT"}, name
-    # The desktop memory-attention build needs more than the former 1024 MiB workspace default.
+    # The desktop memory-attention build needs more than a 1024 MiB workspace.
     ma = metas["memory_attention"].build_options
     assert ma["activation_bytes"] > 1024 << 20
     assert ma["largest_activation"]["shape"] == [1, 1, 4096, 40960 + 4 * 19]
@@ -204,7 +204,7 @@ def test_memory_attention_builds_with_the_default_workspace_on_both_profiles(eng
         (meta,) = build_all(plan, calib_dir=None, log=lambda *_: None)
         assert meta.build_options["workspace_mib"] is None
         assert (tmp_path / kind / "memory_attention.engine").stat().st_size > 0
-    # What failed before: the 1024 MiB cap, below the fused attention's scratch.
+    # A 1024 MiB cap is below the fused attention's scratch: refused with a reason.
     plan = make_plan(engines_fp32, tmp_path / "capped", kind="desktop", precision="fp32",
                      workspace_mib=1024, graphs=["memory_attention"])
     with pytest.raises(BuildError, match="workspace limit \\(1024 MiB\\) is below"):

@@ -160,7 +160,7 @@ def export512(onnx_tiny512):
 
 def _device(device):
     if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU (run on the lent GPU: pytest -m gpu tests/test_trt_standin.py)")
+        pytest.skip("needs a CUDA GPU (run pytest -m gpu tests/test_trt_standin.py on one)")
     return device
 
 
@@ -195,7 +195,7 @@ def _shapes(profile, **sizes):
 def test_runner_matches_the_graph_and_accepts_bare_cuda(export512, device):
     device = _device(device)
     _, manifest = export512
-    # "cuda" (no index) must accept tensors on cuda:0: the first-frame bug of issue #11
+    # "cuda" (no index) must accept tensors on cuda:0 (a device check that compared names refused the first frame)
     runner, engine, profile = _runner(export512, "memory_encoder", "cuda" if device == "cuda" else "cpu")
     with runner:
         feed = dummy_feed(runner.spec, profile.shapes("opt"))

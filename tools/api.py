@@ -216,7 +216,7 @@ def open_backend_from_args(args: Any, *, quiet: bool = False) -> tuple[Backend, 
     backend = open_backend(
         args.backend, args.graphs, checkpoint=args.checkpoint, config=args.config, image_size=args.image_size,
         device=args.device, dtype=args.dtype, threads=getattr(args, "threads", None), router=args.router,
-        quiet=quiet,
+        precision=getattr(args, "precision", "fp32"), quiet=quiet,
     )
     cfg = backend.config
     info: dict = {"backend": args.backend, "config": cfg.config_name, "image_size": cfg.image_size,
@@ -224,6 +224,8 @@ def open_backend_from_args(args: Any, *, quiet: bool = False) -> tuple[Backend, 
                   "threads": backend.threads.to_json()}
     if args.backend != "torch":
         info["runtime"] = backend.description
+    if backend.precisions:
+        info["precisions"] = dict(backend.precisions)
     if backend.weights == "random-init":
         info["note"] = "random weights: masks are meaningless (timings are real)"
         if args.backend == "torch":
@@ -231,12 +233,14 @@ def open_backend_from_args(args: Any, *, quiet: bool = False) -> tuple[Backend, 
     return backend, info
 
 
-def tracker_from_args(backend: Backend, args: Any, keep: float, *, text: str | None = None):
-    """A SAM2Tracker over ``backend`` at ``keep`` with a command's router and loop options (``text``:
-    the router's text, else ``--text``)."""
+def tracker_from_args(backend: Backend, args: Any, keep: float, *, text: str | None = None,
+                      selector: str | None = None):
+    """A SAM2Tracker over ``backend`` at ``keep`` with a command's token selector, router and loop
+    options (``text``: the router's text, else ``--text``; ``selector``: else ``--selector``)."""
     from fastsam2.runtime.tracker import SAM2Tracker
 
+    selector = selector or getattr(args, "selector", "router")
     return SAM2Tracker.from_backend(
         backend, keep=keep, text=text if text is not None else args.text, texts=args.texts, router=args.router,
-        fill_hole_area=args.fill_hole_area,
+        selector=selector, seed=getattr(args, "selector_seed", 0), fill_hole_area=args.fill_hole_area,
     )

@@ -26,6 +26,7 @@ from fastsam2.runtime.args import (
     finite_float,
     image_size,
     keep_ratios,
+    name_list,
     non_negative_int,
     positive,
 )
@@ -107,6 +108,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", default=None, help="text description of the object(s) for the router")
     p.add_argument("--texts", default=None, help="text embeddings .npz from `fastsam2-export text`")
     p.add_argument("--router", default=None, help="router weights .safetensors (default: built-in heuristic weights)")
+    p.add_argument("--selector", choices=["router", "random", "grid"], default="router",
+                   help="how pruned frames pick their tokens: the router (default), uniformly at random "
+                   "(seeded by --selector-seed) or a uniform grid; the last two are baselines for the router")
+    p.add_argument("--selector-seed", type=non_negative_int, default=0, metavar="N",
+                   help="seed of --selector random (default 0)")
+    p.add_argument("--precision", choices=["fp32", "int8", "fp16"], default="fp32",
+                   help="--backend ort: the graphs to run: fp32 (default), int8 (the export's int8/ graphs, "
+                   "made by fastsam2.calibration.ort_quant) or fp16 (its fp16/ graphs, made by "
+                   "fastsam2.export.trt.precision.write_precision_dir)")
     p.add_argument("--threads", type=positive(int), default=None, metavar="N",
                    help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
 
@@ -129,6 +139,10 @@ def check_model_args(args: argparse.Namespace) -> None:
         from fastsam2.runtime.text_embeddings import load_text_embeddings
 
         load_text_embeddings(args.texts)  # a damaged file fails now, not after the model is built
+    if getattr(args, "selector", "router") != "router" and (args.text or args.router or args.texts):
+        raise UsageError(f"--text, --texts and --router configure the router; --selector {args.selector} uses none")
+    if getattr(args, "precision", "fp32") != "fp32" and args.backend != "ort":
+        raise UsageError(f"--precision {args.precision} selects exported ONNX graphs: it needs --backend ort")
     check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, config=args.config,
                           device=args.device, dtype=args.dtype, router=args.router)
 
@@ -140,6 +154,8 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     backend, info = open_backend_from_args(args, quiet=quiet)
     tracker = tracker_from_args(backend, args, args.keep)
     info["keep_ratio"] = args.keep
+    if args.keep < 1.0:
+        info["selector"] = getattr(args, "selector", "router")
     info["fill_hole_area"] = tracker.fill_hole_area
     return tracker, info
 
@@ -369,7 +385,7 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
     checkpoint, so that masks show) and the default router, to ``out``."""
     from fastsam2.runtime.metrics import mmap_large_allocations
 
-    mmap_large_allocations()  # the trace's freed activations leave the process (peak 2.0 -> 1.4 GiB)
+    mmap_large_allocations()  # the trace's freed activations leave the process instead of staying resident
     try:
         import torch
 
@@ -391,7 +407,7 @@ def export_demo_graphs(config: str, checkpoint: str | None, image_size: int | No
 
 def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
     """``fn(*args)`` in a fresh (spawned) process: torch, the traced model and the export's buffers
-    (1442 MiB peak at 1024 px, 508 MiB of it torch's import) leave with it, so the
+    (the command's peak memory, a third of it torch's import) leave with it, so the
     process that tracks afterwards holds ONNX Runtime only. A user error raised there is raised
     here; a process that dies (out of memory, a signal) is one line.
 
@@ -462,7 +478,22 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--run", action="store_true",
                    help="track --dataset with first-frame masks as prompts at each --keeps ratio, then evaluate")
     p.add_argument("--dataset", help="DAVIS-layout root (JPEGImages/480p, Annotations/480p) for --run")
-    p.add_argument("--keeps", type=keep_ratios, default="1.0,0.5,0.3", help="keep ratios for --run (default 1.0,0.5,0.3)")
+    p.add_argument("--keeps", type=keep_ratios, default=None,
+                   help="keep ratios for --run (default 1.0,0.5,0.3) and --sweep (default 1,0.7,0.5,0.3,0.2,0.1)")
+    from .sweep import BACKENDS, SELECTORS
+
+    sweep = p.add_argument_group("--sweep: J&F and ms/frame for every keep ratio x token selector x backend")
+    sweep.add_argument("--sweep", metavar="DATASET", default=None,
+                       help="DAVIS-layout dataset to sweep; writes sweep.json, sweep.md and sweep.png into --out")
+    sweep.add_argument("--selectors", type=name_list(SELECTORS), default="builtin,random,grid",
+                       help=f"token selectors, from {','.join(SELECTORS)} (default builtin,random,grid; "
+                       "trained and text need --router, text also --texts and the dataset's labels.json)")
+    sweep.add_argument("--backends", type=name_list(BACKENDS), default="torch,ort",
+                       help=f"backends and precisions, from {','.join(BACKENDS)} (default torch,ort)")
+    sweep.add_argument("--labels", default=None,
+                       help='the text cue\'s {"<seq>/<obj_id>": "text"} (default DATASET/labels.json)')
+    sweep.add_argument("--calib", default=None, metavar="FRAMES_DIR",
+                       help="frames to calibrate ort-int8 on (default: the dataset's first sequence)")
     add_job_args(p, out_help="where --run writes its masks (default: a temp dir)", required=False)
     p.set_defaults(func=run_eval)
 
@@ -473,6 +504,12 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, protect=[args.pred, args.gt, args.dataset, args.graphs, args.checkpoint,
                                               args.texts, args.router])
+    if args.sweep:
+        from .sweep import run_sweep
+
+        if args.json:
+            raise UsageError("--json does not apply to --sweep: its report is --out/sweep.json")
+        return run_sweep(args)
     if args.run:
         return run_eval_tracking(args)
     if not args.pred or not args.gt:
@@ -494,7 +531,7 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     from .distributed import make_executor
     from .video_jobs import format_totals, format_videos, started
 
-    keeps = args.keeps
+    keeps = args.keeps or [1.0, 0.5, 0.3]
     args.keep = 1.0
     check_model_args(args)
     executor = make_executor(args)  # in-process, or Ray actors with --ray (refused now if Ray is missing)

@@ -79,9 +79,11 @@ def check_sequence(images: Path, annos: Path) -> None:
 
 
 def dataset_jobs(args, dataset: Path, keep_ratios: list[float], out_dir: Path,
-                 sequences: list[str] | None = None) -> list:
+                 sequences: list[str] | None = None, *, labels: dict[str, str] | None = None) -> list:
     """One VideoJob per (keep ratio, sequence): prompts are the first-frame ground-truth masks, the
-    masks go to out_dir/keep_<r>/<seq>/ and are scored against the sequence's annotations."""
+    masks go to out_dir/keep_<r>/<seq>/ and are scored against the sequence's annotations. The token
+    selector is ``args.selector``; ``labels`` ({"<seq>/<obj_id>": text}, a labels.json) gives each
+    object its own router text."""
     from .video_jobs import VideoJob, check_outputs, job_settings
 
     images_root, annos_root = dataset_layout(Path(dataset))
@@ -99,10 +101,21 @@ def dataset_jobs(args, dataset: Path, keep_ratios: list[float], out_dir: Path,
             jobs.append(VideoJob(
                 name=seq, source=str(images_root / seq), out_dir=str(out_dir / f"keep_{keep:g}"), keep=keep,
                 prompts={i: {"mask": str(png)} for i in ids}, settings=job_settings(args, keep),
-                gt_dir=str(annos_root / seq),
+                gt_dir=str(annos_root / seq), selector=getattr(args, "selector", "router"),
+                object_texts=object_texts(labels, seq, ids),
             ))
     check_outputs(jobs)
     return jobs
+
+
+def object_texts(labels: dict[str, str] | None, seq: str, ids: list[int]) -> dict[int, str] | None:
+    """{obj_id: text} of one sequence's objects from a labels.json mapping; every object needs one."""
+    if labels is None:
+        return None
+    missing = [i for i in ids if f"{seq}/{i}" not in labels]
+    if missing:
+        raise EvalRunError(f"labels: no text for {seq}/{missing[0]} (labels.json maps \"<seq>/<obj_id>\" to a text)")
+    return {i: labels[f"{seq}/{i}"] for i in ids}
 
 
 def run_dataset(executor, jobs: list, keep_ratios: list[float], out_dir: Path):

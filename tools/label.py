@@ -190,6 +190,7 @@ def label_jobs(args: argparse.Namespace, prompts: dict[str, dict], out_dir: Path
         jobs.append(VideoJob(
             name=name, source=entry["source"], out_dir=str(out_dir), keep=args.keep, prompts=entry["objects"],
             settings=job_settings(args, args.keep, text=text, prompts=entry["objects"]), text=text,
+            selector=args.selector,
         ))
     check_outputs(jobs)
     return jobs

@@ -86,7 +86,8 @@ def find_videos(root: str | Path) -> list[tuple[str, Path]]:
 
 
 def read_json_labels(path: str | Path) -> dict[str, str]:
-    """labels.json: {"<video or seq>/<obj_id>": "text"}."""
+    """labels.json: {"<video or seq>/<obj_id>": "text"}, or nested {"<seq>": {"<obj_id>": "text"}} as
+    ``fastsam2 synth`` writes it; returned flat."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"labels file not found: {path}")
@@ -94,6 +95,8 @@ def read_json_labels(path: str | Path) -> dict[str, str]:
         labels = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read labels {path}: {e}") from None
+    if isinstance(labels, dict) and labels and all(isinstance(v, dict) for v in labels.values()):
+        labels = {f"{seq}/{oid}": text for seq, objs in labels.items() for oid, text in objs.items()}
     if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise UsageError(f'{path}: expected a JSON object {{"<seq>/<obj_id>": "text", ...}}')
     return labels

@@ -41,7 +41,7 @@ FAULT_MID_VIDEO = "kill-mid-video"  # after the first frame's PNG, before the co
 FAULT_AFTER_COMMIT = "kill-after-commit"  # after the rename, before the result is returned
 # Model arguments that change the masks: a finished video is reused only if they are equal.
 SETTINGS_KEYS = ("config", "checkpoint", "backend", "graphs", "device", "dtype", "image_size",
-                 "fill_hole_area", "text", "texts", "router")
+                 "fill_hole_area", "text", "texts", "router", "selector", "selector_seed", "precision")
 
 
 class VideoJobError(UsageError):
@@ -55,6 +55,8 @@ class VideoJob:
     ``prompts``: {obj_id: {"points": [[x, y], ...], "labels": [1, ...], "box": [x0, y0, x1, y1],
     "mask": "path.png"}} (any subset; a mask PNG's pixels equal to obj_id are the object).
     ``gt_dir``: a DAVIS sequence of annotation PNGs to score the masks against (eval), or None.
+    ``selector``: how pruned frames pick tokens (runtime.router.SELECTORS); ``object_texts``:
+    {obj_id: description} for the router's text cue (each object its own), or None.
     """
 
     name: str
@@ -65,6 +67,8 @@ class VideoJob:
     settings: dict
     text: str | None = None
     gt_dir: str | None = None
+    selector: str = "router"
+    object_texts: dict[int, str] | None = None
 
     @property
     def final_dir(self) -> Path:
@@ -122,7 +126,7 @@ class TrackerCache:
         self.threads = threads
         self.info: dict = {}
         self._backend = None
-        self._trackers: dict[tuple[float, str | None], Any] = {}
+        self._trackers: dict[tuple[float, str | None, str], Any] = {}
 
     def load(self) -> dict:
         """Build the backend now (idempotent); returns the report's description of it."""
@@ -138,18 +142,25 @@ class TrackerCache:
                                            else self._backend.config.fill_hole_area)
         return self.info
 
-    def tracker(self, keep: float, text: str | None = None):
-        """A SAM2Tracker at ``keep`` (router text ``text``, else --text), reset for a new video."""
+    def tracker(self, keep: float, text: str | None = None, selector: str = "router",
+                object_texts: dict[int, str] | None = None):
+        """A SAM2Tracker at ``keep`` with token ``selector`` (router text ``text``, else --text; or
+        one description per object, ``object_texts``), reset for a new video."""
+        from fastsam2.runtime.router import object_text_vectors
+
         from .api import tracker_from_args
 
         self.load()
         text = text if text is not None else self.args.text
-        key = (keep, text if keep < 1 else None)
+        key = (keep, text if keep < 1 else None, selector if keep < 1 else "router")
         if key not in self._trackers:
             assert self._backend is not None  # load() opened it
-            self._trackers[key] = tracker_from_args(self._backend, self.args, keep, text=text)
+            self._trackers[key] = tracker_from_args(self._backend, self.args, keep, text=text, selector=selector)
         tracker = self._trackers[key]
         tracker.reset()
+        if keep < 1 and selector == "router":
+            tracker.router.text_vectors = object_text_vectors(
+                object_texts, texts_path=self.args.texts, weights_path=self.args.router) if object_texts else {}
         return tracker
 
 
@@ -243,7 +254,7 @@ def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
     done = read_finished(job)
     if done is not None:
         return done
-    tracker = trackers.tracker(job.keep, job.text)
+    tracker = trackers.tracker(job.keep, job.text, job.selector, job.object_texts)
     prompts = prompts_for_tracker(job.prompts)
     final = job.final_dir
     final.parent.mkdir(parents=True, exist_ok=True)

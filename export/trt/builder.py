@@ -18,8 +18,8 @@ Workspace: by default none is set, i.e. TensorRT's own default (the device's mem
 TensorRT-RTX build without a GPU). TensorRT fuses memory attention into one kernel region whose
 scratch, at the profile maximum, holds one cross-attention score matrix and its softmax
 (2 x 4 bytes x K 4096 x (M 40960 + 4 P 19) = 1282 MiB on the desktop profile, 1026 MiB on edge) and
-counts it against the workspace pool: the former 1024 MiB default made that build fail with
-"OutOfMemory (Requested size was 1093383680 bytes)" (TensorRT reports the limit plus the weights).
+counts it against the workspace pool: a 1024 MiB cap makes that build fail with "OutOfMemory
+(Requested size was ... bytes)" (TensorRT reports the limit plus the weights).
 The build report records the limit, TensorRT's "Total Activation Memory" and the largest tensor.
 """
 

@@ -36,7 +36,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BUILD_INFO = "jetson_build.json"
 TIMING_CACHE = "timing.cache"
 PRECISION_REPORT = "precision.json"
-# None: TensorRT's default pool limit (the device's memory). A 1024 MiB cap made memory attention fail
+# None: TensorRT's default pool limit (the device's memory). A 1024 MiB cap makes memory attention fail
 # on both profiles (its fused attention scratch is 1122 MiB on edge, 1394 MiB on desktop in FP32;
 # see builder.py); --workspace still caps it.
 DEFAULT_WORKSPACE_MIB = None

@@ -33,12 +33,12 @@ INT8 graphs (:func:`to_int8_fp16`) are the QDQ graphs of :mod:`fastsam2.calibrat
 the same rewrite: the quantized convolutions and matmuls take INT8 inputs, every unquantized layer
 computes FP16 except the FP32 set, and the Quantize/DequantizeLinear pairs carry FP16 scales (opset
 19, where QuantizeLinear takes FP16), so a strongly typed TensorRT build fuses each pair into an INT8
-kernel with FP16 output instead of running the rest of the network in FP32. Measured effect against fp32 on
-real frames: README "TensorRT" table (bench/results/trt_precision.md).
+kernel with FP16 output instead of running the rest of the network in FP32. The effect against fp32
+on real frames is in bench/RESULTS.md ("TensorRT graphs").
 
 Written with onnx graph surgery rather than ``onnxconverter-common``'s converter: with LayerNorm pieces
-blocked, its graphs left a ``Sub`` of Half and Float that TensorRT's parser refuses (issue #11);
-NVIDIA ModelOpt's AutoCast was not evaluated in this change (see README).
+blocked, its graphs left a ``Sub`` of Half and Float that TensorRT's parser refuses. NVIDIA ModelOpt's
+AutoCast has not been evaluated.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from ..specs import BATCH, GraphSpec
 from ..errors import UserError
 
 
-# CUDA graphs kept per stage runner, one per input-shape bucket (memory attention needed 32 in a 30-frame
-# H200 smoke run); a shape past the budget runs without a graph instead of capturing more memory.
+# CUDA graphs kept per stage runner, one per input-shape bucket (memory attention, whose kept, memory and
+# pointer counts vary while the memory bank fills, uses the most); a shape past the budget runs without a
+# graph instead of capturing more memory.
 # The torch and TensorRT runners share this policy.
 MAX_CUDA_GRAPHS = 64
 

@@ -25,12 +25,9 @@ Memory (CPU). By default every session keeps an arena of its own, never given ba
 pattern planned per input shape: the five sessions' peaks add up, and the per-object graphs change
 shape every frame. Here (``arena="shared"``, the default) all sessions of the process allocate from
 ONE arena registered with the ONNX Runtime environment (``session.use_env_allocators``), grown in
-powers of two, and no memory pattern is planned. Growing by exactly what a run requests instead
-left a region per new shape behind (16 GB with plain attention at keep 1.0). Measured by
-``bench/ort_memory.py`` on the 2-core CPU (tiny@1024, two objects, 12 frames; peak RSS of the
-process, per-session → shared arena), fused attention: keep 0.3 1794 → 933 MB, keep 1.0 2284 → 993 MB,
-ms per frame within this machine's run-to-run spread; plain attention at keep 1.0: 5405 → 3128 MB
-(bench/results/cpu_ort_memory.*).
+powers of two, and no memory pattern is planned: the shared arena holds one peak instead of five,
+at the same speed. Growing by exactly what a run requests instead leaves a region per new shape
+behind. ``bench/ort_memory.py`` measures each combination (figures in bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ tracks whatever is newest when it is free; dropped frames are counted in the lat
 
 rclpy API used (rclpy Node: ``declare_parameter``, ``get_parameter``, ``create_subscription``,
 ``create_publisher``, ``create_service``, ``get_logger``; rclpy.qos.QoSProfile). rclpy is imported
-only in :func:`make_node_class` / :func:`main`, so this module imports without ROS. Not run here: no ROS 2 on this machine.
+only in :func:`make_node_class` / :func:`main`, so this module imports without ROS. Never run under ROS 2 (unit-tested against stub modules).
 """
 
 from __future__ import annotations
