@@ -87,19 +87,19 @@ def tracker_setup(
     texts: str | Path | None = None,
     router: str | Path | None = None,
     selector: str = "router",
-    selector_seed: int = 0,
+    seed: int = 0,
     **options: Any,
 ) -> "tuple[TrackerOptions, TokenSelector | None]":
-    """The options and token router of a tracker over ``backend`` (see :meth:`SAM2Tracker.from_backend`):
-    the router only when pruning (``keep < 1``); a router file is checked against the backend either way."""
+    """The options and token selector of a tracker over ``backend`` (see :meth:`SAM2Tracker.from_backend`):
+    a selector only when pruning (``keep < 1``; ``selector`` "router", "random" or "grid", ``seed``
+    the random one's); a router file is checked against the backend either way."""
     from .router import check_router_file, make_selector, read_router_file
 
     if text is not None and texts is None:
         raise TrackerError("text needs texts (an .npz of text embeddings from fastsam2-export text)")
     opts = TrackerOptions(keep_ratio=keep, **options)
     if keep < 1.0:
-        return opts, make_selector(backend, selector, seed=selector_seed, text=text, texts_path=texts,
-                                   weights_path=router)
+        return opts, make_selector(backend, selector, seed=seed, text=text, texts_path=texts, weights_path=router)
     if router is not None:
         check_router_file(read_router_file(router), router, backend.router_weights,
                           f"the {backend.name} backend runs")
@@ -248,19 +248,19 @@ class SAM2Tracker:
         texts: str | Path | None = None,
         router: str | Path | None = None,
         selector: str = "router",
-        selector_seed: int = 0,
+        seed: int = 0,
         **options: Any,
     ) -> "SAM2Tracker":
         """A tracker over ``backend`` keeping the fraction ``keep`` of the frame's tokens (1.0: SAM2).
 
         ``router``: the router .safetensors the backend runs (a different or broken file is refused,
-        see :func:`~fastsam2.runtime.router.make_router`); ``selector``: "router", or the baselines
-        "random" (seeded by ``selector_seed``) and "grid"; ``text``: the object's description, a row of
+        see :func:`~fastsam2.runtime.router.make_router`); ``text``: the object's description, a row of
         ``texts`` (an .npz of ``fastsam2-export text``); ``options``: any :class:`TrackerOptions`
-        field (``fill_hole_area=0``, ``memory_tokens="all"``, ...).
+        field (``fill_hole_area=0``, ``memory_tokens="all"``, ...). ``selector``: the tokens kept by
+        the router (default), or "random" / "grid" baselines (``seed``: the random one's).
         """
         opts, chosen = tracker_setup(backend, keep=keep, text=text, texts=texts, router=router,
-                                     selector=selector, selector_seed=selector_seed, **options)
+                                     selector=selector, seed=seed, **options)
         return cls(backend, opts, router=chosen)
 
     def _const(self, x: np.ndarray) -> Any:

@@ -235,12 +235,12 @@ def open_backend_from_args(args: Any, *, quiet: bool = False) -> tuple[Backend, 
 
 def tracker_from_args(backend: Backend, args: Any, keep: float, *, text: str | None = None,
                       selector: str | None = None):
-    """A SAM2Tracker over ``backend`` at ``keep`` with a command's router and loop options (``text``:
-    the router's text, else ``--text``; ``selector``: the token selector, else ``--selector``)."""
+    """A SAM2Tracker over ``backend`` at ``keep`` with a command's token selector, router and loop
+    options (``text``: the router's text, else ``--text``; ``selector``: else ``--selector``)."""
     from fastsam2.runtime.tracker import SAM2Tracker
 
+    selector = selector or getattr(args, "selector", "router")
     return SAM2Tracker.from_backend(
         backend, keep=keep, text=text if text is not None else args.text, texts=args.texts, router=args.router,
-        selector=selector or getattr(args, "selector", "router"), selector_seed=getattr(args, "selector_seed", 0),
-        fill_hole_area=args.fill_hole_area,
+        selector=selector, seed=getattr(args, "selector_seed", 0), fill_hole_area=args.fill_hole_area,
     )

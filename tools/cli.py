@@ -131,6 +131,8 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
     if getattr(args, "threads", None) is not None:
         plan_threads(args.threads)  # refuses more threads than cores now, not after the model is built
+    if getattr(args, "selector", "router") != "router" and (args.text or args.router or args.texts):
+        raise UsageError(f"--text, --texts and --router configure the router; --selector {args.selector} uses none")
     if args.texts and not Path(args.texts).is_file():
         raise UsageError(f"--texts: file not found: {args.texts}")
     if args.text is not None and not args.texts:
@@ -139,8 +141,6 @@ def check_model_args(args: argparse.Namespace) -> None:
         from fastsam2.runtime.text_embeddings import load_text_embeddings
 
         load_text_embeddings(args.texts)  # a damaged file fails now, not after the model is built
-    if getattr(args, "selector", "router") != "router" and (args.text or args.router or args.texts):
-        raise UsageError(f"--text, --texts and --router configure the router; --selector {args.selector} uses none")
     if getattr(args, "precision", "fp32") != "fp32" and args.backend != "ort":
         raise UsageError(f"--precision {args.precision} selects exported ONNX graphs: it needs --backend ort")
     check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, config=args.config,
@@ -154,9 +154,9 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     backend, info = open_backend_from_args(args, quiet=quiet)
     tracker = tracker_from_args(backend, args, args.keep)
     info["keep_ratio"] = args.keep
-    info["fill_hole_area"] = tracker.fill_hole_area
     if args.keep < 1.0:
         info["selector"] = getattr(args, "selector", "router")
+    info["fill_hole_area"] = tracker.fill_hole_area
     return tracker, info
 
 
