@@ -111,3 +111,23 @@ def test_demo_synthetic_on_a_real_video_says_what_it_was_trained_on(tmp_path, be
     assert code == 0, err
     assert "trained on generated shapes" in err
     assert len(list((out / "masks").glob("*.png"))) == 1
+
+
+def test_side_by_side_without_opencv_writes_jpeg_frames(tmp_path, monkeypatch):
+    import fastsam2.runtime.output as output
+    from fastsam2.runtime.output import OVERLAY_FRAMES, save_indexed_png
+    from fastsam2.tools.demo import write_side_by_side
+
+    monkeypatch.setattr(output, "overlay_name", lambda: OVERLAY_FRAMES)
+    frames, a, b = (tmp_path / n for n in ("frames", "a", "b"))
+    for d in (frames, a, b):
+        d.mkdir()
+    for t in range(3):
+        Image.fromarray(np.full((32, 48, 3), 40 * t, np.uint8)).save(frames / f"{t:05d}.jpg")
+        labels = np.zeros((32, 48), np.uint8)
+        labels[4:10, 4 + t:12 + t] = 1
+        save_indexed_png(a / f"{t:05d}.png", labels)
+        save_indexed_png(b / f"{t:05d}.png", labels * 0)
+    video, picture = write_side_by_side(tmp_path, frames, (a, b), ("left", "right"), fps=24.0)
+    assert video == tmp_path / "side_by_side" and len(list(video.glob("*.jpg"))) == 3
+    assert Image.open(picture).size == (2 * 48 + SIDE_GAP, 32)
