@@ -125,6 +125,19 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     return out
 
 
+def overlay_frame(image: np.ndarray, labels: np.ndarray | None, *, alpha: float = 0.5,
+                  banner: str | None = None) -> np.ndarray:
+    """One overlay frame: ``image`` uint8 [H, W, 3] RGB with the objects of ``labels`` (uint8 [H, W])
+    blended in when given, and ``banner`` stamped on it when given."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"frame must be uint8 HxWx3, got {image.dtype} {image.shape}")
+    if labels is not None:
+        image = overlay(image, labels, alpha)
+    if banner:
+        image = stamp(image, banner)
+    return image
+
+
 class OverlayFramesWriter:
     """The overlay as numbered JPEG frames in a folder (what an install without OpenCV can write);
     the same ``write``/``close`` as :class:`OverlayVideoWriter`."""
@@ -140,12 +153,7 @@ class OverlayFramesWriter:
         """Append one frame: image uint8 HxWx3 RGB; labels uint8 HxW overlays the objects when given."""
         from PIL import Image
 
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"frame must be uint8 HxWx3, got {image.dtype} {image.shape}")
-        if labels is not None:
-            image = overlay(image, labels, self.alpha)
-        if self.banner:
-            image = stamp(image, self.banner)
+        image = overlay_frame(image, labels, alpha=self.alpha, banner=self.banner)
         self.path.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(self.path / f"{self.num_written:05d}.jpg", quality=self.quality)
         self.num_written += 1
@@ -204,12 +212,7 @@ class OverlayVideoWriter:
 
     def write(self, image: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Append one frame: image uint8 HxWx3 RGB; labels uint8 HxW overlays the objects when given."""
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"frame must be uint8 HxWx3, got {image.dtype} {image.shape}")
-        if labels is not None:
-            image = overlay(image, labels, self.alpha)
-        if self.banner:
-            image = stamp(image, self.banner)
+        image = overlay_frame(image, labels, alpha=self.alpha, banner=self.banner)
         h, w = image.shape[:2]
         if self._writer is None:
             self._open(w, h)
