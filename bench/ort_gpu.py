@@ -144,14 +144,10 @@ def track_timed(backend, frames, n: int, warmup: int) -> tuple[list[np.ndarray],
 
 def agreement(ref: list[np.ndarray], ours: list[np.ndarray]) -> dict:
     """Mask IoU (logits > 0; frames/objects with an empty union count as 1) and max |Δ logits|."""
-    ious, worst = [], 0.0
-    for a, b in zip(ref, ours):
-        worst = max(worst, float(np.abs(a - b).max()))
-        for i in range(a.shape[0]):
-            ma, mb = a[i] > 0, b[i] > 0
-            union = (ma | mb).sum()
-            ious.append(1.0 if union == 0 else float((ma & mb).sum() / union))
-    return {"min_iou": round(min(ious), 5), "mean_iou": round(float(np.mean(ious)), 5),
+    from fastsam2.calibration.ort_quant import mask_stats
+
+    min_iou, mean_iou, worst = mask_stats(ref, ours)
+    return {"min_iou": round(min_iou, 5), "mean_iou": round(mean_iou, 5),
             "max_abs_logit_diff": float(f"{worst:.3g}"), "finite": bool(all(np.isfinite(x).all() for x in ours))}
 
 

@@ -229,7 +229,9 @@ def _median_ms(runner, feed: dict[str, np.ndarray], runs: int) -> float:
     return statistics.median(times)
 
 
-def _mask_stats(ref: list[np.ndarray], ours: list[np.ndarray]) -> tuple[float, float, float]:
+def mask_stats(ref: list[np.ndarray], ours: list[np.ndarray]) -> tuple[float, float, float]:
+    """(min IoU, mean IoU, max |Δ|) of two lists of logits [O, ...] per frame: masks are logits > 0,
+    and an object empty in both counts as IoU 1."""
     ious, worst = [], 0.0
     for a, b in zip(ref, ours):
         worst = max(worst, float(np.abs(a - b).max()))
@@ -292,7 +294,7 @@ def build_int8(
             ])
             mixed.runners[name] = q
             ours = track_frames(SAM2Tracker.from_backend(mixed, **topts), eval_frames, point)
-            min_iou, mean_iou, worst = _mask_stats(ref, ours)
+            min_iou, mean_iou, worst = mask_stats(ref, ours)
             why = []
             if not min_iou >= options.min_iou:
                 why.append(f"min IoU {min_iou:.4f} < {options.min_iou}")
