@@ -53,6 +53,29 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT are held and delivered (to the handlers in place before
+    it) when the block ends: for steps that must not be cut in half, such as handing a spawned child
+    its work (cut there, the child would die on half a message). Main thread only (elsewhere: no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for sig in dict.fromkeys(held):
+        if callable(previous[sig]):
+            previous[sig](sig, None)
+        elif previous[sig] == signal.SIG_DFL:
+            signal.raise_signal(sig)
+
+
 def die_with_parent(parent_pid: int) -> None:
     """For a child process of ``parent_pid``: receive SIGTERM when the parent dies (Linux
     ``PR_SET_PDEATHSIG``), even by SIGKILL, and unwind on it like the CLIs do, so the child's scratch

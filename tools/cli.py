@@ -29,6 +29,7 @@ from fastsam2.runtime.args import (
     name_list,
     non_negative_int,
     positive,
+    signals_deferred,
 )
 from fastsam2.runtime.config import CHECKPOINT_HELP
 from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
@@ -332,9 +333,10 @@ def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_child_call, args=(os.getpid(), send, fn, args, scratch), daemon=True)
-    child.start()
-    send.close()
     try:
+        with signals_deferred():  # a child cut off while it is handed its work dies with a traceback
+            child.start()
+        send.close()
         try:
             outcome = receive.recv()
         except EOFError:  # the child ended without an answer
@@ -345,10 +347,12 @@ def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
             raise UsageError("the export process died (out of memory or killed); nothing was written") from None
         child.join()
     except BaseException:
-        child.terminate()
-        child.join()
+        if child.pid is not None:
+            child.terminate()
+            child.join()
         raise
     finally:
+        send.close()
         receive.close()
     if outcome is not None:
         raise outcome
