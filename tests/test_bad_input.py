@@ -310,6 +310,9 @@ CASES = [
     Case("text -o <--pretrained file>", E, lambda t: ["text", "red car", "--pretrained", str(t / "a_file"),
                                                       "-o", str(t / "a_file")], "is the input", keep=("a_file",),
          out="a_file"),
+    Case("train-router --out <--text-projection file>", M,
+         lambda t: ["train-router", "--config", "tiny", "--videos", str(t), "--text-projection", str(t / "a_file"),
+                    "--out", str(t / "a_file")], "is the input", keep=("a_file",), out="a_file"),
     # damaged files
     Case("track --texts zlib-corrupt.npz", M, lambda t: _track(t, "--texts", str(_damaged_npz(t, "zlib"))),
          "damaged"),

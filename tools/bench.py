@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsam2.runtime.args import keep_ratios, non_negative_int, positive
+from fastsam2.runtime.args import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, image_size, keep_ratios, non_negative_int, positive
 from fastsam2.runtime.config import CHECKPOINT_HELP
 from fastsam2.runtime.outdir import check_output_file, write_text_atomic
 from fastsam2.runtime.errors import UsageError
@@ -96,7 +96,8 @@ def add_parser(subparsers) -> None:
                    help="fastsam2 keep ratios (default 1.0,0.5,0.3)")
     p.add_argument("--frames", type=_ints, default=[60, 200, 1000], metavar="N,N,..",
                    help="video lengths in frames (default 60,200,1000)")
-    p.add_argument("--image-size", type=positive(int), metavar="N", help="model input size (default: the config's)")
+    p.add_argument("--image-size", type=image_size, metavar="N",
+                   help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (default: the config's)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="fastsam2 torch autocast dtype (default float32; the official side stays eager fp32 "
                         "as its predictor runs by default)")
@@ -207,7 +208,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError(f"frames folder not found: {args.frames_dir}")
     for path in (args.json, args.plot):  # refuse an unwritable report path now, not after the run
         if path:
-            check_output_file(path, create_parent=True)
+            check_output_file(path, create_parent=True, protect=(args.checkpoint,))
     on_gpu = device == "cuda"
     opts = BenchOptions(
         config=args.config,

@@ -53,6 +53,7 @@ import numpy as np
 from fastsam2.runtime.args import bounded, finite_float, image_size, non_negative_int, positive
 from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model
 from fastsam2.runtime.errors import UsageError
+from fastsam2.runtime.outdir import check_output_file
 from fastsam2.runtime.frames import IMAGE_EXTENSIONS, FolderSource, read_image
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
@@ -450,9 +451,7 @@ def run_train_router(args: argparse.Namespace) -> int:
     if not args.lr > 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
     videos = find_videos(args.videos)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder does not exist: {out.parent}")
+    out = check_output_file(args.out, protect=(args.checkpoint, args.texts, args.labels, args.text_projection))
     labels = read_json_labels(args.labels) if args.labels else {}
     if labels and not (args.texts and args.text_projection):
         raise UsageError("--labels needs --texts FILE.npz and --text-projection FILE (made by fit-text-projection)")
@@ -537,9 +536,7 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
     frames = davis_frames(args.dataset)
     labels = read_json_labels(args.labels)
     texts = read_texts(args.texts, labels)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder does not exist: {out.parent}")
+    out = check_output_file(args.out, protect=(args.labels, args.texts))
     if not args.ridge >= 0:
         raise UsageError(f"--ridge must be >= 0, got {args.ridge}")
     if args.every < 1:
