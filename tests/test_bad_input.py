@@ -292,6 +292,8 @@ CASES = [
                                                      str(t / "b.json"), "--plot", str(t / "b.png")], "not found"),
     Case("label --videos missing", M, lambda t: ["label", "--videos", str(t / "nope"), "--prompts", str(t / "p.json"),
                                                  "--out", str(t / "out")], "not found"),
+    Case("label --prompts DIR", M, lambda t: ["label", "--videos", str(t), "--prompts", str(t / "user"),
+                                              "--out", str(t / "out")], "cannot read prompts file"),
     Case("label --out <user folder>", M, lambda t: ["label", "--videos", str(t), "--prompts", str(t / "a_file"),
                                                     "--out", str(t / "user")], "was not written by fastsam2",
          keep=("user/notes.txt",), out="user"),
