@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -759,6 +760,21 @@ def test_damaged_constants_npz_is_one_line(tmp_path, how):
     path.rename(tmp_path / "constants.npz")
     with pytest.raises(GraphLoadError, match="cannot read the export's model constants"):
         ExportDir(tmp_path, None).constants()
+
+
+@pytest.mark.parametrize("arrays, match", [({"a": np.zeros(2, np.float32)}, "'no_mem_embed' missing"),
+                                            ({"no_mem_embed": np.zeros(3, np.float32)}, "3 values, expected")])
+def test_constants_npz_without_the_tracker_constants_is_one_line(tmp_path, arrays, match):
+    from fastsam2.runtime.config import ModelConfig
+    from fastsam2.runtime.manifest import ExportDir, GraphLoadError
+
+    full = {"no_mem_embed": np.zeros(8, np.float32), "no_obj_ptr": np.zeros(8, np.float32),
+            "mask_downsample_weight": np.zeros((1, 1, 4, 4), np.float32),
+            "mask_downsample_bias": np.zeros(1, np.float32)}
+    np.savez(tmp_path / "constants.npz", **(arrays if "a" in arrays else {**full, **arrays}))
+    manifest = SimpleNamespace(model_config=SimpleNamespace(hidden_dim=8))
+    with pytest.raises(GraphLoadError, match=match):
+        ExportDir(tmp_path, manifest).constants()
 
 
 def test_out_of_memory_is_one_line_with_the_size(work, monkeypatch, capsys):
