@@ -222,6 +222,13 @@ CASES = [
          "symbolic link", keep=("user/notes.txt", "link"), out="link"),
     Case("eval --json DIR", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
                                           "--json", str(t / "user")], "is a directory", out="user"),
+    # options scoring --pred against --gt would silently ignore
+    Case("eval --pred --gt --keep", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                  "--keep", "0.5"], "--keep applies to --run"),
+    Case("eval --pred --gt --checkpoint", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                        "--checkpoint", "synthetic"], "--checkpoint applies to --run"),
+    Case("eval --pred --gt --out", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                 "--out", str(t / "out")], "--out applies to --run"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),
