@@ -222,6 +222,8 @@ CASES = [
          "symbolic link", keep=("user/notes.txt", "link"), out="link"),
     Case("eval --json DIR", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
                                           "--json", str(t / "user")], "is a directory", out="user"),
+    Case("synth --size huge", M, lambda t: ["synth", "--out", str(t / "out"), "--videos", "1", "--size", "100000"],
+         "must be <= 4096"),
     # options scoring --pred against --gt would silently ignore
     Case("eval --pred --gt --keep", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
                                                   "--keep", "0.5"], "--keep applies to --run"),
