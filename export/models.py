@@ -22,7 +22,7 @@ from fastsam2.runtime.config import (
     resolve_model,
     shipped_config_path,
 )
-from fastsam2.runtime.errors import UsageError, UserError
+from fastsam2.runtime.errors import UsageError, UserError, one_line
 from fastsam2.runtime.manifest import file_sha256
 
 __all__ = ["CONFIG_NAMES", "ModelLoadError", "build_sam2", "load_checkpoint", "model_config", "resolve_config"]
@@ -94,6 +94,7 @@ def build_sam2(
     """
     import torch
     from hydra import compose
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -130,7 +131,13 @@ def build_sam2(
     OmegaConf.resolve(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = instantiate(cfg.model, _recursive_=True)
+        try:
+            model = instantiate(cfg.model, _recursive_=True)
+        except InstantiationException as e:  # a user's .yaml whose model: is not a SAM2 model
+            if entry.yaml_path is None:
+                raise
+            why = one_line(e.__cause__ or e)
+            raise ModelLoadError(f"config {entry.yaml_path} does not build a SAM2 model: {why}") from None
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, entry.name)
     elif not quiet:

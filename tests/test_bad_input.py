@@ -264,6 +264,12 @@ CASES = [
                                                                            "tiny"), "comes with its own config"),
     Case("track --config unknown", M, lambda t: _track(t, "--config", "huge"), "unknown config 'huge'"),
     Case("track --config missing.yaml", M, lambda t: _track(t, "--config", str(t / "c.yaml")), "file not found"),
+    Case("track --config not-a-SAM2.yaml", M,
+         lambda t: _track(t, "--config", str(_written(t / "c.yaml", "model:\n  _target_: sam2.modeling.sam2_base.SAM2Base\n"))),
+         "does not build a SAM2 model"),
+    Case("export --config not-a-SAM2.yaml", E,
+         lambda t: ["--config", str(_written(t / "c.yaml", "model:\n  _target_: collections.OrderedDict\n  x: 1\n")),
+                    "--out", str(t / "out"), *FAST], "does not build a SAM2 model"),
     Case("track --config not-a-sam2-config", M, lambda t: _track(t, "--config", str(t / "a_file")), "not a sam2 config"),
     Case("export --checkpoint synthetic --config small", E,
          lambda t: ["--config", "small", "--checkpoint", "synthetic", "--out", str(t / "out")], "comes with its own"),
@@ -341,6 +347,11 @@ CASES = [
          "multiple of 64 in 128..2048"),
     Case("track --image-size 8192", M, lambda t: _track(t, "--image-size", "8192"), "multiple of 64 in 128..2048"),
 ]
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def _damaged_npz(t: Path, how: str) -> Path:
