@@ -142,13 +142,16 @@ def finite_float(text: str) -> float:
     return _number(float, text)
 
 
-def bounded(kind: type, *, low: float, inclusive: bool = True):
-    """An argparse type: a finite ``kind`` >= ``low`` (> ``low`` when not ``inclusive``)."""
+def bounded(kind: type, *, low: float, inclusive: bool = True, high: float | None = None):
+    """An argparse type: a finite ``kind`` >= ``low`` (> ``low`` when not ``inclusive``), and <= ``high``
+    when given."""
 
     def parse(text: str):
         value = _number(kind, text)
         if value < low or (value == low and not inclusive):
             raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low:g}, got {text!r}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text!r}")
         return value
 
     parse.__name__ = f"{kind.__name__} {'>=' if inclusive else '>'} {low:g}"

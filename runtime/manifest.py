@@ -327,7 +327,14 @@ class ExportDir:
         path = self.path / CONSTANTS_NAME
         if not path.is_file():
             raise GraphLoadError(f"constants file missing: {path}")
-        return read_npz(path, what="the export's model constants (re-export to fix)", error=GraphLoadError)
+        consts = read_npz(path, what="the export's model constants (re-export to fix)", error=GraphLoadError)
+        C = self.manifest.model_config.hidden_dim if self.manifest is not None else None
+        sizes = {"no_mem_embed": C, "no_obj_ptr": C, "mask_downsample_weight": None, "mask_downsample_bias": None}
+        for name, size in sizes.items():
+            if name not in consts or (size not in (None, consts[name].size)):
+                found = "missing" if name not in consts else f"{consts[name].size} values, expected {size}"
+                raise GraphLoadError(f"{path}: constant {name!r} {found} (re-export to fix)")
+        return consts
 
     def manifest_sha256(self) -> str:
         return file_sha256(self.path / MANIFEST_NAME)

@@ -37,6 +37,7 @@ GENERATOR_VERSION = 1
 SPLITS = ("train", "hard")
 DEFAULT_FRAMES = {"train": 8, "hard": 24}
 MIN_SIZE = 64
+MAX_SIZE = 4096  # 48 MiB an RGB frame; much larger sides exhaust memory before a frame is written
 MAX_TARGETS = 3
 MIN_FIRST_FRAME_AREA = 0.003
 """Fraction of the image each target covers (visible) in frame 0, at least."""
@@ -415,6 +416,8 @@ def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
         raise UsageError(f"size is an int or (height, width), got {size!r}")
     if min(hw) < MIN_SIZE:
         raise UsageError(f"size must be at least {MIN_SIZE} pixels, got {hw[0]}x{hw[1]}")
+    if max(hw) > MAX_SIZE:
+        raise UsageError(f"size must be at most {MAX_SIZE} pixels, got {hw[0]}x{hw[1]}")
     return hw
 
 

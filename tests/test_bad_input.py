@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -221,6 +222,15 @@ CASES = [
          "symbolic link", keep=("user/notes.txt", "link"), out="link"),
     Case("eval --json DIR", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
                                           "--json", str(t / "user")], "is a directory", out="user"),
+    Case("synth --size huge", M, lambda t: ["synth", "--out", str(t / "out"), "--videos", "1", "--size", "100000"],
+         "must be <= 4096"),
+    # options scoring --pred against --gt would silently ignore
+    Case("eval --pred --gt --keep", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                  "--keep", "0.5"], "--keep applies to --run"),
+    Case("eval --pred --gt --checkpoint", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                        "--checkpoint", "synthetic"], "--checkpoint applies to --run"),
+    Case("eval --pred --gt --out", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
+                                                 "--out", str(t / "out")], "--out applies to --run"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),
@@ -292,6 +302,8 @@ CASES = [
                                                      str(t / "b.json"), "--plot", str(t / "b.png")], "not found"),
     Case("label --videos missing", M, lambda t: ["label", "--videos", str(t / "nope"), "--prompts", str(t / "p.json"),
                                                  "--out", str(t / "out")], "not found"),
+    Case("label --prompts DIR", M, lambda t: ["label", "--videos", str(t), "--prompts", str(t / "user"),
+                                              "--out", str(t / "out")], "cannot read prompts file"),
     Case("label --out <user folder>", M, lambda t: ["label", "--videos", str(t), "--prompts", str(t / "a_file"),
                                                     "--out", str(t / "user")], "was not written by fastsam2",
          keep=("user/notes.txt",), out="user"),
@@ -757,6 +769,21 @@ def test_damaged_constants_npz_is_one_line(tmp_path, how):
     path.rename(tmp_path / "constants.npz")
     with pytest.raises(GraphLoadError, match="cannot read the export's model constants"):
         ExportDir(tmp_path, None).constants()
+
+
+@pytest.mark.parametrize("arrays, match", [({"a": np.zeros(2, np.float32)}, "'no_mem_embed' missing"),
+                                            ({"no_mem_embed": np.zeros(3, np.float32)}, "3 values, expected")])
+def test_constants_npz_without_the_tracker_constants_is_one_line(tmp_path, arrays, match):
+    from fastsam2.runtime.config import ModelConfig
+    from fastsam2.runtime.manifest import ExportDir, GraphLoadError
+
+    full = {"no_mem_embed": np.zeros(8, np.float32), "no_obj_ptr": np.zeros(8, np.float32),
+            "mask_downsample_weight": np.zeros((1, 1, 4, 4), np.float32),
+            "mask_downsample_bias": np.zeros(1, np.float32)}
+    np.savez(tmp_path / "constants.npz", **(arrays if "a" in arrays else {**full, **arrays}))
+    manifest = SimpleNamespace(model_config=SimpleNamespace(hidden_dim=8))
+    with pytest.raises(GraphLoadError, match=match):
+        ExportDir(tmp_path, manifest).constants()
 
 
 def test_out_of_memory_is_one_line_with_the_size(work, monkeypatch, capsys):

@@ -412,7 +412,11 @@ def add_eval_parser(sub) -> None:
     sweep.add_argument("--calib", default=None, metavar="FRAMES_DIR",
                        help="frames to calibrate ort-int8 on (default: the dataset's first sequence)")
     add_job_args(p, out_help="where --run writes its masks (default: a temp dir)", required=False)
-    p.set_defaults(func=run_eval)
+    scoring = {"help", "pred", "gt", "sequences", "json", "run", "sweep"}
+    # scoring --pred against --gt runs no model: every other option given there would be ignored
+    p.set_defaults(func=run_eval, run_only=[
+        (a.option_strings[-1], a.dest, a.type(a.default) if isinstance(a.default, str) and a.type else a.default)
+        for a in p._actions if a.option_strings and a.dest not in scoring])
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -431,6 +435,9 @@ def run_eval(args: argparse.Namespace) -> int:
         return run_eval_tracking(args)
     if not args.pred or not args.gt:
         raise UsageError("eval needs --pred DIR and --gt DIR (or --run --dataset DIR)")
+    for flag, dest, default in args.run_only:
+        if getattr(args, dest) != default:
+            raise UsageError(f"{flag} applies to --run and --sweep; scoring --pred against --gt runs no model")
     report = evaluate_dirs(args.pred, args.gt, args.sequences)
     print(format_table(report))
     if args.json:

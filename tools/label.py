@@ -138,6 +138,8 @@ def load_prompts(path: Path, videos: Path) -> dict[str, dict]:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise PromptFileError(f"prompts file not found: {path}") from None
+    except OSError as e:  # a directory, no read permission
+        raise PromptFileError(f"cannot read prompts file {path}: {e.strerror or e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PromptFileError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("videos"), dict) or not data["videos"]:

@@ -19,7 +19,7 @@ import time
 
 def add_parser(sub) -> None:
     from fastsam2.runtime.args import bounded, non_negative_int, positive
-    from fastsam2.runtime.synth import DEFAULT_FRAMES, MIN_SIZE, SPLITS
+    from fastsam2.runtime.synth import DEFAULT_FRAMES, MAX_SIZE, MIN_SIZE, SPLITS
 
     p = sub.add_parser("synth", help="generate videos of moving shapes with exact masks (DAVIS layout)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_FRAMES.items()) + ")")
     p.add_argument("--seed", type=non_negative_int, default=0, help="fixes every pixel (default 0)")
     p.add_argument("--split", choices=SPLITS, default="train", help="train (default) or the held-out hard split")
-    p.add_argument("--size", type=bounded(int, low=MIN_SIZE), default=512,
+    p.add_argument("--size", type=bounded(int, low=MIN_SIZE, high=MAX_SIZE), default=512,
                    help="frame side in pixels, square (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous fastsam2 output at --out")
     p.set_defaults(func=run)
