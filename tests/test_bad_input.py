@@ -231,6 +231,7 @@ CASES = [
                                                         "--checkpoint", "synthetic"], "--checkpoint applies to --run"),
     Case("eval --pred --gt --out", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
                                                  "--out", str(t / "out")], "--out applies to --run"),
+    Case("track --no-overlay --fps", M, lambda t: _track(t, "--no-overlay", "--fps", "10"), "writes none"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),

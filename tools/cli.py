@@ -223,6 +223,8 @@ def run_track(args: argparse.Namespace, *, extra_dirs: dict[str, Path] | None = 
     from fastsam2.runtime.frames import open_frames
 
     prompts = prompts_from_args(args)
+    if args.no_overlay and args.fps is not None:
+        raise UsageError("--fps is the overlay's frame rate; --no-overlay writes none")
     out_dir = check_output_dir(args.out, overwrite=args.overwrite, protect=track_inputs(args))
     check_model_args(args)
     source = open_frames(args.video, on_bad_frame=args.on_bad_frame)
