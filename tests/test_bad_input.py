@@ -232,6 +232,7 @@ CASES = [
     Case("eval --pred --gt --out", M, lambda t: ["eval", "--pred", str(t / "masks"), "--gt", str(t / "masks"),
                                                  "--out", str(t / "out")], "--out applies to --run"),
     Case("track --no-overlay --fps", M, lambda t: _track(t, "--no-overlay", "--fps", "10"), "writes none"),
+    Case("track --selector-seed without random", M, lambda t: _track(t, "--selector-seed", "3"), "draws no random"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),

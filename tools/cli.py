@@ -132,6 +132,8 @@ def check_model_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--keep must be in (0, 1], got {args.keep:g}")
     if getattr(args, "threads", None) is not None:
         plan_threads(args.threads)  # refuses more threads than cores now, not after the model is built
+    if getattr(args, "selector_seed", 0) and getattr(args, "selector", "router") != "random":
+        raise UsageError(f"--selector-seed seeds --selector random; --selector {args.selector} draws no random tokens")
     if getattr(args, "selector", "router") != "router" and (args.text or args.router or args.texts):
         raise UsageError(f"--text, --texts and --router configure the router; --selector {args.selector} uses none")
     if args.texts and not Path(args.texts).is_file():
