@@ -62,6 +62,20 @@ CKPT_FORMAT = "fastsam2-router-train-1"
 
 # ------------------------------------------------------------------------------------------------
 # inputs
+def router_output(path: str, *, protect: tuple) -> Path:
+    """The ``--out`` router file, checked now: never an input, and an existing file is replaced only
+    if it is a router file (fastsam2 never writes over a file it did not make)."""
+    from fastsam2.runtime.router import RouterError, read_router_file
+
+    out = check_output_file(path, protect=protect)
+    if out.exists():
+        try:
+            read_router_file(out)
+        except RouterError:
+            raise UsageError(f"--out {path} exists and is not a router file; write the router elsewhere") from None
+    return out
+
+
 def _has_frames(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") for p in folder.iterdir())
 
@@ -451,7 +465,7 @@ def run_train_router(args: argparse.Namespace) -> int:
     if not args.lr > 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
     videos = find_videos(args.videos)
-    out = check_output_file(args.out, protect=(args.checkpoint, args.texts, args.labels, args.text_projection))
+    out = router_output(args.out, protect=(args.checkpoint, args.texts, args.labels, args.text_projection))
     labels = read_json_labels(args.labels) if args.labels else {}
     if labels and not (args.texts and args.text_projection):
         raise UsageError("--labels needs --texts FILE.npz and --text-projection FILE (made by fit-text-projection)")
@@ -536,7 +550,7 @@ def run_fit_text_projection(args: argparse.Namespace) -> int:
     frames = davis_frames(args.dataset)
     labels = read_json_labels(args.labels)
     texts = read_texts(args.texts, labels)
-    out = check_output_file(args.out, protect=(args.labels, args.texts))
+    out = router_output(args.out, protect=(args.labels, args.texts))
     if not args.ridge >= 0:
         raise UsageError(f"--ridge must be >= 0, got {args.ridge}")
     if args.every < 1:
