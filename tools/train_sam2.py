@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=non_negative_int, default=1000)
     p.add_argument("--ckpt", default=None, help="write a resumable checkpoint here at the end")
     p.add_argument("--resume", default=None, help="continue from a checkpoint written by --ckpt")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (.safetensors/.pt or a shipped model name, e.g. synthetic) "
+                        "with a fresh optimizer and schedule, instead of random weights")
     return p
 
 
@@ -391,12 +394,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --steps, --minutes or both")
     if args.resume and not Path(args.resume).is_file():
         raise UsageError(f"--resume: file not found: {args.resume}")
+    if args.resume and args.init:
+        raise UsageError("--init and --resume exclude each other (a checkpoint carries its own weights)")
     out = Path(args.out)
     if out.exists() and args.resume is None:
         raise UsageError(f"--out {out} exists")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
-    model = build_sam2(args.config, None, device=device, seed=args.seed, quiet=True, image_size=args.image_size)
+    model = build_sam2(args.config, args.init, device=device, seed=args.seed, quiet=True, image_size=args.image_size)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
