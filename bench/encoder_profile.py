@@ -1,0 +1,134 @@
+"""Where the image encoder's time goes, block by block, against the card's roofline.
+
+For each Hiera block, the FPN neck and the patch embedding: FLOPs (``torch.utils.flop_counter``),
+the bytes a perfect kernel must move (inputs + outputs + weights, bf16), the time (CUDA events,
+median), achieved TFLOP/s and GB/s, and the floor ``max(FLOPs / peak, bytes / bandwidth)``; eager
+bf16 and, with ``--compile``, each block compiled on its own. Also the deep stages run on a fraction of
+their windows (``--window-fractions``), the cost side of object-aware window routing
+(``export/window_routing.py``).
+
+    python3 bench/encoder_profile.py --config tiny --image-size 1024 --batch 1,8 --compile --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cuda_timing import median_us  # noqa: E402
+
+# dense bf16 tensor-core peak (TFLOP/s) and HBM bandwidth (TB/s) of the SXM parts
+PEAKS = {"H100": (989.0, 3.35), "H200": (989.0, 4.8)}
+
+
+def card_peaks(name: str) -> tuple[float, float]:
+    for key, val in PEAKS.items():
+        if key in name:
+            return val
+    raise SystemExit(f"no peak figures for {name!r}; add them to PEAKS")
+
+
+def count_flops(fn, *args) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn(*args)
+    return int(fc.get_total_flops())
+
+
+def nbytes(*tensors) -> int:
+    import torch
+
+    return sum(t.numel() * 2 for t in tensors if isinstance(t, torch.Tensor))
+
+
+def main() -> int:
+    import torch
+
+    from fastsam2.export.models import build_sam2
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="tiny")
+    ap.add_argument("--image-size", type=int, default=1024)
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--compile", action="store_true", help="also time each block compiled on its own")
+    ap.add_argument("--window-fractions", default="", help="e.g. 0.25,0.5: deep-stage blocks on that share of windows")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    name = torch.cuda.get_device_name()
+    peak_tf, peak_tb = card_peaks(name)
+    model = build_sam2(args.config, None, device="cuda", image_size=args.image_size, quiet=True)
+    enc = model.image_encoder
+    trunk = enc.trunk
+    for p in model.parameters():
+        p.requires_grad_(False)
+    report = {"device": name, "config": args.config, "image_size": args.image_size, "torch": torch.__version__,
+              "peak_bf16_tflops": peak_tf, "peak_tbps": peak_tb, "batches": {}}
+    for batch in [int(b) for b in args.batch.split(",")]:
+        rows = []
+        x0 = torch.randn(batch, 3, args.image_size, args.image_size, device="cuda")
+
+        def row(label, fn, inputs, weights_bytes, compiled=None):
+            with torch.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
+                out = fn(*inputs)
+                flops = count_flops(fn, *inputs)
+                us = median_us(fn, *inputs)
+                us_c = median_us(compiled, *inputs) if compiled is not None else None
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            moved = nbytes(*inputs, *outs) + weights_bytes
+            floor_us = max(flops / (peak_tf * 1e12), moved / (peak_tb * 1e12)) * 1e6
+            best = us_c if us_c is not None else us
+            r = {"stage": label, "gflop": round(flops / 1e9, 2), "mbytes": round(moved / 1e6, 1),
+                 "us_eager": round(us, 1), "us_compiled": None if us_c is None else round(us_c, 1),
+                 "tflops": round(flops / best / 1e6, 1), "gbps": round(moved / best / 1e3, 1),
+                 "floor_us": round(floor_us, 1), "x_floor": round(best / floor_us, 1)}
+            rows.append(r)
+            print(json.dumps({"batch": batch, **r}), flush=True)
+            return out
+
+        def wbytes(mod) -> int:
+            return sum(p.numel() * 2 for p in mod.parameters())
+
+        def maybe_compile(fn):
+            return torch.compile(fn, dynamic=False) if args.compile else None
+
+        def embed(x):
+            y = trunk.patch_embed(x)
+            return y + trunk._get_pos_embed(y.shape[1:3])
+
+        x = row("patch_embed", embed, [x0], wbytes(trunk.patch_embed), maybe_compile(embed))
+        feats = []
+        for i, blk in enumerate(trunk.blocks):
+            label = f"block{i} ws{blk.window_size}{' pool' if blk.q_stride else ''} d{blk.dim_out}"
+            x = row(label, blk, [x], wbytes(blk), maybe_compile(blk))
+            if i in trunk.stage_ends:
+                feats.append(x.permute(0, 3, 1, 2))
+
+        def neck(*fs):
+            return enc.neck(list(fs))[0]
+
+        row("neck", neck, feats, wbytes(enc.neck), maybe_compile(neck))
+        total_e = sum(r["us_eager"] for r in rows)
+        total_c = sum(r["us_compiled"] or 0 for r in rows) if args.compile else None
+        report["batches"][str(batch)] = {"rows": rows, "us_eager": round(total_e, 1),
+                                         "us_compiled": None if total_c is None else round(total_c, 1),
+                                         "floor_us": round(sum(r["floor_us"] for r in rows), 1)}
+        print(f"batch {batch}: eager {total_e / 1e3:.2f} ms, compiled {total_c and total_c / 1e3} ms, "
+              f"floor {sum(r['floor_us'] for r in rows) / 1e3:.2f} ms", flush=True)
+        if args.window_fractions:
+            from fastsam2.export.window_routing import profile_window_fraction
+
+            report["batches"][str(batch)]["window_fractions"] = profile_window_fraction(
+                model, batch, [float(f) for f in args.window_fractions.split(",")], median_us)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
