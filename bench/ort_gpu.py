@@ -6,7 +6,8 @@ every stage, so a late failure loses nothing that ran before it):
 1. ``model``: SAM2 (``--config``/``--image-size``, random weights with the object-score bias, or
    ``--checkpoint``, e.g. the shipped ``synthetic`` model);
 2. ``export``: the ONNX graphs (or ``--graphs DIR``), then ``precisions``: calibration feeds recorded
-   by the torch backend on 4 frames, ``fp16/`` and ``int8/`` graphs (INT8 + FP16, what TensorRT
+   by the torch backend on 4 frames of the pruned loop (``CALIB_KEEP_RATIO``, as ``fastsam2-export
+   --int8``: the router is calibrated too), ``fp16/`` and ``int8/`` graphs (INT8 + FP16, what TensorRT
    engines are built from; ``export/trt/precision.py: write_precision_dir``);
 3. ``runs``: the same frames, two objects (box + click), through the torch backend (fp32) and ONNX
    Runtime on ``--device`` (fp32 fused attention, fp32 plain, fp16, int8): ms/frame (synchronized
@@ -181,7 +182,7 @@ def export(model, out: Path) -> dict:
 
 
 def precisions(graphs: Path, torch_backend, frames_dir: str, work: Path) -> dict:
-    from fastsam2.calibration.ort_quant import record_feeds
+    from fastsam2.calibration.ort_quant import CALIB_KEEP_RATIO, record_feeds
     from fastsam2.export.trt.precision import write_precision_dir
     from fastsam2.runtime.backends.ort import read_precision_report
 
@@ -191,7 +192,8 @@ def precisions(graphs: Path, torch_backend, frames_dir: str, work: Path) -> dict
         if report is None:
             calib = None
             if precision == "int8":
-                calib = record_feeds(torch_backend, frames_dir, work / "calib_feeds", n_frames=4)
+                calib = record_feeds(torch_backend, frames_dir, work / "calib_feeds", n_frames=4,
+                                     keep_ratio=CALIB_KEEP_RATIO)
             report = write_precision_dir(graphs, precision, calib_dir=calib, log=print)
         out[precision] = {g: {"accepted": v["accepted"], **v.get("conversion", {}),
                               **({"max_rel_error": v["int8"]["max_rel_error"]} if "int8" in v else {})}
