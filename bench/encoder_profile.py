@@ -49,15 +49,17 @@ def nbytes(*tensors) -> int:
     return sum(t.numel() * 2 for t in tensors if isinstance(t, torch.Tensor))
 
 
-def profile_regions(model, batch: int, sizes: list[int], image_size: int) -> dict:
-    """ms of the compiled image-encoder stage vs the compiled region encoder (whole, k x k units)."""
+def profile_regions(model, batch: int, sizes: list[int], image_size: int, compile: bool) -> dict:
+    """ms of the image-encoder stage vs the region encoder (whole, k x k units), bf16, both compiled
+    or both eager."""
     import torch
 
     from fastsam2.export.encoder_region import RegionEncoder
     from fastsam2.export.stages import ImageEncoderStage
 
-    stage = torch.compile(ImageEncoderStage(model), dynamic=False)
-    enc = RegionEncoder(model, lambda: torch.autocast("cuda", dtype=torch.bfloat16), compile=True)
+    stage = ImageEncoderStage(model)
+    stage = torch.compile(stage, dynamic=False) if compile else stage
+    enc = RegionEncoder(model, lambda: torch.autocast("cuda", dtype=torch.bfloat16), compile=compile)
     x = torch.randn(batch, 3, image_size, image_size, device="cuda")
 
     def run_stage():
@@ -72,18 +74,18 @@ def profile_regions(model, batch: int, sizes: list[int], image_size: int) -> dic
     for k in sizes:
         if k >= enc.grid:
             continue
-        # frames at different positions (same shape: one batched call), interior where possible
+        # frames at different positions of whole units (one shape: one batched call)
+        last = enc.grid - k if enc.tokens % enc.align == 0 else enc.grid - 1 - k
+        if last < 0:
+            continue
         rects = []
         for b in range(batch):
-            r0 = (b * 7) % (enc.grid - k + 1)
-            c0 = (b * 3) % (enc.grid - k + 1)
+            r0, c0 = (b * 7) % (last + 1), (b * 3) % (last + 1)
             rects.append((r0, r0 + k, c0, c0 + k))
-        shapes = {enc._tokens(r)[1] - enc._tokens(r)[0] for r in rects}
         out[f"{k}x{k}_ms"] = round(median_us(lambda: enc.encode(x, rects, levels), warmup=3, calls=20) / 1e3, 3)
         out[f"{k}x{k}_area"] = round(sum((min(r[1] * enc.unit_px, image_size) - r[0] * enc.unit_px)
                                          * (min(r[3] * enc.unit_px, image_size) - r[2] * enc.unit_px)
                                          for r in rects) / (batch * image_size ** 2), 3)
-        out[f"{k}x{k}_shapes"] = len(shapes)
     print(json.dumps({"batch": batch, "regions": out}), flush=True)
     return out
 
@@ -116,7 +118,7 @@ def main() -> int:
         report["batches"][str(batch)] = {}
         if args.regions:
             report["batches"][str(batch)]["regions"] = profile_regions(
-                model, batch, [int(k) for k in args.regions.split(",")], args.image_size)
+                model, batch, [int(k) for k in args.regions.split(",")], args.image_size, args.compile)
         if args.skip_blocks:
             continue
         rows = []
