@@ -72,14 +72,30 @@ class RegionEncoder:
         if compile:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
-    def rect_for(self, box: tuple[float, float, float, float], margin: int) -> Rect | None:
+    def rect_for(self, box: tuple[float, float, float, float], margin: int, previous: Rect | None = None,
+                 edge_px: float = 0.0) -> Rect | None:
         """The unit-aligned rectangle covering ``box`` (x0, y0, x1, y1 in input pixels, x1/y1
-        exclusive) grown by ``margin`` units on each side; None when it covers the whole frame."""
+        exclusive) grown by ``margin`` units on each side; None when it covers the whole frame.
+
+        ``previous``: the rectangle the box's frame was encoded on. Where the box reaches within
+        ``edge_px`` of one of its inner sides, the object may go on into features that were reused,
+        so the rectangle takes one more unit beyond that side."""
         x0, y0, x1, y1 = box
-        u = self.unit_px
+        u, g = self.unit_px, self.grid
         r0, c0 = max(0, int(y0 // u) - margin), max(0, int(x0 // u) - margin)
-        r1, c1 = min(self.grid, -(-int(math.ceil(y1)) // u) + margin), min(self.grid, -(-int(math.ceil(x1)) // u) + margin)
-        if r1 <= r0 or c1 <= c0 or (r0, c0, r1, c1) == (0, 0, self.grid, self.grid):
+        r1, c1 = min(g, -(-int(math.ceil(y1)) // u) + margin), min(g, -(-int(math.ceil(x1)) // u) + margin)
+        if previous is not None:
+            p0, p1, q0, q1 = previous
+            side = self.tokens * self.stride
+            if p0 > 0 and y0 < p0 * u + edge_px:
+                r0 = min(r0, p0 - 1)
+            if p1 < g and y1 > min(p1 * u, side) - edge_px:
+                r1 = max(r1, p1 + 1)
+            if q0 > 0 and x0 < q0 * u + edge_px:
+                c0 = min(c0, q0 - 1)
+            if q1 < g and x1 > min(q1 * u, side) - edge_px:
+                c1 = max(c1, q1 + 1)
+        if r1 <= r0 or c1 <= c0 or (r0, c0, r1, c1) == (0, 0, g, g):
             return None
         return r0, r1, c0, c1
 

@@ -129,6 +129,7 @@ class VideoState:
     # worth) and the index of the last frame encoded whole
     encoder_levels: Any = None
     encoder_whole_idx: int | None = None
+    encoder_rect: Any = None  # the rectangle the last encoded frame was computed on (None: whole)
 
     @property
     def obj_ids(self) -> list[int]:

@@ -359,7 +359,7 @@ class SAM2Tracker:
         if box is None:  # every object lost: look everywhere
             return None
         scale = self.config.image_size / self.config.mask_size
-        return enc.rect_for(tuple(v * scale for v in box), opt.encoder_region)
+        return enc.rect_for(tuple(v * scale for v in box), opt.encoder_region, state.encoder_rect, edge_px=scale)
 
     def _encode_regions(
         self, frames: list[tuple[np.ndarray, int]], xs: list[Any], states: list[VideoState], whole: list[bool]
@@ -375,7 +375,7 @@ class SAM2Tracker:
         (fpn0, fpn1, feats), levels = self.backend.region_encoder.encode(self.ops.cat(xs), rects, caches)
         out = []
         for i, ((_, t), st, r) in enumerate(zip(frames, states, rects)):
-            st.encoder_levels = levels[i]
+            st.encoder_levels, st.encoder_rect = levels[i], r
             if r is None:
                 st.encoder_whole_idx = t
             out.append(FrameFeatures(t, feats[i:i + 1], fpn0[i:i + 1], fpn1[i:i + 1]))

@@ -92,6 +92,10 @@ def test_rect_for_grows_by_the_margin_and_covers_whole_frames(synthetic):
     assert enc.rect_for((300, 20, 400, 120), 0) == (0, 1, 1, 2)
     assert enc.rect_for((10, 20, 100, 120), 1) is None  # grown to the whole frame
     assert enc.rect_for((200, 200, 300, 300), 0) is None  # straddles all four units
+    # an object reaching the side of the rectangle its frame was computed on: one more unit there
+    assert enc.rect_for((10, 20, 254, 120), 0, previous=(0, 1, 0, 1), edge_px=4) == (0, 1, 0, 2)
+    assert enc.rect_for((10, 20, 240, 120), 0, previous=(0, 1, 0, 1), edge_px=4) == (0, 1, 0, 1)
+    assert enc.rect_for((300, 258, 400, 300), 0, previous=(1, 2, 1, 2), edge_px=4) == (0, 2, 1, 2)
 
 
 def test_the_tracker_encodes_on_rectangles_and_whole_where_it_must(synthetic):
