@@ -238,6 +238,9 @@ CASES = [
     Case("track --encoder-refresh without --encoder-region", M, lambda t: _track(t, "--encoder-refresh", "4"),
          "add --encoder-region"),
     Case("track --encoder-region -1", M, lambda t: _track(t, "--encoder-region", "-1"), "--encoder-region"),
+    Case("bench --encoder-region --backend ort", M,
+         lambda t: ["bench", "--backend", "ort", "--graphs", str(t), "--encoder-region", "0", "--json", str(t / "b.json")],
+         "whole frames"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),

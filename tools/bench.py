@@ -135,6 +135,12 @@ def add_parser(subparsers) -> None:
                         "(default 0: every step finishes before the next is issued)")
     p.add_argument("--compile", action="store_true",
                    help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
+    p.add_argument("--encoder-region", type=non_negative_int, default=None, metavar="M",
+                   help="fastsam2 torch backend: encode tracked frames on the rectangle around the objects' "
+                        "previous masks grown by M units (see fastsam2 track --help); the rectangles follow "
+                        "the masks, so with random weights they time arbitrary regions")
+    p.add_argument("--encoder-refresh", type=non_negative_int, default=0, metavar="N",
+                   help="with --encoder-region: encode a frame whole every N frames")
     p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
                    help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape and "
                         "the patch embedding as one matmul (default), or PyTorch's SDPA choice and sam2's "
@@ -177,6 +183,8 @@ class BenchOptions:
     streams: int = 1
     in_flight: list[int] = field(default_factory=lambda: [0])
     compile: bool = False
+    encoder_region: int | None = None  # TrackerOptions.encoder_region of the fastsam2 rows
+    encoder_refresh: int = 0
     gpu_attention: str = "by-shape"
     official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
     official_vos: bool = False
@@ -201,6 +209,10 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--official-dtype bfloat16 and --official-vos are GPU modes of the official predictor")
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
+    if args.encoder_region is not None and args.backend != "torch":
+        raise UsageError(f"--encoder-region runs on --backend torch; the {args.backend} encoder computes whole frames")
+    if args.encoder_refresh and args.encoder_region is None:
+        raise UsageError("--encoder-refresh sets how often --encoder-region encodes a whole frame: add --encoder-region")
     if any(args.in_flight) and not args.cuda_graphs:
         # a host step finishes inside step(): a later check would add the next step to its latency
         raise UsageError("--in-flight needs the GPU path (--cuda-graphs), whose steps run asynchronously")
@@ -232,6 +244,8 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         streams=args.streams,
         in_flight=args.in_flight,
         compile=args.compile,
+        encoder_region=args.encoder_region,
+        encoder_refresh=args.encoder_refresh,
         gpu_attention=args.gpu_attention,
         official_dtypes=args.official_dtype,
         official_vos=args.official_vos,
@@ -488,6 +502,8 @@ def fastsam2_tracker(backend, keep: float, opts: BenchOptions):
         k_multiple=opts.k_multiple,
         device_results=gpu_path,
         device_preprocess=gpu_path,
+        encoder_region=opts.encoder_region,
+        encoder_refresh=opts.encoder_refresh,
     )
 
 
@@ -627,6 +643,8 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
         "official_dtype": "float32 (eager, as SAM2VideoPredictor runs by default)",
         "cuda_graphs": opts.cuda_graphs,
         "k_multiple": opts.k_multiple,
+        "encoder_region": opts.encoder_region,
+        "encoder_refresh": opts.encoder_refresh,
         "weights": (
             f"RANDOM (seed {opts.seed}, object-score bias +5.0): timings are real, masks meaningless"
             if opts.checkpoint is None else str(opts.checkpoint)
