@@ -3,11 +3,14 @@
 For each Hiera block, the FPN neck and the patch embedding: FLOPs (``torch.utils.flop_counter``),
 the bytes a perfect kernel must move (inputs + outputs + weights, bf16), the time (CUDA events,
 median), achieved TFLOP/s and GB/s, and the floor ``max(FLOPs / peak, bytes / bandwidth)``; eager
-bf16 and, with ``--compile``, each block compiled on its own. Also the deep stages run on a fraction of
-their windows (``--window-fractions``), the cost side of object-aware window routing
-(``export/window_routing.py``).
+bf16 and, with ``--compile``, each block compiled on its own.
+
+``--regions 1,2,3``: the cost side of encoder regions (``export/encoder_region.py``): the whole encoder
+(the ``image_encoder`` stage, compiled) against :class:`RegionEncoder` on frames encoded whole and on
+k x k-unit rectangles, each frame of the batch its own rectangle position, compiled.
 
     python3 bench/encoder_profile.py --config tiny --image-size 1024 --batch 1,8 --compile --json out.json
+    python3 bench/encoder_profile.py --batch 1,8,16 --regions 1,2,3 --skip-blocks --json regions.json
 """
 
 from __future__ import annotations
@@ -46,6 +49,47 @@ def nbytes(*tensors) -> int:
     return sum(t.numel() * 2 for t in tensors if isinstance(t, torch.Tensor))
 
 
+def profile_regions(model, batch: int, sizes: list[int], image_size: int, compile: bool) -> dict:
+    """ms of the image-encoder stage vs the region encoder (whole, k x k units), bf16, both compiled
+    or both eager."""
+    import torch
+
+    from fastsam2.export.encoder_region import RegionEncoder
+    from fastsam2.export.stages import ImageEncoderStage
+
+    stage = ImageEncoderStage(model)
+    stage = torch.compile(stage, dynamic=False) if compile else stage
+    enc = RegionEncoder(model, lambda: torch.autocast("cuda", dtype=torch.bfloat16), compile=compile)
+    x = torch.randn(batch, 3, image_size, image_size, device="cuda")
+
+    def run_stage():
+        with torch.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
+            return stage(x)
+
+    _, levels = enc.encode(x, [None] * batch, [None] * batch)
+    out = {"unit_px": enc.unit_px, "grid": enc.grid,
+           "stage_ms": round(median_us(run_stage, warmup=3, calls=20) / 1e3, 3),
+           "region_whole_ms": round(median_us(lambda: enc.encode(x, [None] * batch, [None] * batch),
+                                              warmup=3, calls=20) / 1e3, 3)}
+    for k in sizes:
+        if k >= enc.grid:
+            continue
+        # frames at different positions of whole units (one shape: one batched call)
+        last = enc.grid - k if enc.tokens % enc.align == 0 else enc.grid - 1 - k
+        if last < 0:
+            continue
+        rects = []
+        for b in range(batch):
+            r0, c0 = (b * 7) % (last + 1), (b * 3) % (last + 1)
+            rects.append((r0, r0 + k, c0, c0 + k))
+        out[f"{k}x{k}_ms"] = round(median_us(lambda: enc.encode(x, rects, levels), warmup=3, calls=20) / 1e3, 3)
+        out[f"{k}x{k}_area"] = round(sum((min(r[1] * enc.unit_px, image_size) - r[0] * enc.unit_px)
+                                         * (min(r[3] * enc.unit_px, image_size) - r[2] * enc.unit_px)
+                                         for r in rects) / (batch * image_size ** 2), 3)
+    print(json.dumps({"batch": batch, "regions": out}), flush=True)
+    return out
+
+
 def main() -> int:
     import torch
 
@@ -56,7 +100,8 @@ def main() -> int:
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--compile", action="store_true", help="also time each block compiled on its own")
-    ap.add_argument("--window-fractions", default="", help="e.g. 0.25,0.5: deep-stage blocks on that share of windows")
+    ap.add_argument("--regions", default="", help="k x k-unit rectangles to time the region encoder on, e.g. 1,2,3")
+    ap.add_argument("--skip-blocks", action="store_true", help="only the --regions timings")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -70,6 +115,12 @@ def main() -> int:
     report = {"device": name, "config": args.config, "image_size": args.image_size, "torch": torch.__version__,
               "peak_bf16_tflops": peak_tf, "peak_tbps": peak_tb, "batches": {}}
     for batch in [int(b) for b in args.batch.split(",")]:
+        report["batches"][str(batch)] = {}
+        if args.regions:
+            report["batches"][str(batch)]["regions"] = profile_regions(
+                model, batch, [int(k) for k in args.regions.split(",")], args.image_size, args.compile)
+        if args.skip_blocks:
+            continue
         rows = []
         x0 = torch.randn(batch, 3, args.image_size, args.image_size, device="cuda")
 
@@ -115,16 +166,11 @@ def main() -> int:
         row("neck", neck, feats, wbytes(enc.neck), maybe_compile(neck))
         total_e = sum(r["us_eager"] for r in rows)
         total_c = sum(r["us_compiled"] or 0 for r in rows) if args.compile else None
-        report["batches"][str(batch)] = {"rows": rows, "us_eager": round(total_e, 1),
+        report["batches"][str(batch)] |= {"rows": rows, "us_eager": round(total_e, 1),
                                          "us_compiled": None if total_c is None else round(total_c, 1),
                                          "floor_us": round(sum(r["floor_us"] for r in rows), 1)}
         print(f"batch {batch}: eager {total_e / 1e3:.2f} ms, compiled {total_c and total_c / 1e3} ms, "
               f"floor {sum(r['floor_us'] for r in rows) / 1e3:.2f} ms", flush=True)
-        if args.window_fractions:
-            from fastsam2.export.window_routing import profile_window_fraction
-
-            report["batches"][str(batch)]["window_fractions"] = profile_window_fraction(
-                model, batch, [float(f) for f in args.window_fractions.split(",")], median_us)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -5,6 +5,13 @@
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (a machine without network installs
 # from there) and the bedroom frames in .bench_frames/bedroom (neither is tracked). bench/RESULTS.md
 # quotes what each mode wrote.
+# The ort-* modes need onnxruntime-gpu (a build for the CUDA major version of the installed torch)
+# imported ahead of any CPU-only onnxruntime in site-packages: install its wheel into a folder of its
+# own and put that folder on PYTHONPATH (this script adds its /tmp/site, which holds no onnxruntime):
+#   python3 -m pip install --no-deps --target /tmp/ortsite onnxruntime_gpu-*.whl
+#   PYTHONPATH=/tmp/ortsite bash bench/gpu_run.sh ort-bench ort-bench-synthetic ort-tests
+# Each ort-* mode first prints the onnxruntime it imported and its providers (CUDAExecutionProvider
+# must be among them; without it ort-tests fails and the benches record the failure in their JSON).
 set -o pipefail
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null || exit 1
@@ -15,6 +22,9 @@ nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.max.sm,tem
 frames=.bench_frames/bedroom
 bench="python3 -m fastsam2.tools.cli bench --config tiny --backend torch --device cuda --dtype bfloat16 --cuda-graphs --frames-dir $frames"
 for mode in "${@:-smoke}"; do
+  case $mode in ort-*)
+    python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.__file__, o.get_available_providers())" ;;
+  esac
   case $mode in
   smoke)  # parity, graphs vs eager, compile vs eager, batching (TF32 convolutions on and off)
     python3 bench/gpu_smoke.py --frames-dir $frames --compile 2>&1 | tee "$OUT/smoke.log" || exit 1 ;;

@@ -6,7 +6,8 @@ every stage, so a late failure loses nothing that ran before it):
 1. ``model``: SAM2 (``--config``/``--image-size``, random weights with the object-score bias, or
    ``--checkpoint``, e.g. the shipped ``synthetic`` model);
 2. ``export``: the ONNX graphs (or ``--graphs DIR``), then ``precisions``: calibration feeds recorded
-   by the torch backend on 4 frames, ``fp16/`` and ``int8/`` graphs (INT8 + FP16, what TensorRT
+   by the torch backend on 4 frames of the pruned loop (``CALIB_KEEP_RATIO``, as ``fastsam2-export
+   --int8``: the router is calibrated too), ``fp16/`` and ``int8/`` graphs (INT8 + FP16, what TensorRT
    engines are built from; ``export/trt/precision.py: write_precision_dir``);
 3. ``runs``: the same frames, two objects (box + click), through the torch backend (fp32) and ONNX
    Runtime on ``--device`` (fp32 fused attention, fp32 plain, fp16, int8): ms/frame (synchronized
@@ -16,7 +17,8 @@ every stage, so a late failure loses nothing that ran before it):
    agreement (min/mean mask IoU and max |Δ logits|; fp32 against torch, fp16/int8 against ORT fp32
    plain, the graph they were made from);
 4. ``profile`` (``--profile``): ONNX Runtime's profiler (``SessionOptions.enable_profiling``) over a
-   short run of each ORT precision: per graph, the node time by op type and the top nodes;
+   short run of each ORT precision, after a warm-up pass: per graph and frame, the session's run
+   time, its node time (on the GPU and on the CPU), by op type and the top nodes;
 5. ``jf``: with a trained model (``--checkpoint``) and ``fastsam2.runtime.synth``, J&F of every run
    on a generated held-out set (split "hard", first-frame masks as prompts, ``fastsam2 eval``'s
    scoring).
@@ -181,7 +183,7 @@ def export(model, out: Path) -> dict:
 
 
 def precisions(graphs: Path, torch_backend, frames_dir: str, work: Path) -> dict:
-    from fastsam2.calibration.ort_quant import record_feeds
+    from fastsam2.calibration.ort_quant import CALIB_KEEP_RATIO, record_feeds
     from fastsam2.export.trt.precision import write_precision_dir
     from fastsam2.runtime.backends.ort import read_precision_report
 
@@ -191,7 +193,8 @@ def precisions(graphs: Path, torch_backend, frames_dir: str, work: Path) -> dict
         if report is None:
             calib = None
             if precision == "int8":
-                calib = record_feeds(torch_backend, frames_dir, work / "calib_feeds", n_frames=4)
+                calib = record_feeds(torch_backend, frames_dir, work / "calib_feeds", n_frames=4,
+                                     keep_ratio=CALIB_KEEP_RATIO)
             report = write_precision_dir(graphs, precision, calib_dir=calib, log=print)
         out[precision] = {g: {"accepted": v["accepted"], **v.get("conversion", {}),
                               **({"max_rel_error": v["int8"]["max_rel_error"]} if "int8" in v else {})}
@@ -251,41 +254,50 @@ def one_run(name: str, args, graphs, torch_model, frames, gpu: GpuMemory | None,
 
 
 def profile_runs(args, graphs: Path, frames, work: Path) -> dict:
-    """ONNX Runtime's profiler over a short run of each ORT precision: node time by op type and the
-    ten slowest nodes of each graph (ms summed over the run)."""
+    """ONNX Runtime's profiler over each ORT precision: the same ``n = min(--frames, 8)`` frames twice,
+    the tracker reset in between, and only the second pass summarized (the first holds cuDNN's
+    algorithm search on each convolution's first call and the arena's growth). Per graph: ms per
+    frame of the session runs and of their nodes, node time by op type, the ten slowest nodes."""
+    n = min(args.frames, 8)
     out = {}
     for name in RUNS[1:]:
         prefix = str(work / "profile" / name)
         (work / "profile").mkdir(exist_ok=True)
         backend = open_run(name, args, graphs, None, profile_prefix=prefix)
         try:
-            track_timed(backend, frames, min(args.frames, 8), 0)
+            track_timed(backend, frames, n, n)
             traces = {g: r.end_profiling() for g, r in backend.runners.items()}
         finally:
             backend.close()
-        out[name] = {g: summarize_trace(Path(t)) for g, t in traces.items() if t}
+        out[name] = {g: summarize_trace(Path(t), n) for g, t in traces.items() if t}
     return out
 
 
-def summarize_trace(path: Path) -> dict:
+def summarize_trace(path: Path, frames: int) -> dict:
+    """One session's trace of two equal passes over ``frames`` frames: the second pass's session runs
+    (the later half of them) and the node events inside them, in ms per frame."""
     events = json.loads(path.read_text())
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    second = runs[len(runs) // 2:]
+    start = second[0]["ts"] if second else float("inf")
     by_op: dict[str, float] = {}
     by_node: dict[str, float] = {}
-    runs = 0.0
     for e in events:
-        if e.get("cat") == "Session" and e.get("name") == "model_run":
-            runs += e.get("dur", 0) / 1e3
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+        if e.get("cat") != "Node" or e.get("ts", 0) < start or not str(e.get("name", "")).endswith("_kernel_time"):
             continue
         a = e.get("args", {})
-        ms = e.get("dur", 0) / 1e3
+        ms = e.get("dur", 0) / 1e3 / frames
         op = f"{a.get('op_name', '?')}@{a.get('provider', '?').replace('ExecutionProvider', '')}"
         by_op[op] = by_op.get(op, 0.0) + ms
         node = e["name"].removesuffix("_kernel_time")
         by_node[node] = by_node.get(node, 0.0) + ms
-    top = lambda d, n: {k: round(v, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:n]}  # noqa: E731
-    return {"model_run_ms": round(runs, 2), "node_ms": round(sum(by_op.values()), 2), "by_op": top(by_op, 12),
-            "top_nodes": top(by_node, 10), "trace": str(path)}
+    top = lambda d, k: {key: round(v, 3) for key, v in sorted(d.items(), key=lambda kv: -kv[1])[:k]}  # noqa: E731
+    return {"frames": frames, "runs": len(second),
+            "run_ms_per_frame": round(sum(e.get("dur", 0) for e in second) / 1e3 / frames, 3),
+            "node_ms_per_frame": round(sum(by_op.values()), 3),
+            "node_ms_on_cpu_per_frame": round(sum(v for k, v in by_op.items() if k.endswith("@CPU")), 3),
+            "by_op": top(by_op, 16), "top_nodes": top(by_node, 10), "trace": str(path)}
 
 
 def jf(args, graphs: Path, torch_model, work: Path) -> dict:

@@ -40,6 +40,9 @@ from .reader import DirectoryCalibrationReader, FeedRecorder
 
 DEFAULT_GRAPHS = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 DEFAULT_POINT = (480.0, 300.0)
+CALIB_KEEP_RATIO = 0.5
+"""Keep ratio of the pruned loop that records INT8 calibration feeds (``fastsam2-export --int8``): below
+1 the router runs, so it is calibrated with the SAM2 graphs (0.5: the desktop profile's opt keep)."""
 
 
 @dataclass

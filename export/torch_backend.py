@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 
 from fastsam2.runtime.backends.torch_device import DeviceTorchOps, ShapeBuckets
 from fastsam2.runtime.backends.torch_ops import TorchOps
-from fastsam2.runtime.specs import ROUTER, GraphSpec
+from fastsam2.runtime.specs import IMAGE_ENCODER, ROUTER, GraphSpec
 from fastsam2.runtime.backends.base import Backend, StageRunner
 
 from .attention import gpu_attention
@@ -72,7 +72,9 @@ class TorchStageRunner(StageRunner):
         self.graphs: ShapeBuckets[tuple[Any, dict[str, Any], tuple[Any, ...]]] = ShapeBuckets()
         self._inputs: dict[tuple, Any] = {}
 
-    def _forward(self, feed: Mapping[str, Any]) -> tuple[Any, ...]:
+    @contextlib.contextmanager
+    def context(self) -> Iterator[None]:
+        """What every call of this stage runs under: its autocast and GPU kernel choices."""
         torch = self.torch
         with contextlib.ExitStack() as ctx:
             if self.autocast_dtype is not None:
@@ -82,6 +84,11 @@ class TorchStageRunner(StageRunner):
             if self.gpu_attention:
                 ctx.enter_context(gpu_attention())
                 ctx.enter_context(gpu_patch_embed())
+            yield
+
+    def _forward(self, feed: Mapping[str, Any]) -> tuple[Any, ...]:
+        torch = self.torch
+        with self.context():
             outs = self.call(**feed)
         if isinstance(outs, torch.Tensor):
             outs = (outs,)
@@ -181,6 +188,8 @@ def build_torch_backend(
         for name, m in stages.items()
     }
     ops = DeviceTorchOps(device, compile=compile) if on_cuda else TorchOps(device)
+    from .encoder_region import RegionEncoder
+
     return Backend(
         name="torch",
         runners=runners,
@@ -192,6 +201,7 @@ def build_torch_backend(
         + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
         weights=getattr(model, "fastsam2_weights", None),
         router_weights=getattr(stages[ROUTER], "fastsam2_weights", None),
+        region_encoder=RegionEncoder(model, runners[IMAGE_ENCODER].context, compile=compile),
     )
 
 

@@ -69,6 +69,13 @@ class TrackerOptions:
     device_results: bool = False  # TrackResult logits/scores stay backend arrays: no host sync
     # resize/normalize on the backend's device (ops.preprocess_frames); None: wherever the ops can
     device_preprocess: bool | None = None
+    # Encoder work that follows what is tracked (backends with a region encoder: torch). None: every
+    # frame is encoded whole (SAM2). An int m: a frame is encoded on the rectangle of the encoder's
+    # alignment units around every object's mask on the stream's previous frame, grown by m units;
+    # outside it the previous frame's encoder features are reused (an approximation: J&F decides).
+    # Prompted frames, frames after a lost object and the first frame are encoded whole.
+    encoder_region: int | None = None
+    encoder_refresh: int = 0  # with encoder_region: encode whole every this many frames (0: never)
 
     def __post_init__(self):
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -77,6 +84,10 @@ class TrackerOptions:
             raise TrackerError(f"k_multiple must be >= 1, got {self.k_multiple}")
         if self.memory_tokens not in ("kept", "all"):
             raise TrackerError(f"memory_tokens must be 'kept' or 'all', got {self.memory_tokens!r}")
+        if self.encoder_region is not None and (isinstance(self.encoder_region, bool) or self.encoder_region < 0):
+            raise TrackerError(f"encoder_region must be None or a margin >= 0 (units), got {self.encoder_region!r}")
+        if self.encoder_refresh < 0:
+            raise TrackerError(f"encoder_refresh must be >= 0, got {self.encoder_refresh}")
 
 
 def tracker_setup(
@@ -237,6 +248,9 @@ class SAM2Tracker:
         if self.options.device_preprocess and not can_preprocess:
             raise TrackerError(f"device_preprocess: the {backend.name} backend's ops cannot preprocess")
         self.device_preprocess = can_preprocess if self.options.device_preprocess is None else self.options.device_preprocess
+        if self.options.encoder_region is not None and backend.region_encoder is None:
+            raise TrackerError(f"encoder_region: the {backend.name} backend's image encoder computes whole frames "
+                               "only (use the torch backend)")
 
     @classmethod
     def from_backend(
@@ -297,8 +311,14 @@ class SAM2Tracker:
         """RGB uint8 [H,W,3] → :class:`FrameFeatures` (image encoder outputs)."""
         return self.encode_images([(image, frame_idx)])[0]
 
-    def encode_images(self, frames: list[tuple[np.ndarray, int]]) -> list[FrameFeatures]:
-        """[(RGB uint8 [H,W,3], frame index)] → their :class:`FrameFeatures`, encoded in batches."""
+    def encode_images(
+        self, frames: list[tuple[np.ndarray, int]], states: list[VideoState] | None = None,
+        whole: list[bool] | None = None,
+    ) -> list[FrameFeatures]:
+        """[(RGB uint8 [H,W,3], frame index)] → their :class:`FrameFeatures`, encoded in batches.
+
+        ``states``: the session of each frame, for ``TrackerOptions.encoder_region`` (without it
+        frames are encoded whole); ``whole[i]``: frame i must be encoded whole (it is prompted)."""
         cfg = self.config
         t0 = time.perf_counter()
         if self.device_preprocess:  # frames of one size resized as one batch
@@ -308,11 +328,58 @@ class SAM2Tracker:
         if self.options.profile_stages:
             self.ops.synchronize()
             self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
+        if self.options.encoder_region is not None and states is not None:
+            return self._timed(IMAGE_ENCODER, self._encode_regions, frames, xs, states, whole or [False] * len(xs))
         outs = self._run_rows(IMAGE_ENCODER, [{"image": x} for x in xs])
         return [
             FrameFeatures(t, out["vision_feats"], out["fpn_s0"], out["fpn_s1"])
             for (_, t), out in zip(frames, outs)
         ]
+
+    def _region(self, state: VideoState, frame_idx: int) -> Any:
+        """The rectangle ``frame_idx`` of ``state`` is encoded on (None: whole): around the union of
+        its objects' masks on the last encoded frame, when every object has one there."""
+        enc, opt = self.backend.region_encoder, self.options
+        last = state.cached.frame_idx if state.cached is not None else None
+        if state.encoder_levels is None or last is None or not state.objects:
+            return None
+        if opt.encoder_refresh and state.encoder_whole_idx is not None \
+                and abs(frame_idx - state.encoder_whole_idx) >= opt.encoder_refresh:
+            return None
+        box = None
+        for obj in state.objects.values():
+            out = obj.output_at(last)
+            if out is None:
+                return None
+            m = self.ops.to_numpy(out.pred_masks)[0, 0] > 0
+            rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+            if rows.size:
+                b = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+                box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+        if box is None:  # every object lost: look everywhere
+            return None
+        scale = self.config.image_size / self.config.mask_size
+        return enc.rect_for(tuple(v * scale for v in box), opt.encoder_region, state.encoder_rect, edge_px=scale)
+
+    def _encode_regions(
+        self, frames: list[tuple[np.ndarray, int]], xs: list[Any], states: list[VideoState], whole: list[bool]
+    ) -> list[FrameFeatures]:
+        rects = [None if w else self._region(st, t) for (_, t), st, w in zip(frames, states, whole)]
+        # a session appearing twice in one call (not done by the tracker's own loops) is encoded whole
+        seen: set[int] = set()
+        for i, st in enumerate(states):
+            if id(st) in seen:
+                rects[i] = None
+            seen.add(id(st))
+        caches = [st.encoder_levels if r is not None else None for st, r in zip(states, rects)]
+        (fpn0, fpn1, feats), levels = self.backend.region_encoder.encode(self.ops.cat(xs), rects, caches)
+        out = []
+        for i, ((_, t), st, r) in enumerate(zip(frames, states, rects)):
+            st.encoder_levels, st.encoder_rect = levels[i], r
+            if r is None:
+                st.encoder_whole_idx = t
+            out.append(FrameFeatures(t, feats[i:i + 1], fpn0[i:i + 1], fpn1[i:i + 1]))
+        return out
 
     def _decoder_feed(
         self,
@@ -662,7 +729,9 @@ class SAM2Tracker:
             source=source,
         )
 
-    def _features(self, state: VideoState, frame_idx: int, image: np.ndarray | None = None) -> FrameFeatures:
+    def _features(
+        self, state: VideoState, frame_idx: int, image: np.ndarray | None = None, whole: bool = False
+    ) -> FrameFeatures:
         if state.cached is not None and state.cached.frame_idx == frame_idx:
             return state.cached
         if image is None:
@@ -671,7 +740,7 @@ class SAM2Tracker:
             if state.num_frames is not None and not 0 <= frame_idx < state.num_frames:
                 raise TrackerError(f"frame {frame_idx} is outside the video (0..{state.num_frames - 1})")
             image = state.source.get(frame_idx).image
-        state.cached = self.encode_image(image, frame_idx)
+        state.cached = self.encode_images([(image, frame_idx)], [state], [whole])[0]
         return state.cached
 
     def _object(self, state: VideoState, obj_id: int) -> ObjectState:
@@ -865,7 +934,7 @@ class SAM2Tracker:
                     f"{state.video_width}x{state.video_height}"
                 )
             frames.append((frame, state.last_frame_idx + 1))
-        feats = self.encode_images(frames)
+        feats = self.encode_images(frames, [state for state, _, _ in items], [bool(p) for _, _, p in items])
         for (state, _, prompts), f in zip(items, feats):
             state.cached = f
             for obj_id, prompt in (prompts or {}).items():
@@ -925,7 +994,7 @@ class SAM2Tracker:
         existing = state.objects.get(obj_id)
         if existing is not None:
             self._check_prompt_frame(existing, frame_idx)
-        feats = self._features(state, frame_idx)
+        feats = self._features(state, frame_idx, whole=True)
         obj = self._object(state, obj_id)
         if mask is not None:
             self._prompt_object(state, obj, feats, mask=mask.astype(bool))

@@ -233,6 +233,11 @@ CASES = [
                                                  "--out", str(t / "out")], "--out applies to --run"),
     Case("track --no-overlay --fps", M, lambda t: _track(t, "--no-overlay", "--fps", "10"), "writes none"),
     Case("track --selector-seed without random", M, lambda t: _track(t, "--selector-seed", "3"), "draws no random"),
+    Case("track --encoder-region --backend ort", M,
+         lambda t: _track(t, "--encoder-region", "1", "--backend", "ort", "--graphs", str(t)), "whole frames"),
+    Case("track --encoder-refresh without --encoder-region", M, lambda t: _track(t, "--encoder-refresh", "4"),
+         "add --encoder-region"),
+    Case("track --encoder-region -1", M, lambda t: _track(t, "--encoder-region", "-1"), "--encoder-region"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),

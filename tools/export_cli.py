@@ -173,15 +173,15 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
                          workspace_mib=args.workspace if args.workspace is not None else DEFAULT_WORKSPACE_MIB)
         calib_dir = None
         if args.int8:
-            from fastsam2.calibration.ort_quant import record_feeds
+            from fastsam2.calibration.ort_quant import CALIB_KEEP_RATIO, record_feeds
             from fastsam2.export.torch_backend import build_torch_backend
 
             from fastsam2.export.models import build_sam2
 
             calib_dir = out / "calib_feeds"
             model = build_sam2(args.config, args.checkpoint, image_size=args.image_size, quiet=True)
-            # pruned loop at the desktop profile's opt keep ratio, so the router gets feeds too
-            record_feeds(build_torch_backend(model), Path(args.calib), calib_dir, n_frames=args.calib_frames, keep_ratio=0.5)
+            record_feeds(build_torch_backend(model), Path(args.calib), calib_dir, n_frames=args.calib_frames,
+                         keep_ratio=CALIB_KEEP_RATIO)
             check_calib_dir(plan, calib_dir, hint=f"track more calibration frames (--calib-frames, now "
                             f"{args.calib_frames}, over a --calib folder with at least that many), or build "
                             "without --int8 (--fp16)")

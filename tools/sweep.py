@@ -232,7 +232,7 @@ class Graphs:
     def _int8(self, gdir: Path) -> None:
         import shutil
 
-        from fastsam2.calibration.ort_quant import QuantOptions, build_int8, record_feeds
+        from fastsam2.calibration.ort_quant import CALIB_KEEP_RATIO, QuantOptions, build_int8, record_feeds
         from fastsam2.export.torch_backend import build_torch_backend
         from fastsam2.runtime.threads import plan_threads
 
@@ -245,8 +245,8 @@ class Graphs:
         if not calib.is_dir():
             tmp = self.root / "calib.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            record_feeds(build_torch_backend(self.model()), frames, tmp, n_frames=CALIB_FRAMES, keep_ratio=0.5,
-                         point=centre)
+            record_feeds(build_torch_backend(self.model()), frames, tmp, n_frames=CALIB_FRAMES,
+                         keep_ratio=CALIB_KEEP_RATIO, point=centre)
             tmp.rename(calib)
         # every quantized graph is kept (no accuracy or speed gate): the sweep measures what INT8 does
         options = QuantOptions(min_iou=0.0, min_speedup=0.0, eval_frames=2, timing_runs=1,

@@ -41,7 +41,8 @@ FAULT_MID_VIDEO = "kill-mid-video"  # after the first frame's PNG, before the co
 FAULT_AFTER_COMMIT = "kill-after-commit"  # after the rename, before the result is returned
 # Model arguments that change the masks: a finished video is reused only if they are equal.
 SETTINGS_KEYS = ("config", "checkpoint", "backend", "graphs", "device", "dtype", "image_size",
-                 "fill_hole_area", "text", "texts", "router", "selector", "selector_seed", "precision")
+                 "fill_hole_area", "text", "texts", "router", "selector", "selector_seed", "precision",
+                 "encoder_region", "encoder_refresh")
 
 
 class VideoJobError(UsageError):

@@ -142,6 +142,9 @@ class Backend:
     # outside them, and batches at most max_batch objects or streams per call).
     limits: dict[str, Any] = field(default_factory=dict)
     threads: Any = None  # the ThreadPlan its intra-op CPU threads were set from (runtime/threads.py), if any
+    # encodes frames on rectangles around what is tracked (export/encoder_region.py: RegionEncoder),
+    # for TrackerOptions.encoder_region; None where the backend's encoder computes whole frames only
+    region_encoder: Any = None
 
     def close(self) -> None:
         for runner in self.runners.values():

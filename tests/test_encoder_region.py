@@ -1,0 +1,135 @@
+"""Encoder regions (``export/encoder_region.py``, ``TrackerOptions.encoder_region``): frames encoded
+whole equal the image-encoder stage; a rectangle is exact wherever only windowed attention reaches
+(checked on a trunk without global blocks) and reuses the previous levels elsewhere; the tracker
+encodes prompted, first and refresh frames whole and the rest on rectangles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tolerances import magnitude, reduction_atol
+
+from fastsam2.export.encoder_region import RegionEncoder, trunk_alignment
+from fastsam2.export.models import build_sam2
+from fastsam2.export.torch_backend import build_torch_backend
+from fastsam2.runtime.synth import make_clip
+from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return build_sam2("synthetic", "synthetic", quiet=True)
+
+
+@pytest.fixture(scope="module")
+def windowed_only():
+    """The synthetic architecture at 1024 px (4 x 4 units) without its global-attention block."""
+    return build_sam2("synthetic", None, image_size=1024, quiet=True, seed=3,
+                      hydra_overrides=["++model.image_encoder.trunk.global_att_blocks=[]"])
+
+
+def test_alignment_tiles_every_window_and_pooling():
+    tiny = build_sam2("tiny", None, image_size=512, quiet=True)
+    # tiny: windows 8, 4 (x2), 14 (x4), 7 (x8) first-stage tokens -> 56 (224 px)
+    assert trunk_alignment(tiny.image_encoder.trunk) == 56
+    syn = build_sam2("synthetic", None, quiet=True)
+    assert trunk_alignment(syn.image_encoder.trunk) == 64  # windows 8, 4 (x2), 16 (x4)
+
+
+def test_whole_frames_equal_the_image_encoder_stage(synthetic):
+    backend = build_torch_backend(synthetic)
+    x = torch.randn(2, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    ref = backend.runners["image_encoder"].infer({"image": x})
+    enc = backend.region_encoder
+    (fpn0, fpn1, feats), levels = enc.encode(x, [None, None], [None, None])
+    for ours, name in ((fpn0, "fpn_s0"), (fpn1, "fpn_s1"), (feats, "vision_feats")):
+        assert torch.equal(ours, ref[name]), name
+    # a rectangle covering the frame computes the same thing through the crop path
+    g = enc.grid
+    (_, _, feats2), _ = enc.encode(x, [(0, g, 0, g)] * 2, [[t.clone() for t in lv] for lv in levels])
+    assert torch.equal(feats2, feats)
+
+
+def _levels_err(enc, x_new, rect, cache):
+    """The levels of x_new encoded on rect over cache, and those of x_new encoded whole."""
+    _, whole = enc.encode(x_new, [None], [None])
+    _, part = enc.encode(x_new, [rect], [[t.clone() for t in cache]])
+    return whole[0], part[0]
+
+
+def test_a_rectangle_is_exact_where_only_windows_reach(windowed_only):
+    enc = RegionEncoder(windowed_only)
+    assert enc.grid == 4
+    gen = torch.Generator().manual_seed(1)
+    x_old, x_new = torch.randn(1, 3, 1024, 1024, generator=gen), torch.randn(1, 3, 1024, 1024, generator=gen)
+    _, old = enc.encode(x_old, [None], [None])
+    rect = (1, 3, 2, 4)  # rows 1-2, columns 2-3 (touching the right border)
+    whole, part = _levels_err(enc, x_new, rect, old[0])
+    for lvl, (w, p, o) in enumerate(zip(whole, part, old[0])):
+        s = enc.tokens // w.shape[-1]
+        t0, t1, u0, u1 = (v // s for v in enc._tokens(rect))
+        atol = reduction_atol(magnitude(w.numpy()), terms=4 * w.shape[1])
+        inside = (p[..., t0:t1, u0:u1] - w[..., t0:t1, u0:u1]).abs().max().item()
+        assert inside <= atol, f"level {lvl}: inside the rectangle {inside:.3g} > {atol:.3g}"
+        outside = p.clone()
+        outside[..., t0:t1, u0:u1] = o[..., t0:t1, u0:u1]
+        assert torch.equal(outside, o), f"level {lvl}: outside the rectangle is not the previous frame's"
+
+    # teeth: the same check with rectangles off the window grid by half a unit fails
+    enc.align //= 2
+    whole, part = _levels_err(enc, x_new, (3, 5, 5, 7), old[0])
+    w, p = whole[2], part[2]
+    s = enc.tokens // w.shape[-1]
+    t0, t1, u0, u1 = (v // s for v in enc._tokens((3, 5, 5, 7)))
+    atol = reduction_atol(magnitude(w.numpy()), terms=4 * w.shape[1])
+    assert (p[..., t0:t1, u0:u1] - w[..., t0:t1, u0:u1]).abs().max().item() > 100 * atol
+
+
+def test_rect_for_grows_by_the_margin_and_covers_whole_frames(synthetic):
+    enc = RegionEncoder(synthetic)  # 512 px, 256-px units, 2 x 2
+    assert enc.rect_for((10, 20, 100, 120), 0) == (0, 1, 0, 1)
+    assert enc.rect_for((300, 20, 400, 120), 0) == (0, 1, 1, 2)
+    assert enc.rect_for((10, 20, 100, 120), 1) is None  # grown to the whole frame
+    assert enc.rect_for((200, 200, 300, 300), 0) is None  # straddles all four units
+    # an object reaching the side of the rectangle its frame was computed on: one more unit there
+    assert enc.rect_for((10, 20, 254, 120), 0, previous=(0, 1, 0, 1), edge_px=4) == (0, 1, 0, 2)
+    assert enc.rect_for((10, 20, 240, 120), 0, previous=(0, 1, 0, 1), edge_px=4) == (0, 1, 0, 1)
+    assert enc.rect_for((300, 258, 400, 300), 0, previous=(1, 2, 1, 2), edge_px=4) == (0, 2, 1, 2)
+
+
+def test_the_tracker_encodes_on_rectangles_and_whole_where_it_must(synthetic):
+    clip = make_clip(5, split="hard", frames=7, size=512, index=0)
+    mask = clip.masks[0] == 1
+    assert mask.any()
+    runs = {}
+    for region, refresh in ((None, 0), (0, 0), (0, 3)):
+        backend = build_torch_backend(synthetic)
+        calls = []
+        encode = backend.region_encoder.encode
+        backend.region_encoder.encode = lambda x, rects, caches: calls.append(list(rects)) or encode(x, rects, caches)
+        tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, encoder_region=region,
+                                                      encoder_refresh=refresh))
+        masks = []
+        for t, frame in enumerate(clip.frames):
+            res = tracker.track(frame, {1: Prompt(mask=mask)} if t == 0 else None)
+            masks.append(res.masks[1])
+        runs[(region, refresh)] = (calls, masks)
+    calls, masks = runs[(None, 0)]
+    assert calls == [] and all(m.any() for m in masks[:3])
+    calls, masks = runs[(0, 0)]
+    assert calls[0] == [None], "the prompted first frame is encoded whole"
+    assert all(c[0] is not None for c in calls[1:3]), f"tracked frames use rectangles: {calls}"
+    calls, _ = runs[(0, 3)]
+    assert calls[3] == [None], f"refresh every 3 frames: {calls}"
+
+
+def test_backends_without_a_region_encoder_refuse(synthetic):
+    backend = build_torch_backend(synthetic)
+    backend.region_encoder = None
+    with pytest.raises(TrackerError, match="whole frames"):
+        SAM2Tracker(backend, TrackerOptions(encoder_region=1))
+    with pytest.raises(TrackerError, match="encoder_region"):
+        TrackerOptions(encoder_region=-1)
+    with pytest.raises(TrackerError, match="encoder_refresh"):
+        TrackerOptions(encoder_region=1, encoder_refresh=-2)
