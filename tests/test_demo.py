@@ -16,8 +16,8 @@ from fastsam2.tools.demo import DEMO_SIZE, SIDE_GAP, first_frame_boxes, side_by_
 
 # keep-1.0 J&F the torch backend measured on the demo clip (bench/RESULTS.md, "fastsam2 demo"), less a
 # margin for thread-count and platform differences in float32 arithmetic
-SHORT_FRAMES, SHORT_JF_BOUND = 6, 0.20  # measured 0.288
-FULL_JF_BOUND = 0.15  # measured 0.228 (ONNX Runtime)
+SHORT_FRAMES, SHORT_JF_BOUND = 6, 0.36  # measured 0.447
+FULL_JF_BOUND = 0.24  # measured 0.315 (ONNX Runtime)
 
 
 def test_first_frame_boxes_bound_each_object():

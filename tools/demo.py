@@ -29,8 +29,8 @@ from .cli import SAMPLE_CLIP, export_in_subprocess, run_track, track_inputs, tra
 
 DEMO_MODEL = "synthetic"
 # The demo clip: make_clip(DEMO_SEED, split="train", frames=DEMO_FRAMES, size=DEMO_SIZE). Of seeds
-# 0..8 (bench/demo_clip_seeds.py, keep-1.0 J&F 0.00 to 0.88, mean 0.22) seed 8 is the one closest to
-# the mean (0.23, three objects): typical of the model on 24 frames, neither its best clip nor a lost one.
+# 0..8 (bench/demo_clip_seeds.py, keep-1.0 J&F 0.10 to 0.94, mean 0.43) seed 8 is the median (0.32,
+# three objects): typical of the model on 24 frames, neither its best clip nor a lost one.
 DEMO_SEED = 8
 DEMO_SPLIT = "train"
 DEMO_FRAMES = 24
