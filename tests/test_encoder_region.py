@@ -133,3 +133,26 @@ def test_backends_without_a_region_encoder_refuse(synthetic):
         TrackerOptions(encoder_region=-1)
     with pytest.raises(TrackerError, match="encoder_refresh"):
         TrackerOptions(encoder_region=1, encoder_refresh=-2)
+
+
+def test_track_records_the_encoder_region(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from fastsam2.tools import cli
+
+    clip = make_clip(6, split="hard", frames=4, size=512, index=1)
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for t, f in enumerate(clip.frames):
+        Image.fromarray(f).save(frames / f"{t:05d}.jpg")
+    ys, xs = np.nonzero(clip.masks[0] == 1)
+    out = tmp_path / "out"
+    code = cli.main(["track", "--checkpoint", "synthetic", "--video", str(frames), "--point",
+                     f"{int(xs.mean())},{int(ys.mean())}", "--encoder-region", "0", "--encoder-refresh", "2",
+                     "--no-overlay", "--threads", "1", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["encoder_region"], report["encoder_refresh"]) == (0, 2)
+    assert len(list((out / "masks").rglob("*.png"))) == 4

@@ -171,6 +171,9 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     if args.keep < 1.0:
         info["selector"] = getattr(args, "selector", "router")
     info["fill_hole_area"] = tracker.fill_hole_area
+    if tracker.options.encoder_region is not None:
+        info["encoder_region"] = tracker.options.encoder_region
+        info["encoder_refresh"] = tracker.options.encoder_refresh
     return tracker, info
 
 
