@@ -238,6 +238,8 @@ CASES = [
     Case("track --encoder-refresh without --encoder-region", M, lambda t: _track(t, "--encoder-refresh", "4"),
          "add --encoder-region"),
     Case("track --encoder-region -1", M, lambda t: _track(t, "--encoder-region", "-1"), "--encoder-region"),
+    Case("track --selector random at keep 1.0", M, lambda t: _track(t, "--selector", "random"),
+         "keep ratio below 1"),
     Case("bench --encoder-region --backend ort", M,
          lambda t: ["bench", "--backend", "ort", "--graphs", str(t), "--encoder-region", "0", "--json", str(t / "b.json")],
          "whole frames"),

@@ -141,6 +141,9 @@ def check_model_args(args: argparse.Namespace) -> None:
         plan_threads(args.threads)  # refuses more threads than cores now, not after the model is built
     if getattr(args, "selector_seed", 0) and getattr(args, "selector", "router") != "random":
         raise UsageError(f"--selector-seed seeds --selector random; --selector {args.selector} draws no random tokens")
+    if getattr(args, "selector", "router") != "router" and args.keep >= 1.0:
+        raise UsageError(f"--selector {args.selector} picks the tokens a pruned frame keeps: "
+                         "give a keep ratio below 1 (at 1.0 every token is kept)")
     if getattr(args, "selector", "router") != "router" and (args.text or args.router or args.texts):
         raise UsageError(f"--text, --texts and --router configure the router; --selector {args.selector} uses none")
     if args.texts and not Path(args.texts).is_file():
@@ -474,8 +477,9 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     from .video_jobs import format_totals, format_videos, started
 
     keeps = args.keeps or [1.0, 0.5, 0.3]
-    args.keep = 1.0
+    args.keep = min(keeps)  # for the checks: the most pruned run
     check_model_args(args)
+    args.keep = 1.0
     executor = make_executor(args)  # in-process, or Ray actors with --ray (refused now if Ray is missing)
     protect = [args.dataset, args.graphs, args.checkpoint, args.texts, args.router]
     if args.out is not None:  # each video is committed on its own: an earlier --out is resumed
