@@ -19,6 +19,7 @@ class FrameFeatures:
     vision_feats: Array  # [1,C,H,W]
     fpn_s0: Array  # [1,C/8,4H,4W]
     fpn_s1: Array  # [1,C/4,2H,2W]
+    whole: bool = True  # False: encoded on a rectangle, reusing an earlier frame's features elsewhere
 
 
 @dataclass

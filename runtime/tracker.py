@@ -378,7 +378,7 @@ class SAM2Tracker:
             st.encoder_levels, st.encoder_rect = levels[i], r
             if r is None:
                 st.encoder_whole_idx = t
-            out.append(FrameFeatures(t, feats[i:i + 1], fpn0[i:i + 1], fpn1[i:i + 1]))
+            out.append(FrameFeatures(t, feats[i:i + 1], fpn0[i:i + 1], fpn1[i:i + 1], whole=r is None))
         return out
 
     def _decoder_feed(
@@ -732,8 +732,11 @@ class SAM2Tracker:
     def _features(
         self, state: VideoState, frame_idx: int, image: np.ndarray | None = None, whole: bool = False
     ) -> FrameFeatures:
-        if state.cached is not None and state.cached.frame_idx == frame_idx:
-            return state.cached
+        cached = state.cached
+        # a prompted frame encoded on a rectangle is encoded again whole, where it can be read again
+        if cached is not None and cached.frame_idx == frame_idx and (cached.whole or not whole or image is None
+                                                                     and state.source is None):
+            return cached
         if image is None:
             if state.source is None:
                 raise TrackerError(f"frame {frame_idx} is not available in a streaming session")

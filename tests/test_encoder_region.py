@@ -156,3 +156,23 @@ def test_track_records_the_encoder_region(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert (report["encoder_region"], report["encoder_refresh"]) == (0, 2)
     assert len(list((out / "masks").rglob("*.png"))) == 4
+
+
+def test_a_prompt_on_a_frame_encoded_on_a_rectangle_re_encodes_it_whole(synthetic, tmp_path):
+    from PIL import Image
+
+    clip = make_clip(5, split="hard", frames=4, size=512, index=0)
+    for t, f in enumerate(clip.frames):
+        Image.fromarray(f).save(tmp_path / f"{t:05d}.png")
+    backend = build_torch_backend(synthetic)
+    calls = []
+    encode = backend.region_encoder.encode
+    backend.region_encoder.encode = lambda x, rects, caches: calls.append(list(rects)) or encode(x, rects, caches)
+    tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, encoder_region=0))
+    state = tracker.init_state(str(tmp_path))
+    tracker.add_new_mask(state, 0, 1, clip.masks[0] == 1)
+    for _ in tracker.propagate_in_video(state, 0, 2):
+        pass
+    assert calls[-1][0] is not None and not state.cached.whole, f"frame 2 was encoded on a rectangle: {calls}"
+    tracker.add_new_points_or_box(state, 2, 1, points=np.array([[10.0, 10.0]]), labels=np.array([0]))
+    assert calls[-1] == [None] and state.cached.whole and state.cached.frame_idx == 2
