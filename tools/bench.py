@@ -48,6 +48,7 @@ from fastsam2.runtime.config import CHECKPOINT_HELP
 from fastsam2.runtime.outdir import check_output_file, write_text_atomic
 from fastsam2.runtime.errors import UsageError
 
+from .cli import add_encoder_region_args, check_encoder_region_args
 from .bench_inputs import BENCH_OBJECTS, DEFAULT_FRAMES_DIR, STREAM_OFFSET, SampleFrames, object_prompts
 
 STAGES_OFFICIAL = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
@@ -135,12 +136,7 @@ def add_parser(subparsers) -> None:
                         "(default 0: every step finishes before the next is issued)")
     p.add_argument("--compile", action="store_true",
                    help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
-    p.add_argument("--encoder-region", type=non_negative_int, default=None, metavar="M",
-                   help="fastsam2 torch backend: encode tracked frames on the rectangle around the objects' "
-                        "previous masks grown by M units (see fastsam2 track --help); the rectangles follow "
-                        "the masks, so with random weights they time arbitrary regions")
-    p.add_argument("--encoder-refresh", type=non_negative_int, default=0, metavar="N",
-                   help="with --encoder-region: encode a frame whole every N frames")
+    add_encoder_region_args(p)  # the rectangles follow the masks: with random weights, arbitrary regions
     p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
                    help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape and "
                         "the patch embedding as one matmul (default), or PyTorch's SDPA choice and sam2's "
@@ -209,10 +205,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--official-dtype bfloat16 and --official-vos are GPU modes of the official predictor")
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
-    if args.encoder_region is not None and args.backend != "torch":
-        raise UsageError(f"--encoder-region runs on --backend torch; the {args.backend} encoder computes whole frames")
-    if args.encoder_refresh and args.encoder_region is None:
-        raise UsageError("--encoder-refresh sets how often --encoder-region encodes a whole frame: add --encoder-region")
+    check_encoder_region_args(args)
     if any(args.in_flight) and not args.cuda_graphs:
         # a host step finishes inside step(): a later check would add the next step to its latency
         raise UsageError("--in-flight needs the GPU path (--cuda-graphs), whose steps run asynchronously")

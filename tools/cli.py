@@ -118,6 +118,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="--backend ort: the graphs to run: fp32 (default), int8 (the export's int8/ graphs, "
                    "made by fastsam2.calibration.ort_quant) or fp16 (its fp16/ graphs, made by "
                    "fastsam2.export.trt.precision.write_precision_dir)")
+    add_encoder_region_args(p)
+    p.add_argument("--threads", type=positive(int), default=None, metavar="N",
+                   help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
+
+
+def add_encoder_region_args(p: argparse.ArgumentParser) -> None:
+    """--encoder-region / --encoder-refresh (TrackerOptions.encoder_region / encoder_refresh)."""
     p.add_argument("--encoder-region", type=non_negative_int, default=None, metavar="M",
                    help="--backend torch: encode each frame only on the rectangle around the objects' previous "
                    "masks, grown by M of the encoder's window units, reusing the previous frame's features "
@@ -125,8 +132,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-refresh", type=non_negative_int, default=0, metavar="N",
                    help="with --encoder-region: encode a frame whole every N frames (default 0: only prompted "
                    "frames and frames after a lost object)")
-    p.add_argument("--threads", type=positive(int), default=None, metavar="N",
-                   help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
+
+
+def check_encoder_region_args(args: argparse.Namespace) -> None:
+    """Refuse --encoder-region off the torch backend, and --encoder-refresh without it."""
+    if args.encoder_region is not None and args.backend != "torch":
+        raise UsageError(f"--encoder-region runs on --backend torch; the {args.backend} encoder computes whole frames")
+    if args.encoder_refresh and args.encoder_region is None:
+        raise UsageError("--encoder-refresh sets how often --encoder-region encodes a whole frame: add --encoder-region")
 
 
 def check_model_args(args: argparse.Namespace) -> None:
@@ -154,10 +167,7 @@ def check_model_args(args: argparse.Namespace) -> None:
         from fastsam2.runtime.text_embeddings import load_text_embeddings
 
         load_text_embeddings(args.texts)  # a damaged file fails now, not after the model is built
-    if getattr(args, "encoder_region", None) is not None and args.backend != "torch":
-        raise UsageError(f"--encoder-region runs on --backend torch; the {args.backend} encoder computes whole frames")
-    if getattr(args, "encoder_refresh", 0) and getattr(args, "encoder_region", None) is None:
-        raise UsageError("--encoder-refresh sets how often --encoder-region encodes a whole frame: add --encoder-region")
+    check_encoder_region_args(args)
     if getattr(args, "precision", "fp32") != "fp32" and args.backend != "ort":
         raise UsageError(f"--precision {args.precision} selects exported ONNX graphs: it needs --backend ort")
     check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, config=args.config,
