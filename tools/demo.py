@@ -25,7 +25,7 @@ from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model
 from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
 from fastsam2.runtime.outdir import atomic_output_dir, check_output_dir
 
-from .cli import SAMPLE_CLIP, export_in_subprocess, run_track, track_inputs, track_video
+from .cli import SAMPLE_CLIP, add_track_parser, export_in_subprocess, run_track, track_inputs, track_video
 
 DEMO_MODEL = "synthetic"
 # The demo clip: make_clip(DEMO_SEED, split="train", frames=DEMO_FRAMES, size=DEMO_SIZE). Of seeds
@@ -78,16 +78,17 @@ def add_parser(sub) -> None:
 
 
 def _track_args(args: argparse.Namespace, **over: Any) -> argparse.Namespace:
-    """The ``fastsam2 track`` arguments the demo runs with."""
-    ns = argparse.Namespace(
-        config=args.config, checkpoint=args.checkpoint, backend=args.backend, graphs=None,
-        device=None, dtype="float32", image_size=args.image_size, keep=args.keep, text=None,
-        texts=None, router=None, video=args.video, fill_hole_area=None, threads=args.threads,
-        prompts=list(SAMPLE_PROMPTS), obj_id=None, out=args.out, overwrite=True, max_frames=args.max_frames,
-        on_bad_frame="stop", no_overlay=False, fps=None,
+    """The ``fastsam2 track`` arguments the demo runs with: the track parser's defaults (so every
+    option track reads is present), the demo's model options, the sample prompts and ``over``."""
+    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
+    add_track_parser(sub)
+    ns = sub.choices["track"].parse_args(["--video", str(args.video), "--out", str(args.out)])
+    vars(ns).update(
+        config=args.config, checkpoint=args.checkpoint, backend=args.backend, image_size=args.image_size,
+        keep=args.keep, threads=args.threads, prompts=list(SAMPLE_PROMPTS), overwrite=True,
+        max_frames=args.max_frames,
     )
-    for k, v in over.items():
-        setattr(ns, k, v)
+    vars(ns).update(over)
     return ns
 
 
