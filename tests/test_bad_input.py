@@ -1023,6 +1023,48 @@ def test_demo_export_child_dies_with_a_killed_parent(work):
     assert not _scratch_left(tmpdir), _scratch_left(tmpdir)
 
 
+_SWALLOWING_EXPORT = """
+import sys, time
+from pathlib import Path
+
+def export(scratch, started):
+    (Path(scratch) / "graphs.partial-1").mkdir()
+    Path(started).touch()
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass  # as a __del__ or a C callback does: the death signal is printed and dropped
+
+if __name__ == "__main__":
+    from fastsam2.tools.cli import export_in_subprocess
+    export_in_subprocess(export, sys.argv[1], sys.argv[2], scratch=Path(sys.argv[1]))
+"""
+
+
+def test_export_child_that_drops_the_death_signal_still_removes_the_scratch(tmp_path):
+    """The parent killed, the child's SIGTERM swallowed where exceptions are ignored: the export runs
+    to its end, its answer finds the pipe closed, and the child still removes the scratch and exits."""
+    script, scratch, started = tmp_path / "parent.py", tmp_path / "scratch", tmp_path / "started"
+    script.write_text(_SWALLOWING_EXPORT)
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(scratch), str(started)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), proc.stderr.read()
+    children = _children(proc.pid)
+    assert children
+    proc.kill()
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (all(_gone(c) for c in children) and not scratch.exists()):
+        time.sleep(0.1)
+    assert all(_gone(c) for c in children), "the export child outlived its killed parent"
+    assert not scratch.exists(), sorted(p.name for p in scratch.rglob("*"))
+
+
 def test_signals_deferred_delivers_sigterm_after_the_block():
     """A SIGTERM that lands while a child is handed its work is held until the hand-over is done,
     then unwinds like any other (export_in_subprocess starts its child inside this block)."""

@@ -391,25 +391,35 @@ def export_in_subprocess(fn, *args, scratch: Path | None = None) -> None:
 
 def _child_call(parent: int, conn, fn, args: tuple, scratch: Path | None) -> None:
     """The child's side of :func:`export_in_subprocess`: ``fn(*args)``, then None or the user error
-    sent back. Terminated (by the parent, or by the kernel when the parent died) it unwinds quietly;
-    if the parent is gone it removes ``scratch`` itself, since the parent cannot."""
+    sent back. Terminated (by the parent, or by the kernel when the parent died) it unwinds quietly.
+    Whenever it ends with the parent gone (killed mid-export, or the death signal swallowed by code
+    that ignores exceptions and the export finished into a closed pipe), it removes ``scratch``
+    itself, since the parent cannot."""
+    import signal
     import sys
 
     from fastsam2.runtime.args import die_with_parent
     from fastsam2.runtime.errors import UserError
 
     try:
-        die_with_parent(parent)
-        fn(*args)
-        outcome = None
-    except UserError as e:
-        outcome = e
+        try:
+            die_with_parent(parent)
+            fn(*args)
+            outcome = None
+        except UserError as e:
+            outcome = e
+        conn.send(outcome)
+        conn.close()
     except KeyboardInterrupt:
-        if scratch is not None and os.getppid() != parent:
-            shutil.rmtree(scratch, ignore_errors=True)
         sys.exit(143)
-    conn.send(outcome)
-    conn.close()
+    except OSError:  # the answer found the pipe closed: the parent is gone, nobody reads a traceback
+        if os.getppid() == parent:
+            raise
+        sys.exit(143)
+    finally:
+        if scratch is not None and os.getppid() != parent:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up is not cut short
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
