@@ -54,12 +54,13 @@ def profile_regions(model, batch: int, sizes: list[int], image_size: int, compil
     or both eager."""
     import torch
 
-    from fastsam2.export.encoder_region import RegionEncoder
     from fastsam2.export.stages import ImageEncoderStage
+    from fastsam2.export.torch_backend import build_torch_backend
 
     stage = ImageEncoderStage(model)
     stage = torch.compile(stage, dynamic=False) if compile else stage
-    enc = RegionEncoder(model, lambda: torch.autocast("cuda", dtype=torch.bfloat16), compile=compile)
+    enc = build_torch_backend(model, autocast_dtype="bfloat16", compile=compile, attention="sdpa",
+                              check_inputs=False).region_encoder
     x = torch.randn(batch, 3, image_size, image_size, device="cuda")
 
     def run_stage():

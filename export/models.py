@@ -269,6 +269,10 @@ def model_config(model, config_name: str | None = None) -> ModelConfig:
         unsupported.append("directly_add_no_mem_embed=False")
     if unsupported:
         raise ModelLoadError(f"unsupported SAM2 variant: {', '.join(unsupported)}")
+    from .encoder_region import trunk_alignment, trunk_levels
+
+    trunk = model.image_encoder.trunk
+    channels, scales = trunk_levels(trunk)
     return ModelConfig(
         config_name=config_name or getattr(model, "fastsam2_config_name", "custom"),
         image_size=model.image_size,
@@ -293,5 +297,9 @@ def model_config(model, config_name: str | None = None) -> ModelConfig:
         pred_obj_scores=model.pred_obj_scores,
         fill_hole_area=getattr(model, "fill_hole_area", 0),
         non_overlap_masks=getattr(model, "non_overlap_masks", False),
+        patch_stride=int(trunk.patch_embed.proj.stride[0]),
+        trunk_channels=channels,
+        trunk_scales=scales,
+        encoder_align=trunk_alignment(trunk),
         add_all_frames_to_correct_as_cond=getattr(model, "add_all_frames_to_correct_as_cond", False),
     )

@@ -37,6 +37,7 @@ from fastsam2.runtime.specs import (
     IMAGE_ENCODER,
     MASK_DECODER,
     MEMORY_ATTENTION,
+    REGION_GRAPHS,
     MEMORY_ENCODER,
     ROUTER,
     GraphSpec,
@@ -45,7 +46,7 @@ from fastsam2.runtime.errors import UserError
 from fastsam2.runtime.outdir import atomic_output_dir
 
 DEFAULT_OPSET = 17
-GRAPH_ORDER = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
+GRAPH_ORDER = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER, *REGION_GRAPHS)
 # ONNX protobufs cannot exceed 2 GiB; larger graphs keep their weights in a side file.
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 
@@ -273,6 +274,7 @@ def export_graphs(
     trt_check: bool = True,
     ort_variants: bool = True,
     optimize: bool = True,
+    encoder_region: bool = False,
     log: Any = None,
 ) -> Manifest:
     """Export ``model``'s stages (+ ``router_stage``, any module with a ``.spec``) to ``out_dir``.
@@ -289,6 +291,8 @@ def export_graphs(
     ``optimize``: clean each graph with the onnxscript optimizer (about half the nodes: shape
     arithmetic folded; 10 s of a 1024-px export). Without it the graphs compute the same and pass
     the same checks (ONNX Runtime folds at session start); ``fastsam2 demo`` skips it.
+    ``encoder_region``: also the three region graphs (``REGION_GRAPHS``: the image encoder split so
+    that ``TrackerOptions.encoder_region`` runs on the exported graphs too).
     """
     from fastsam2.export.models import file_sha256, model_config
     from fastsam2.export.stages import FILL_MODES, build_stages, model_constants
@@ -302,6 +306,10 @@ def export_graphs(
     say = log or (lambda msg: None)
     config = model_config(model)
     stages: dict[str, Any] = dict(build_stages(model, fill=fill))
+    if encoder_region:
+        from .encoder_region import region_stages
+
+        stages.update(region_stages(model))
     if router_stage is not None:
         if getattr(router_stage, "spec", None) is None:
             raise ExportError("router_stage has no .spec (a GraphSpec)")

@@ -13,7 +13,8 @@ from typing import Any, Iterator, Mapping
 
 from fastsam2.runtime.backends.torch_device import DeviceTorchOps, ShapeBuckets
 from fastsam2.runtime.backends.torch_ops import TorchOps
-from fastsam2.runtime.specs import IMAGE_ENCODER, ROUTER, GraphSpec
+from fastsam2.runtime.encoder_region import RegionEncoder
+from fastsam2.runtime.specs import ROUTER, GraphSpec
 from fastsam2.runtime.backends.base import Backend, StageRunner
 
 from .attention import gpu_attention
@@ -62,7 +63,10 @@ class TorchStageRunner(StageRunner):
 
         self.torch = torch
         self.module = module
-        self.call = torch.compile(module, dynamic=None) if compile else module
+        # dynamic shapes after the first change, unless the stage asks for one graph per shape
+        self.call = torch.compile(module, dynamic=getattr(module, "compile_dynamic", None)) if compile else module
+        if compile and getattr(module, "compile_dynamic", None) is False:
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
         self.device_type = next(iter(module.parameters())).device.type
         # half-precision attention on the GPU: a kernel per shape (export/attention.py)
@@ -169,7 +173,10 @@ def build_torch_backend(
 
     device = str(next(model.parameters()).device)
     on_cuda = device.startswith("cuda")
+    from .encoder_region import region_stages
+
     stages = build_stages(model, fill=fill)
+    stages.update(region_stages(model))
     stages.update(extra_stages or {})
     if ROUTER not in stages:
         stages[ROUTER] = load_router(router_weights, model) if router_weights else TokenRouter.for_model(model)
@@ -188,8 +195,6 @@ def build_torch_backend(
         for name, m in stages.items()
     }
     ops = DeviceTorchOps(device, compile=compile) if on_cuda else TorchOps(device)
-    from .encoder_region import RegionEncoder
-
     return Backend(
         name="torch",
         runners=runners,
@@ -201,7 +206,7 @@ def build_torch_backend(
         + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
         weights=getattr(model, "fastsam2_weights", None),
         router_weights=getattr(stages[ROUTER], "fastsam2_weights", None),
-        region_encoder=RegionEncoder(model, runners[IMAGE_ENCODER].context, compile=compile),
+        region_encoder=RegionEncoder(runners, ops, model_config(model)),
     )
 
 

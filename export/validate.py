@@ -26,7 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsam2.runtime.manifest import Manifest
-from fastsam2.runtime.specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec
+from fastsam2.runtime.specs import (BATCH, ENCODER_EMBED, ENCODER_TRUNK, KEPT, MEMORY, POINTERS, POINTS,
+                                    REGION_ROWS, GraphSpec, region_axes, region_token_sizes)
 from fastsam2.runtime.errors import UserError
 
 
@@ -67,6 +68,13 @@ class ValidationReport:
             "sizes_list": self.sizes_list,
             "frames": self.frames,
         }
+
+
+def region_sizes(config) -> list[dict[str, int]]:
+    """Shape sets of the encoder trunk: every side a rectangle can have, rows and columns paired in
+    opposite orders (each side, and wide and tall rectangles), one object."""
+    sides = region_token_sizes(config.image_size // config.patch_stride, config.encoder_align)
+    return [{BATCH: 1, **region_axes(r, c, config.trunk_scales)} for r, c in zip(sides, reversed(sides))]
 
 
 def default_sizes(num_tokens: int) -> list[dict[str, int]]:
@@ -155,7 +163,13 @@ class RealInputs:
                 binarize=np.asarray([1.0, 0.0][:B] + [0.0] * max(0, B - 2), np.float32),
                 kept_idx=all_idx,
             )
-        self.by_name = {
+        self.by_name = {}
+        if ENCODER_EMBED in stages and ENCODER_TRUNK in stages:  # the region graphs' real inputs
+            with torch.inference_mode():
+                (self.tokens,) = run(ENCODER_EMBED, image=self.image)
+                levels = run(ENCODER_TRUNK, tokens=self.tokens)
+            self.by_name.update({"tokens": self.tokens}, **{f"level{i}": v for i, v in enumerate(levels)})
+        self.by_name.update({
             "image": self.image,
             "fpn_s0": self.fpn_s0,
             "fpn_s1": self.fpn_s1,
@@ -165,7 +179,7 @@ class RealInputs:
             "mask_logits": self.low_res_masks,
             "prev_mask_logits": self.low_res_masks,
             "object_score_logits": self.object_score_logits,
-        }
+        })
 
     def _batch(self, x: np.ndarray, B: int) -> np.ndarray:
         reps = math.ceil(B / x.shape[0])
@@ -192,6 +206,8 @@ class RealInputs:
                 feed[name] = value
             elif name in self.by_name and self.by_name[name].shape[1:] == tuple(shape[1:]):
                 feed[name] = self._batch(self.by_name[name], B)
+            elif name == "tokens" and "tokens" in self.by_name:  # a rectangle of the frame's tokens
+                feed[name] = self._batch(self.by_name[name][:, -shape[1]:, :shape[2]], B)
             elif name == "multimask_output":  # the two shape sets (B = 1, 2) take both branches
                 feed[name] = np.asarray([float(B % 2 == 0)], np.float32)
         if "memory_pos_idx" in spec.input_names:
@@ -282,7 +298,7 @@ def validate_graphs(
             continue
         # 3./4. shapes, then values, at every shape set
         worst: dict[str, float] = {o: 0.0 for o in spec.output_names}
-        for sizes in sizes_list:
+        for sizes in sizes_list if REGION_ROWS not in spec.symbols() else region_sizes(config):
             sizes = {s: v for s, v in sizes.items() if s in spec.symbols()}
             feed = real.feed(spec, sizes)
             with torch.inference_mode():

@@ -152,6 +152,11 @@ class ModelConfig:
     add_all_frames_to_correct_as_cond: bool = False
     img_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     img_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Hiera's trunk, for encoder regions (see SpecDims)
+    patch_stride: int = 4
+    trunk_channels: tuple[int, ...] = (96, 192, 384, 768)
+    trunk_scales: tuple[int, ...] = (1, 2, 4, 8)
+    encoder_align: int = 56
 
     @property
     def feat_size(self) -> int:
@@ -173,6 +178,10 @@ class ModelConfig:
             mem_dim=self.mem_dim,
             text_dim=text_dim,
             num_maskmem=self.num_maskmem,
+            patch_stride=self.patch_stride,
+            trunk_channels=self.trunk_channels,
+            trunk_scales=self.trunk_scales,
+            encoder_align=self.encoder_align,
         )
 
     def to_json(self) -> dict:
@@ -185,7 +194,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys {unknown} (written by a newer fastsam2?)")
         data = dict(data)
-        for key in ("img_mean", "img_std"):
+        for key in ("img_mean", "img_std", "trunk_channels", "trunk_scales"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)

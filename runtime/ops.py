@@ -59,6 +59,10 @@ class NumpyOps:
     def arange(self, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
 
+    def paste(self, dst: np.ndarray, src: np.ndarray, rows: slice, cols: slice) -> None:
+        """dst[..., rows, cols] = src, in place (dst [1,C,h,w], src [C,h',w'])."""
+        dst[..., rows, cols] = src
+
     def full(self, shape: tuple[int, ...], value: float, dtype: str = "float32") -> np.ndarray:
         return np.full(shape, value, dtype=dtype)
 

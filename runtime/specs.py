@@ -25,6 +25,39 @@ KEPT = "kept_tokens"  # K: current-frame tokens that go through memory attention
 MEMORY = "memory_tokens"  # M: spatial memory tokens from the memory bank
 POINTERS = "object_pointers"  # P: object pointers from other frames
 POINTS = "num_points"  # N: point prompts (box corners count as two points)
+# The encoder's trunk on a rectangle (TrackerOptions.encoder_region): its rows / columns of patch
+# tokens; a trunk level at scale s has region_rows_s rows (region_rows at scale 1).
+REGION_ROWS = "region_rows"
+REGION_COLS = "region_cols"
+
+
+def region_symbol(axis: str, scale: int) -> str:
+    """The dynamic-axis name of ``axis`` (REGION_ROWS / REGION_COLS) on a trunk level at ``scale``."""
+    return axis if scale == 1 else f"{axis}_{scale}"
+
+
+def region_axes(rows: int, cols: int, scales: tuple[int, ...]) -> dict[str, int]:
+    """{symbol: size} of every region axis of a ``rows`` x ``cols``-token rectangle, at each level scale."""
+    return {region_symbol(axis, s): side // s for axis, side in ((REGION_ROWS, rows), (REGION_COLS, cols))
+            for s in scales}
+
+
+def region_token_sizes(tokens: int, align: int) -> list[int]:
+    """Every side (in patch tokens) a unit-aligned rectangle of a ``tokens``-wide grid can have: whole
+    units, and the spans that end at the grid's last (possibly partial) unit; ascending."""
+    units = -(-tokens // align)
+    return sorted({min(k * align, tokens) for k in range(1, units + 1)}
+                  | {tokens - r0 * align for r0 in range(units)})
+
+
+def region_trace_sizes(tokens: int, align: int) -> tuple[int, int]:
+    """(rows, cols) to trace the trunk at: two different sides, the least aligned (smallest
+    ``gcd`` with the unit) first, so that a windowed block that pads at some side pads in the trace
+    too (a traced ``if pad > 0`` keeps only the branch it saw); validation runs every side."""
+    import math
+
+    sizes = sorted(region_token_sizes(tokens, align), key=lambda s: (math.gcd(s, align), -s))
+    return sizes[0], sizes[1] if len(sizes) > 1 else sizes[0]
 
 
 @dataclass(frozen=True)
@@ -222,6 +255,12 @@ class SpecDims:
     mem_dim: int = 64
     text_dim: int = 512
     num_maskmem: int = 7  # rows of SAM2's maskmem_tpos_enc table (memory_tpos_idx < this)
+    # Hiera's trunk: patch-embedding stride, channels and token-grid scale of each level it returns,
+    # and the alignment unit of encoder regions in patch tokens (export/encoder_region.py)
+    patch_stride: int = 4
+    trunk_channels: tuple[int, ...] = (96, 192, 384, 768)
+    trunk_scales: tuple[int, ...] = (1, 2, 4, 8)
+    encoder_align: int = 56
 
     @property
     def feat_size(self) -> int:
@@ -232,6 +271,11 @@ class SpecDims:
         """Side of SAM's low-resolution mask logits (4x the feature grid)."""
         return 4 * self.feat_size
 
+    @property
+    def patch_tokens(self) -> int:
+        """Side of the trunk's first token grid (image size / patch stride)."""
+        return self.image_size // self.patch_stride
+
 
 IMAGE_ENCODER = "image_encoder"
 ROUTER = "router"
@@ -240,6 +284,14 @@ MASK_DECODER = "mask_decoder"
 MEMORY_ENCODER = "memory_encoder"
 GRAPH_NAMES = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 REQUIRED_GRAPHS = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)  # the router is optional
+# The image encoder in three graphs, for frames encoded on a rectangle (TrackerOptions.encoder_region):
+# patch + position embedding of the whole frame, the trunk's blocks on any unit-aligned rectangle of
+# its tokens, and the neck + the decoder's high-res projections of the reassembled levels. Optional
+# (fastsam2-export --encoder-region); together they compute what IMAGE_ENCODER computes.
+ENCODER_EMBED = "encoder_embed"
+ENCODER_TRUNK = "encoder_trunk"
+ENCODER_HEAD = "encoder_head"
+REGION_GRAPHS = (ENCODER_EMBED, ENCODER_TRUNK, ENCODER_HEAD)
 
 
 def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
@@ -340,6 +392,37 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
         atol={"memory": 1e-3},
         trace_sizes={B: 2, K: 3 * W + 5},
     )
+    T, C0 = dims.patch_tokens, dims.trunk_channels[0]
+    levels = list(zip(dims.trunk_channels, dims.trunk_scales))
+    level_names = [f"level{i}" for i in range(len(levels))]
+    encoder_outputs = image_encoder.outputs
+    encoder_embed = GraphSpec(
+        name=ENCODER_EMBED,
+        inputs=(TensorSpec("image", f32, (B, 3, S, S)),),
+        # patch-embedded tokens plus Hiera's position embedding, channels last as its blocks take them
+        outputs=(TensorSpec("tokens", f32, (B, T, T, C0)),),
+        atol={"tokens": 1e-4},
+        trace_sizes={B: 2},
+    )
+    rows, cols = region_trace_sizes(T, dims.encoder_align)
+    encoder_trunk = GraphSpec(
+        name=ENCODER_TRUNK,
+        inputs=(TensorSpec("tokens", f32, (B, REGION_ROWS, REGION_COLS, C0)),),
+        outputs=tuple(
+            TensorSpec(n, f32, (B, c, region_symbol(REGION_ROWS, sc), region_symbol(REGION_COLS, sc)))
+            for n, (c, sc) in zip(level_names, levels)
+        ),
+        atol={n: 2e-3 for n in level_names},
+        trace_sizes={B: 2, REGION_ROWS: rows, REGION_COLS: cols},
+    )
+    encoder_head = GraphSpec(
+        name=ENCODER_HEAD,
+        inputs=tuple(TensorSpec(n, f32, (B, c, T // sc, T // sc)) for n, (c, sc) in zip(level_names, levels)),
+        outputs=encoder_outputs,
+        atol=dict(image_encoder.atol),
+        trace_sizes={B: 2},
+    )
     return {
-        s.name: s for s in (image_encoder, router, memory_attention, mask_decoder, memory_encoder)
+        s.name: s for s in (image_encoder, router, memory_attention, mask_decoder, memory_encoder,
+                            encoder_embed, encoder_trunk, encoder_head)
     }

@@ -250,7 +250,7 @@ class SAM2Tracker:
         self.device_preprocess = can_preprocess if self.options.device_preprocess is None else self.options.device_preprocess
         if self.options.encoder_region is not None and backend.region_encoder is None:
             raise TrackerError(f"encoder_region: the {backend.name} backend's image encoder computes whole frames "
-                               "only (use the torch backend)")
+                               "only (export the graphs with fastsam2-export --encoder-region, or use the torch backend)")
 
     @classmethod
     def from_backend(

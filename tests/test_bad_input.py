@@ -233,16 +233,17 @@ CASES = [
                                                  "--out", str(t / "out")], "--out applies to --run"),
     Case("track --no-overlay --fps", M, lambda t: _track(t, "--no-overlay", "--fps", "10"), "writes none"),
     Case("track --selector-seed without random", M, lambda t: _track(t, "--selector-seed", "3"), "draws no random"),
-    Case("track --encoder-region --backend ort", M,
-         lambda t: _track(t, "--encoder-region", "1", "--backend", "ort", "--graphs", str(t)), "whole frames"),
+    Case("track --encoder-region on graphs without the region graphs", M,
+         lambda t: _track(t, "--encoder-region", "1", "--backend", "ort", "--graphs", _graphs_without_regions(t)),
+         "fastsam2-export --encoder-region"),
     Case("track --encoder-refresh without --encoder-region", M, lambda t: _track(t, "--encoder-refresh", "4"),
          "add --encoder-region"),
     Case("track --encoder-region -1", M, lambda t: _track(t, "--encoder-region", "-1"), "--encoder-region"),
     Case("track --selector random at keep 1.0", M, lambda t: _track(t, "--selector", "random"),
          "keep ratio below 1"),
     Case("bench --encoder-region --backend ort", M,
-         lambda t: ["bench", "--backend", "ort", "--graphs", str(t), "--encoder-region", "0", "--json", str(t / "b.json")],
-         "whole frames"),
+         lambda t: ["bench", "--backend", "ort", "--graphs", _graphs_without_regions(t), "--encoder-region", "0",
+                    "--json", str(t / "b.json")], "fastsam2-export --encoder-region"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),
@@ -362,6 +363,19 @@ CASES = [
          "multiple of 64 in 128..2048"),
     Case("track --image-size 8192", M, lambda t: _track(t, "--image-size", "8192"), "multiple of 64 in 128..2048"),
 ]
+
+
+def _graphs_without_regions(t: Path) -> str:
+    """A manifest listing the four required graphs only (what a plain fastsam2-export writes)."""
+    from fastsam2.runtime.config import ModelConfig
+    from fastsam2.runtime.manifest import GraphEntry, Manifest
+    from fastsam2.runtime.specs import REQUIRED_GRAPHS, graph_specs
+
+    specs = graph_specs(ModelConfig().spec_dims())
+    (t / "graphs").mkdir(exist_ok=True)
+    Manifest(config_name="tiny", model_config=ModelConfig(), weights="random-init", opset=17, fill="norm",
+             graphs={n: GraphEntry(n, f"{n}.onnx", "0" * 64, specs[n]) for n in REQUIRED_GRAPHS}).write(t / "graphs")
+    return str(t / "graphs")
 
 
 def _written(path: Path, text: str) -> Path:

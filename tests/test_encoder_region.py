@@ -10,7 +10,7 @@ import pytest
 import torch
 from tolerances import magnitude, reduction_atol
 
-from fastsam2.export.encoder_region import RegionEncoder, trunk_alignment
+from fastsam2.export.encoder_region import trunk_alignment
 from fastsam2.export.models import build_sam2
 from fastsam2.export.torch_backend import build_torch_backend
 from fastsam2.runtime.synth import make_clip
@@ -59,7 +59,7 @@ def _levels_err(enc, x_new, rect, cache):
 
 
 def test_a_rectangle_is_exact_where_only_windows_reach(windowed_only):
-    enc = RegionEncoder(windowed_only)
+    enc = build_torch_backend(windowed_only).region_encoder
     assert enc.grid == 4
     gen = torch.Generator().manual_seed(1)
     x_old, x_new = torch.randn(1, 3, 1024, 1024, generator=gen), torch.randn(1, 3, 1024, 1024, generator=gen)
@@ -68,7 +68,7 @@ def test_a_rectangle_is_exact_where_only_windows_reach(windowed_only):
     whole, part = _levels_err(enc, x_new, rect, old[0])
     for lvl, (w, p, o) in enumerate(zip(whole, part, old[0])):
         s = enc.tokens // w.shape[-1]
-        t0, t1, u0, u1 = (v // s for v in enc._tokens(rect))
+        t0, t1, u0, u1 = (v // s for v in enc.token_span(rect))
         atol = reduction_atol(magnitude(w.numpy()), terms=4 * w.shape[1])
         inside = (p[..., t0:t1, u0:u1] - w[..., t0:t1, u0:u1]).abs().max().item()
         assert inside <= atol, f"level {lvl}: inside the rectangle {inside:.3g} > {atol:.3g}"
@@ -81,13 +81,13 @@ def test_a_rectangle_is_exact_where_only_windows_reach(windowed_only):
     whole, part = _levels_err(enc, x_new, (3, 5, 5, 7), old[0])
     w, p = whole[2], part[2]
     s = enc.tokens // w.shape[-1]
-    t0, t1, u0, u1 = (v // s for v in enc._tokens((3, 5, 5, 7)))
+    t0, t1, u0, u1 = (v // s for v in enc.token_span((3, 5, 5, 7)))
     atol = reduction_atol(magnitude(w.numpy()), terms=4 * w.shape[1])
     assert (p[..., t0:t1, u0:u1] - w[..., t0:t1, u0:u1]).abs().max().item() > 100 * atol
 
 
 def test_rect_for_grows_by_the_margin_and_covers_whole_frames(synthetic):
-    enc = RegionEncoder(synthetic)  # 512 px, 256-px units, 2 x 2
+    enc = build_torch_backend(synthetic).region_encoder  # 512 px, 256-px units, 2 x 2
     assert enc.rect_for((10, 20, 100, 120), 0) == (0, 1, 0, 1)
     assert enc.rect_for((300, 20, 400, 120), 0) == (0, 1, 1, 2)
     assert enc.rect_for((10, 20, 100, 120), 1) is None  # grown to the whole frame
@@ -176,3 +176,93 @@ def test_a_prompt_on_a_frame_encoded_on_a_rectangle_re_encodes_it_whole(syntheti
     assert calls[-1][0] is not None and not state.cached.whole, f"frame 2 was encoded on a rectangle: {calls}"
     tracker.add_new_points_or_box(state, 2, 1, points=np.array([[10.0, 10.0]]), labels=np.array([0]))
     assert calls[-1] == [None] and state.cached.whole and state.cached.frame_idx == 2
+
+
+# -- the region graphs exported (fastsam2-export --encoder-region) ---------------------------------
+
+@pytest.fixture(scope="module")
+def tiny256():
+    """tiny at 256 px: 64 x 64 patch tokens over 56-token units, so rectangles are 8, 56 or 64 tokens
+    a side and the trunk's 14- and 7-token windows pad on some of them and not on others."""
+    return build_sam2("tiny", None, image_size=256, quiet=True, object_score_bias=5.0)
+
+
+@pytest.fixture(scope="module")
+def region_graphs(tiny256, tmp_path_factory):
+    from fastsam2.export.onnx_export import export_graphs
+
+    out = tmp_path_factory.mktemp("region") / "graphs"
+    # validation runs the trunk graph at every side a rectangle can have (export/validate.py)
+    manifest = export_graphs(tiny256, out, encoder_region=True, validate=True)
+    assert {"encoder_embed", "encoder_trunk", "encoder_head"} <= set(manifest.graphs)
+    return out
+
+
+def test_the_exported_region_graphs_compute_what_the_torch_stages_do(tiny256, region_graphs):
+    from fastsam2.runtime.backends.ort import load_ort_backend
+
+    ours = load_ort_backend(region_graphs).region_encoder
+    ref = build_torch_backend(tiny256).region_encoder
+    assert ours is not None and (ours.grid, ours.align) == (ref.grid, ref.align) == (2, 56)
+    gen = torch.Generator().manual_seed(4)
+    x_old, x_new = torch.randn(2, 3, 256, 256, generator=gen), torch.randn(2, 3, 256, 256, generator=gen)
+    (_, _, f_ref), lv_ref = ref.encode(x_old, [None, None], [None, None])
+    (_, _, f_ort), lv_ort = ours.encode(x_old.numpy(), [None, None], [None, None])
+    atol = reduction_atol(magnitude(f_ref.numpy()), terms=4096)
+    assert np.abs(f_ort - f_ref.numpy()).max() <= atol
+    # wide, tall and corner rectangles (one per frame: two trunk calls of different shapes)
+    for rects in (((0, 1, 0, 2), (1, 2, 0, 2)), ((0, 2, 1, 2), (1, 2, 1, 2))):
+        (_, _, f_ref), lv_ref = ref.encode(x_new, list(rects), lv_ref)
+        (_, _, f_ort), lv_ort = ours.encode(x_new.numpy(), list(rects), lv_ort)
+        assert np.abs(f_ort - f_ref.numpy()).max() <= atol, rects
+        for a, b in zip(lv_ort[1], lv_ref[1]):
+            assert np.abs(a - b.numpy()).max() <= atol, rects
+
+
+def test_ort_tracks_on_rectangles_from_the_exported_graphs(region_graphs):
+    from fastsam2.runtime.backends.ort import load_ort_backend
+
+    clip = make_clip(7, split="hard", frames=5, size=256, index=0)
+    mask = clip.masks[0] == 1
+    backend = load_ort_backend(region_graphs)
+    calls = []
+    encode = backend.region_encoder.encode
+    backend.region_encoder.encode = lambda x, rects, caches: calls.append(list(rects)) or encode(x, rects, caches)
+    tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, encoder_region=0))
+    masks = [tracker.track(f, {1: Prompt(mask=mask)} if t == 0 else None).masks[1] for t, f in enumerate(clip.frames)]
+    assert calls[0] == [None] and any(c[0] is not None for c in calls[1:]), calls
+    assert all(m.any() for m in masks), "random weights biased to 'object present' give non-empty masks"
+
+
+def test_a_trunk_traced_at_an_aligned_side_fails_validation(tiny256, tmp_path, monkeypatch):
+    """Hiera pads a window only where the side needs it, and a trace keeps the branch it saw: traced
+    at whole units (no padding) the graph breaks on the partial last unit, and the export's
+    validation says so instead of writing it."""
+    import fastsam2.runtime.specs as specs
+    from fastsam2.export.onnx_export import export_graphs
+    from fastsam2.export.validate import ValidationError
+
+    monkeypatch.setattr(specs, "region_trace_sizes", lambda tokens, align: (align, align))
+    with pytest.raises(ValidationError, match="encoder_trunk at .*ONNX Runtime failed"):
+        export_graphs(tiny256, tmp_path / "graphs", encoder_region=True, validate=True)
+    assert not (tmp_path / "graphs").exists()
+
+
+def test_track_on_ort_with_encoder_region_from_the_command_line(region_graphs, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from fastsam2.tools import cli
+
+    clip = make_clip(8, split="hard", frames=3, size=256, index=0)
+    (tmp_path / "clip").mkdir()
+    for t, f in enumerate(clip.frames):
+        Image.fromarray(f).save(tmp_path / "clip" / f"{t:05d}.png")
+    ys, xs = np.nonzero(clip.masks[0] == 1)
+    out = tmp_path / "out"
+    assert cli.main(["track", "--backend", "ort", "--graphs", str(region_graphs), "--video", str(tmp_path / "clip"),
+                     "--point", f"{int(xs.mean())},{int(ys.mean())}", "--encoder-region", "0", "--no-overlay",
+                     "--threads", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["encoder_region"] == 0
+    assert len(list((out / "masks").rglob("*.png"))) == 3

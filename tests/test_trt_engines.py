@@ -251,3 +251,25 @@ def test_compat_check_passes_every_built_graph(engines_fp16, engines_int8):
         for g in make_plan(engines, engines, precision=precision).graphs:
             report = check_onnx_for_trt(g.build_onnx, g.spec, g.profiles)
             assert report.ok, report.format()
+
+
+def test_region_graphs_build_with_profiles_over_every_rectangle_side(tmp_path):
+    """fastsam2-export --encoder-region --trt: the three region graphs become engines too, the trunk's
+    profile spanning every side a rectangle can have (tiny at 256 px: 8, 56 or 64 tokens)."""
+    import torch
+
+    from fastsam2.runtime.specs import REGION_GRAPHS
+    from fastsam2.tools.export_cli import main
+
+    out = tmp_path / "engines"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["--config", "tiny", "--image-size", "256", "--encoder-region", "--out", str(out), "--trt"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for name in REGION_GRAPHS:
+        meta = EngineMetadata.load(metadata_path(out / f"{name}.engine"))
+        assert meta.precision == "fp32" and meta.graph == name
+    (profile,) = EngineMetadata.load(metadata_path(out / "encoder_trunk.engine")).profiles
+    assert profile["tokens"]["min"][1:3] == [8, 8] and profile["tokens"]["max"][1:3] == [64, 64]

@@ -126,18 +126,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_encoder_region_args(p: argparse.ArgumentParser) -> None:
     """--encoder-region / --encoder-refresh (TrackerOptions.encoder_region / encoder_refresh)."""
     p.add_argument("--encoder-region", type=non_negative_int, default=None, metavar="M",
-                   help="--backend torch: encode each frame only on the rectangle around the objects' previous "
-                   "masks, grown by M of the encoder's window units, reusing the previous frame's features "
-                   "elsewhere (an approximation; default: every frame whole, as SAM2)")
+                   help="encode each frame only on the rectangle around the objects' previous masks, grown by M "
+                   "of the encoder's window units, reusing the previous frame's features elsewhere (an "
+                   "approximation; default: every frame whole, as SAM2); ort/trt: graphs exported with "
+                   "fastsam2-export --encoder-region")
     p.add_argument("--encoder-refresh", type=non_negative_int, default=0, metavar="N",
                    help="with --encoder-region: encode a frame whole every N frames (default 0: only prompted "
                    "frames and frames after a lost object)")
 
 
 def check_encoder_region_args(args: argparse.Namespace) -> None:
-    """Refuse --encoder-region off the torch backend, and --encoder-refresh without it."""
-    if args.encoder_region is not None and args.backend != "torch":
-        raise UsageError(f"--encoder-region runs on --backend torch; the {args.backend} encoder computes whole frames")
+    """Refuse --encoder-region on graphs exported without the region graphs, and --encoder-refresh
+    without --encoder-region."""
+    if args.encoder_region is not None and args.backend != "torch" and getattr(args, "graphs", None):
+        from fastsam2.runtime.manifest import Manifest
+        from fastsam2.runtime.specs import REGION_GRAPHS
+
+        if not all(g in Manifest.read(args.graphs).graphs for g in REGION_GRAPHS):
+            raise UsageError(f"--encoder-region: {args.graphs} holds no encoder-region graphs "
+                             "(export them with fastsam2-export --encoder-region)")
     if args.encoder_refresh and args.encoder_region is None:
         raise UsageError("--encoder-refresh sets how often --encoder-region encodes a whole frame: add --encoder-region")
 

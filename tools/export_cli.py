@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=image_size, metavar="N",
                    help=f"model input size, a multiple of 64 in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} "
                         "(default: the config's 1024)")
+    p.add_argument("--encoder-region", action="store_true",
+                   help="also export the image encoder as three graphs (embed, trunk on a rectangle, head), so "
+                   "that fastsam2 track --encoder-region runs on these graphs and engines")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17..20; default 17)")
     p.add_argument("--fill", choices=FILL_MODES, default="norm", help="fill of pruned tokens (default norm)")
@@ -236,6 +239,7 @@ def run_export(args: argparse.Namespace) -> int:
                 fill=args.fill,
                 router_stage=router,
                 router_weights=args.router,
+                encoder_region=args.encoder_region,
                 validate=args.validate,
                 frames=args.frames,
                 overwrite=args.overwrite,

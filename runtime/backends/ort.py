@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..encoder_region import RegionEncoder, has_region_graphs
 from ..errors import UserError
 from ..manifest import (
     ORT_VARIANT,
@@ -406,5 +407,6 @@ def load_ort_backend(
         weights=manifest.weights,
         router_weights=manifest.router_weights if ROUTER in runners else None,
         precisions=chosen,
+        region_encoder=RegionEncoder(runners, ops, manifest.model_config) if has_region_graphs(runners) else None,
     )
 

@@ -52,6 +52,11 @@ class TorchOps:
     def cat(self, xs: Sequence[Any], axis: int = 0):
         return xs[0] if len(xs) == 1 else self.torch.cat(list(xs), dim=axis)
 
+    def paste(self, dst, src, rows: slice, cols: slice) -> None:
+        """dst[..., rows, cols] = src, in place (the stages' outputs are inference tensors)."""
+        with self.torch.inference_mode():
+            dst[..., rows, cols] = src
+
     def arange(self, n: int):
         return self.torch.arange(n, dtype=self.torch.int64, device=self.device)
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..encoder_region import RegionEncoder, has_region_graphs
 from ..config import ModelConfig
 from ..manifest import ExportDir, GraphLoadError
 from ..specs import BATCH, MEMORY_ATTENTION, ROUTER, GraphSpec
@@ -465,12 +466,14 @@ def backend_from_runners(
     config, limits = tracker_limits(config, runners)
     flavor = next((getattr(r, "flavor", None) for r in runners.values()), None)
     label = flavor.label if flavor is not None else "TensorRT"
+    ops = DeviceTorchOps(device)
     return Backend(
         name="tensorrt",
         runners=runners,
-        ops=DeviceTorchOps(device),
+        ops=ops,
         config=config,
         constants=constants,
         description=description.replace("TensorRT", label, 1),
         limits=limits,
+        region_encoder=RegionEncoder(runners, ops, config) if has_region_graphs(runners) else None,
     )

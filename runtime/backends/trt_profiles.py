@@ -16,7 +16,11 @@ memory      410 (1 frame)        1 prompted frame (all tokens) + 6 frames at opt
             (16384 / 11470)      (40960 / 32768)
 pointers    1                    16 / 16                    19 / 17
 points      1                    1                          16
+region      32                   144                        256
 ==========  ===================  ========================  ========================
+
+``region`` (rows and columns of the encoder trunk's rectangle, in patch tokens): every side a
+unit-aligned rectangle can have (``specs.region_token_sizes``), from the smallest to the whole grid.
 
 Memory frames: SAM2 attends to ``num_maskmem - 1`` recent non-conditioning frames plus the
 conditioning frames. "desktop" allows ``max_cond_frames`` (4) conditioning frames: (7 - 1 + 4) frames
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
 from ..config import ModelConfig
-from ..specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec
+from ..specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec, region_axes, region_token_sizes
 
 KINDS = ("desktop", "edge")
 # Fraction of the H*W tokens kept by the router at the profile's opt shape.
@@ -164,6 +168,11 @@ def symbol_ranges(
         POINTERS: (1, opt_ptrs, max_ptrs),
         POINTS: (1, 1, max_points),
     }
+    # the encoder trunk on a rectangle: from its smallest side to the whole grid, opt the middle side
+    sides = region_token_sizes(config.image_size // config.patch_stride, config.encoder_align)
+    side = (sides[0], sides[len(sides) // 2], sides[-1])
+    axes = [region_axes(v, v, config.trunk_scales) for v in side]
+    ranges.update({sym: (axes[0][sym], axes[1][sym], axes[2][sym]) for sym in axes[0]})
     return ProfileLimits(ranges=ranges, max_memory_frames=max_frames, max_cond_frames=cond)
 
 
