@@ -5,9 +5,11 @@ the bytes a perfect kernel must move (inputs + outputs + weights, bf16), the tim
 median), achieved TFLOP/s and GB/s, and the floor ``max(FLOPs / peak, bytes / bandwidth)``; eager
 bf16 and, with ``--compile``, each block compiled on its own.
 
-``--regions 1,2,3``: the cost side of encoder regions (``export/encoder_region.py``): the whole encoder
-(the ``image_encoder`` stage, compiled) against :class:`RegionEncoder` on frames encoded whole and on
-k x k-unit rectangles, each frame of the batch its own rectangle position, compiled.
+``--regions 1,2,3``: the cost side of encoder regions (``runtime/encoder_region.py``): the whole encoder
+(the torch backend's ``image_encoder`` runner) against its region encoder (the ``encoder_embed`` /
+``encoder_trunk`` / ``encoder_head`` runners) on frames encoded whole and on k x k-unit rectangles,
+each frame of the batch its own rectangle position; both compiled with ``--compile``, both captured
+per shape with ``--cuda-graphs``.
 
     python3 bench/encoder_profile.py --config tiny --image-size 1024 --batch 1,8 --compile --json out.json
     python3 bench/encoder_profile.py --batch 1,8,16 --regions 1,2,3 --skip-blocks --json regions.json
@@ -49,26 +51,26 @@ def nbytes(*tensors) -> int:
     return sum(t.numel() * 2 for t in tensors if isinstance(t, torch.Tensor))
 
 
-def profile_regions(model, batch: int, sizes: list[int], image_size: int, compile: bool) -> dict:
-    """ms of the image-encoder stage vs the region encoder (whole, k x k units), bf16, both compiled
-    or both eager."""
+def profile_regions(model, batch: int, sizes: list[int], image_size: int, compile: bool,
+                    cuda_graphs: bool = False) -> dict:
+    """ms of the image-encoder runner vs the region encoder (whole, k x k units), bf16, the same
+    backend options for both."""
     import torch
 
-    from fastsam2.export.stages import ImageEncoderStage
     from fastsam2.export.torch_backend import build_torch_backend
 
-    stage = ImageEncoderStage(model)
-    stage = torch.compile(stage, dynamic=False) if compile else stage
-    enc = build_torch_backend(model, autocast_dtype="bfloat16", compile=compile, attention="sdpa",
-                              check_inputs=False).region_encoder
+    backend = build_torch_backend(model, autocast_dtype="bfloat16", compile=compile, cuda_graphs=cuda_graphs,
+                                  attention="sdpa", check_inputs=False)
+    stage, enc = backend.runners["image_encoder"], backend.region_encoder
     x = torch.randn(batch, 3, image_size, image_size, device="cuda")
 
     def run_stage():
-        with torch.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
-            return stage(x)
+        return stage.infer({"image": x})
 
     _, levels = enc.encode(x, [None] * batch, [None] * batch)
+    (_, _, whole_feats), _ = enc.encode(x, [None] * batch, [None] * batch)
     out = {"unit_px": enc.unit_px, "grid": enc.grid,
+           "whole_vs_stage_max_abs": float((whole_feats - run_stage()["vision_feats"]).abs().max()),
            "stage_ms": round(median_us(run_stage, warmup=3, calls=20) / 1e3, 3),
            "region_whole_ms": round(median_us(lambda: enc.encode(x, [None] * batch, [None] * batch),
                                               warmup=3, calls=20) / 1e3, 3)}
@@ -103,6 +105,7 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="also time each block compiled on its own")
     ap.add_argument("--regions", default="", help="k x k-unit rectangles to time the region encoder on, e.g. 1,2,3")
     ap.add_argument("--skip-blocks", action="store_true", help="only the --regions timings")
+    ap.add_argument("--cuda-graphs", action="store_true", help="--regions: both encoders captured per input shape")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -119,7 +122,8 @@ def main() -> int:
         report["batches"][str(batch)] = {}
         if args.regions:
             report["batches"][str(batch)]["regions"] = profile_regions(
-                model, batch, [int(k) for k in args.regions.split(",")], args.image_size, args.compile)
+                model, batch, [int(k) for k in args.regions.split(",")], args.image_size, args.compile,
+                args.cuda_graphs)
         if args.skip_blocks:
             continue
         rows = []

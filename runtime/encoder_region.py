@@ -20,7 +20,7 @@ What is exact and what is approximate:
   position embedding are computed on the whole frame and cropped, so the crop's inputs are exact.
 * Global-attention blocks attend within the rectangle only, and outside the rectangle the feature
   maps are those of the stream's last encoded frame: both are approximations, judged by J&F
-  (``bench/encoder_region_jf.py``).
+  (``bench/RESULTS.md``, "Encoder regions: J&F").
 * A frame without a rectangle (``None``: a prompted frame, a lost object, a refresh, a rectangle that
   covers the frame) runs the same blocks on the whole frame and equals the image-encoder stage.
 """

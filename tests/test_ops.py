@@ -29,3 +29,19 @@ def test_ops_agree():
     assert n.topk_sorted(scores, 5000).tolist() == [list(range(1024))] * 3
     assert n.pack_memory(mem).nbytes == mem.nbytes // 2  # bf16 bank: half the bytes
     assert torch.equal(t.cat([t.arange(3), t.arange(2)]), torch.tensor([0, 1, 2, 0, 1]))
+
+
+def test_paste_writes_a_window_in_place_also_into_inference_tensors():
+    rng = np.random.default_rng(1)
+    n, t = NumpyOps(), TorchOps("cpu")
+    dst = rng.normal(size=(1, 4, 8, 8)).astype(np.float32)
+    src = rng.normal(size=(4, 3, 5)).astype(np.float32)
+    with torch.inference_mode():  # what a stage runner returns
+        dst_t = torch.from_numpy(dst.copy())
+    before = dst.copy()
+    n.paste(dst, src, slice(2, 5), slice(3, 8))
+    t.paste(dst_t, torch.from_numpy(src), slice(2, 5), slice(3, 8))
+    np.testing.assert_array_equal(dst, dst_t.numpy())
+    np.testing.assert_array_equal(dst[0, :, 2:5, 3:8], src)
+    dst[0, :, 2:5, 3:8] = before[0, :, 2:5, 3:8]
+    np.testing.assert_array_equal(dst, before)  # nothing outside the window changed
