@@ -183,19 +183,16 @@ def export(model, out: Path) -> dict:
 
 
 def precisions(graphs: Path, torch_backend, frames_dir: str, work: Path) -> dict:
-    from fastsam2.calibration.ort_quant import CALIB_KEEP_RATIO, record_feeds
-    from fastsam2.export.trt.precision import write_precision_dir
     from fastsam2.runtime.backends.ort import read_precision_report
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, also when loaded by file path
+    from precision_graphs import make_precision_dirs
+
+    missing = [p for p in ("fp16", "int8") if read_precision_report(graphs, p) is None]
+    make_precision_dirs(graphs, torch_backend, frames_dir, missing, work / "calib_feeds", n_frames=4)
     out = {}
     for precision in ("fp16", "int8"):
         report = read_precision_report(graphs, precision)
-        if report is None:
-            calib = None
-            if precision == "int8":
-                calib = record_feeds(torch_backend, frames_dir, work / "calib_feeds", n_frames=4,
-                                     keep_ratio=CALIB_KEEP_RATIO)
-            report = write_precision_dir(graphs, precision, calib_dir=calib, log=print)
         out[precision] = {g: {"accepted": v["accepted"], **v.get("conversion", {}),
                               **({"max_rel_error": v["int8"]["max_rel_error"]} if "int8" in v else {})}
                           for g, v in report["graphs"].items()}

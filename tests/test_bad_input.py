@@ -876,7 +876,7 @@ def test_failed_int8_calibration_leaves_nothing(work, monkeypatch, capsys):
         np.savez(Path(calib_dir) / "image_encoder" / "0.npz", x=np.zeros(1))
 
     graphs = [types.SimpleNamespace(name=n) for n in ("image_encoder", "memory_attention")]
-    monkeypatch.setattr(plan_mod, "make_plan", lambda *a, **k: types.SimpleNamespace(graphs=graphs))
+    monkeypatch.setattr(plan_mod, "make_plan", lambda *a, **k: types.SimpleNamespace(graphs=graphs, precision="int8"))
     monkeypatch.setattr(models, "build_sam2", lambda *a, **k: None)
     monkeypatch.setattr(torch_backend, "build_torch_backend", lambda model: None)
     monkeypatch.setattr(ort_quant, "record_feeds", record_some)

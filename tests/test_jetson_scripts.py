@@ -124,8 +124,10 @@ def test_max_batch_reaches_every_profile_and_the_build_info(fake_export):
         engine_plan.make_plan(fake_export, max_batch=0)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "fp8"])
 def test_trtexec_precision_and_build_flags(fake_export, precision):
+    from fastsam2.export.trt.precision import quantizes
+
     plan = engine_plan.make_plan(fake_export, kind="edge", precision=precision, workspace_mib=768)
     for graph, argv, note in trtexec.commands_for(plan, trtexec="/usr/src/tensorrt/bin/trtexec"):
         assert argv[0] == "/usr/src/tensorrt/bin/trtexec"
@@ -136,7 +138,10 @@ def test_trtexec_precision_and_build_flags(fake_export, precision):
         for gone in ("--fp16", "--int8", "--best", "--precisionConstraints"):
             assert not any(a.startswith(gone) for a in argv), gone
         assert _flag(argv, "calib") is None and _flag(argv, "layerPrecisions") is None
-        want = f"{graph.name}.onnx" if precision == "fp32" else f"{graph.name}.{precision}.onnx"
+        # a graph an int8 / fp8 build does not quantize (the encoder-region graphs; for fp8 all but the
+        # image encoder) is built from its fp16 graph
+        built = precision if precision in ("fp32", "fp16") or quantizes(precision, graph.name) else "fp16"
+        want = f"{graph.name}.onnx" if built == "fp32" else f"{graph.name}.{built}.onnx"
         assert _flag(argv, "onnx") == str(fake_export / want)
         assert ("--noTF32" in argv) == (precision == "fp32")
         assert ("not written yet" in note) == (precision != "fp32")
@@ -196,7 +201,7 @@ def test_build_engines_drives_the_builder(fake_export, monkeypatch):
             build_options={"build_seconds": 1.0, "workspace_limit_bytes": 512 << 20, "activation_bytes": 1 << 20,
                            "largest_activation": None,
                            "layer_precisions": {"float_layers": {"FLOAT": 3}, "compute_layers": 1,
-                                                "compute_layers_int8": 0, "compute_layers_fp16": 0}},
+                                                "compute_layers_int8": 0, "compute_layers_fp8": 0, "compute_layers_fp16": 0}},
             tensorrt_version="10.3.0", tensorrt_flavor="tensorrt", gpu_name="Orin", compute_capability="8.7")
 
     monkeypatch.setattr(builder, "build_engine", fake_build)

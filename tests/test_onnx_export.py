@@ -230,6 +230,9 @@ def test_cli_existing_out_and_bad_checkpoint(tmp_path, capsys):
     [
         (["--trt", "--calib", "."], "--calib only applies with --int8"),
         (["--trt", "--fp16", "--tf32"], "--tf32 applies to fp32 engines"),
+        (["--trt", "--fp8"], "--fp8 needs --calib"),
+        (["--trt", "--fp8", "--int8", "--calib", "."], "choose one of --fp16, --int8 and --fp8"),
+        (["--fp8"], "only apply with --trt"),
         (["--trt", "--workspace", "0"], "argument --workspace: must be > 0"),
         (["--tf32"], "only apply with --trt"),
         (["--trt-target", "7.5"], "only apply with --trt"),

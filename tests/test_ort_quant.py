@@ -85,3 +85,35 @@ def test_int8_all_graphs_decided_by_report(export_copy, tiny512, bedroom, tmp_pa
     for name, g in report.graphs.items():
         assert g.accepted == (g.min_iou >= 0.95 and g.int8_ms < g.fp32_ms)
         assert backend.precisions[name] == ("int8" if g.accepted else "fp32")
+
+
+def test_fp8_image_encoder_emulated_on_ort_cpu(export_copy, tiny512, bedroom, tmp_path):
+    """write_precision_dir(..., "fp8"): the image encoder as FP8 E4M3 Q/DQ + FP16 (what an fp8
+    TensorRT engine is built from), the other graphs FP16; ONNX Runtime's CPU provider runs it, so
+    the tracker's masks with an FP8 encoder are measured here."""
+    import numpy as np
+
+    from fastsam2.export.trt.precision import write_precision_dir
+    from PIL import Image
+
+    from fastsam2.runtime.tracker import Prompt, SAM2Tracker
+
+    calib = record_feeds(build_torch_backend(tiny512), bedroom, tmp_path / "calib", n_frames=2,
+                         graphs=["image_encoder"])
+    report = write_precision_dir(export_copy, "fp8", calib_dir=calib, log=lambda *_: None)
+    enc = report["graphs"]["image_encoder"]
+    assert enc["precision"] == "fp8" and enc["accepted"] == (enc["fp8"]["max_rel_error"] <= enc["fp8"]["threshold"])
+    assert enc["accepted"], enc["fp8"]
+    backend = load_ort_backend(export_copy, precision="fp8")
+    assert backend.precisions == {"image_encoder": "fp8", "router": "fp16", "memory_attention": "fp16",
+                                  "mask_decoder": "fp16", "memory_encoder": "fp16"}
+    frames = sorted(bedroom.glob("*.jpg"))[:3]
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in frames]
+    masks = {}
+    for name, b in (("fp32", load_ort_backend(export_copy)), ("fp8", backend)):
+        tracker = SAM2Tracker.from_backend(b, fill_hole_area=0)
+        masks[name] = [tracker.track(im, {1: Prompt(points=[[480.0, 300.0]], labels=[1])} if t == 0 else None).masks[1]
+                       for t, im in enumerate(images)]
+    for a, b in zip(masks["fp32"], masks["fp8"]):
+        assert a.any() and b.any()
+        assert (a & b).sum() / (a | b).sum() >= 0.9, "an FP8 encoder moves the masks of random weights little"

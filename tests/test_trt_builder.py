@@ -61,23 +61,26 @@ class FakeNetwork:
         return self.outputs[i]
 
 
-def test_layer_precisions_reads_types_and_int8_inputs():
+def test_layer_precisions_reads_types_and_quantized_inputs():
     q_in = FakeTensor("x_q", "INT8")
     dq = FakeLayer("x_dq", "DEQUANTIZE", [FakeTensor("x_dq_out", "FLOAT")], [q_in])
     dq_fp = FakeLayer("y_dq", "DEQUANTIZE", [FakeTensor("y_dq_out", "FLOAT")], [FakeTensor("y", "FLOAT")])
+    dq_fp8 = FakeLayer("z_dq", "DEQUANTIZE", [FakeTensor("z_dq_out", "HALF")], [FakeTensor("z_q", "FP8")])
     conv = FakeLayer("conv", "CONVOLUTION", [FakeTensor("c", "FLOAT")], [dq.get_output(0)])
     mm = FakeLayer("mm", "MATRIX_MULTIPLY", [FakeTensor("m", "HALF")], [dq_fp.get_output(0)])
+    mm8 = FakeLayer("mm8", "MATRIX_MULTIPLY", [FakeTensor("m8", "HALF")], [dq_fp8.get_output(0)])
     norm = FakeLayer("norm", "NORMALIZATION", [FakeTensor("n", "FLOAT")], [mm.get_output(0)])
     shape = FakeLayer("shape", "SHAPE", [FakeTensor("s", "INT64")], [norm.get_output(0)])
-    info = layer_precisions(FakeNetwork([dq, dq_fp, conv, mm, norm, shape]), None)
+    info = layer_precisions(FakeNetwork([dq, dq_fp, dq_fp8, conv, mm, mm8, norm, shape]), None)
     by_name = {l[0]: l for l in info["layers"]}
-    assert by_name["conv"][3] is True, "fed by a DEQUANTIZE of an INT8 tensor"
-    assert by_name["mm"][3] is False, "a DEQUANTIZE of a float tensor is not INT8"
+    assert by_name["conv"][3:] == (True, False), "fed by a DEQUANTIZE of an INT8 tensor"
+    assert by_name["mm"][3:] == (False, False), "a DEQUANTIZE of a float tensor is not quantized"
+    assert by_name["mm8"][3:] == (False, True), "fed by a DEQUANTIZE of an FP8 tensor"
     assert by_name["norm"][2] == ["FLOAT"] and by_name["shape"][2] == ["INT64"]
-    assert info["counts"] == {"FLOAT": 4, "HALF": 1}
+    assert info["counts"] == {"FLOAT": 4, "HALF": 3}
     summary = precision_summary(info)
-    assert summary == {"float_layers": {"FLOAT": 4, "HALF": 1}, "compute_layers": 2,
-                       "compute_layers_int8": 1, "compute_layers_fp16": 1}
+    assert summary == {"float_layers": {"FLOAT": 4, "HALF": 3}, "compute_layers": 3,
+                       "compute_layers_int8": 1, "compute_layers_fp8": 1, "compute_layers_fp16": 2}
 
 
 class FakeProfile:

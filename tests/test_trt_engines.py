@@ -172,13 +172,13 @@ def test_int8_fp16_network_of_a_small_graph(tmp_path):
 
     from fastsam2.calibration.qdq import quantize_qdq
     from fastsam2.calibration.reader import ListCalibrationReader
-    from fastsam2.export.trt.precision import to_int8_fp16
+    from fastsam2.export.trt.precision import to_qdq_fp16
     from test_trt_precision import _feed, toy_model
 
     src, qdq, out = tmp_path / "toy.onnx", tmp_path / "toy.qdq.onnx", tmp_path / "toy.int8.onnx"
     onnx.save(toy_model(), src)
     quantize_qdq(src, qdq, ListCalibrationReader([_feed(s) for s in range(2)]))
-    report = to_int8_fp16(qdq, out)
+    report = to_qdq_fp16(qdq, out)
     fp32_set = set().union(*report.fp32.values())
     flavor, _, network, parser = parse_network(out, "toy")
     layers = layer_precisions(network, flavor.trt)["layers"]
@@ -273,3 +273,29 @@ def test_region_graphs_build_with_profiles_over_every_rectangle_side(tmp_path):
         assert meta.precision == "fp32" and meta.graph == name
     (profile,) = EngineMetadata.load(metadata_path(out / "encoder_trunk.engine")).profiles
     assert profile["tokens"]["min"][1:3] == [8, 8] and profile["tokens"]["max"][1:3] == [64, 64]
+
+
+def test_fp8_fp16_network_of_a_small_graph(tmp_path):
+    """FP8 + FP16 on the hand-made graph through TensorRT's parser: the weighted conv/matmuls take FP8
+    through their Q/DQ pairs, the rest is FP16 except the FP32 set, none is INT8."""
+    import onnx
+
+    from fastsam2.calibration.qdq import quantize_qdq
+    from fastsam2.calibration.reader import ListCalibrationReader
+    from fastsam2.export.trt.precision import to_qdq_fp16
+    from test_trt_precision import _feed, toy_model
+
+    src, qdq, out = tmp_path / "toy.onnx", tmp_path / "toy.qdq.onnx", tmp_path / "toy.fp8.onnx"
+    onnx.save(toy_model(), src)
+    quantize_qdq(src, qdq, ListCalibrationReader([_feed(s) for s in range(2)]), fmt="fp8")
+    report = to_qdq_fp16(qdq, out)
+    fp32_set = set().union(*report.fp32.values())
+    flavor, _, network, parser = parse_network(out, "toy")
+    layers = layer_precisions(network, flavor.trt)["layers"]
+    del parser
+    by_name = {l[0]: l for l in layers}
+    assert by_name["/conv/Conv"][2:] == (["HALF"], False, True)
+    assert by_name["/mlp/MatMul"][2:] == (["HALF"], False, True)
+    assert by_name["/head/MatMul"][2:] == (["FLOAT"], False, True)  # mask logits: FP8 in, FP32 out
+    float_compute = [l[0] for l in layers if l[1] in COMPUTE_LAYERS and l[2] and l[2][0] == "FLOAT"]
+    assert not [n for n in float_compute if n not in fp32_set]

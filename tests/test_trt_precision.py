@@ -163,13 +163,13 @@ def test_qdq_targets_skip_activation_matmuls_and_empty_reader_fails(toy, tmp_pat
 
 
 def _qdq_fp16(toy, tmp_path):
-    from fastsam2.export.trt.precision import to_int8_fp16
+    from fastsam2.export.trt.precision import to_qdq_fp16
 
     qdq = tmp_path / "toy.int8.onnx"
     reader = ListReader([_feed(s) for s in range(3)])
     quantize_qdq(toy, qdq, reader)
     out = tmp_path / "toy.int8_fp16.onnx"
-    return qdq, out, to_int8_fp16(qdq, out), reader
+    return qdq, out, to_qdq_fp16(qdq, out), reader
 
 
 def test_int8_fp16_types_opset_and_kept_set(toy, tmp_path):
@@ -216,17 +216,17 @@ def test_int8_fp16_runs_on_ort_cpu_close_to_fp32(toy, tmp_path):
 
 
 def test_int8_fp16_refuses_a_graph_without_qdq(toy, tmp_path):
-    from fastsam2.export.trt.precision import to_int8_fp16
+    from fastsam2.export.trt.precision import to_qdq_fp16
 
     with pytest.raises(ValueError, match="not a QDQ graph"):
-        to_int8_fp16(toy, tmp_path / "x.onnx")
+        to_qdq_fp16(toy, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
 
 
 def test_zero_scale_never_reaches_fp16(tmp_path):
     """A weight channel of zeros gets an FP32 scale below FP16's smallest subnormal: it is raised
     to that subnormal, never rounded to a zero scale (which TensorRT refuses and which divides by 0)."""
-    from fastsam2.export.trt.precision import FP16_TINY, to_int8_fp16
+    from fastsam2.export.trt.precision import FP16_TINY, to_qdq_fp16
 
     model = toy_model()
     w = next(i for i in model.graph.initializer if i.name == "w_mm")
@@ -236,8 +236,39 @@ def test_zero_scale_never_reaches_fp16(tmp_path):
     src = tmp_path / "zero.onnx"
     onnx.save(model, src)
     quantize_qdq(src, tmp_path / "zero.q.onnx", ListReader([_feed(0)]))
-    to_int8_fp16(tmp_path / "zero.q.onnx", tmp_path / "zero.q16.onnx")
+    to_qdq_fp16(tmp_path / "zero.q.onnx", tmp_path / "zero.q16.onnx")
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "zero.q16.onnx")).graph.initializer}
     scale = inits["w_mm__scale"]
     assert scale.dtype == np.float16 and (scale > 0).all() and scale.min() >= np.float16(FP16_TINY)
     assert np.isfinite(_run(tmp_path / "zero.q16.onnx", _feed(1))[0]).all()
+
+
+def test_fp8_qdq_is_e4m3_per_channel_and_runs_on_ort_cpu(toy, tmp_path):
+    """FP8: the same Q/DQ pairs with FLOAT8E4M3FN values (opset 19), weights rounded to E4M3 within
+    its range, ONNX Runtime's CPU provider runs it within the FP8 threshold, and a graph whose FP8
+    scales are wrong is refused by the accuracy check."""
+    import ml_dtypes
+
+    from fastsam2.calibration.qdq import FP8_MAX, FP8_MAX_REL_ERROR
+
+    out = tmp_path / "toy.fp8.onnx"
+    reader = ListReader([_feed(s) for s in range(3)])
+    report = quantize_qdq(toy, out, reader, fmt="fp8")
+    assert report.quantized_nodes == 3 and report.fmt == "fp8"
+    model = onnx.load(str(out))
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    inits = {i.name: i for i in model.graph.initializer}
+    fp8 = onnx.TensorProto.FLOAT8E4M3FN
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert inits[n.input[2]].data_type == fp8, n.name
+    w = np.frombuffer(inits["w_mm__fp8"].raw_data, np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    assert inits["w_mm__fp8"].data_type == fp8 and np.abs(w).max() == FP8_MAX  # each channel's max at full scale
+    report = accuracy_check(toy, out, reader, report, fallback="fp16")
+    assert 0 < report.max_rel_error <= FP8_MAX_REL_ERROR and report.kept == "fp8"
+    # teeth: weight scales 8x too small saturate the weights at 448 and the check drops the graph
+    for init in model.graph.initializer:
+        if init.name.endswith("__scale") and init.name.startswith("w_"):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) / 8, init.name))
+    onnx.save(model, str(out))
+    assert accuracy_check(toy, out, reader, report, fallback="fp16").kept == "fp16"

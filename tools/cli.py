@@ -114,10 +114,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    "(seeded by --selector-seed) or a uniform grid; the last two are baselines for the router")
     p.add_argument("--selector-seed", type=non_negative_int, default=0, metavar="N",
                    help="seed of --selector random (default 0)")
-    p.add_argument("--precision", choices=["fp32", "int8", "fp16"], default="fp32",
+    p.add_argument("--precision", choices=["fp32", "int8", "fp16", "fp8"], default="fp32",
                    help="--backend ort: the graphs to run: fp32 (default), int8 (the export's int8/ graphs, "
-                   "made by fastsam2.calibration.ort_quant) or fp16 (its fp16/ graphs, made by "
-                   "fastsam2.export.trt.precision.write_precision_dir)")
+                   "made by fastsam2.calibration.ort_quant), fp16 or fp8 (its fp16/, fp8/ graphs, made by "
+                   "fastsam2.export.trt.precision.write_precision_dir; FP8 is emulated on the CPU)")
     add_encoder_region_args(p)
     p.add_argument("--threads", type=positive(int), default=None, metavar="N",
                    help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")

@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="FP16 engines from mixed-precision graphs (norms, reductions, softmax, RoPE, mask logits kept FP32)")
     trt.add_argument("--int8", action="store_true",
                      help="INT8 engines from QDQ graphs calibrated on --calib frames (needs --calib)")
-    trt.add_argument("--calib", metavar="FRAMES_DIR", help="real frames to calibrate INT8 with (the same reader as ORT INT8)")
+    trt.add_argument("--fp8", action="store_true",
+                     help="FP8 (E4M3) image-encoder engine, the rest FP16, from QDQ graphs calibrated on --calib "
+                     "frames (needs --calib; FP8 runs on Ada/Hopper and newer: with TensorRT-RTX add --trt-target 8.9 "
+                     "or 12.0)")
+    trt.add_argument("--calib", metavar="FRAMES_DIR", help="real frames to calibrate INT8/FP8 with (the same reader as ORT INT8)")
     trt.add_argument("--calib-frames", type=positive(int), default=12, help="frames tracked to record calibration feeds (default 12)")
     trt.add_argument("--workspace", type=positive(int), metavar="MiB",
                      help="TensorRT workspace limit in MiB (default: TensorRT's, the device memory)")
@@ -94,20 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    trt_only = [f for f, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--calib", args.calib),
+    trt_only = [f for f, on in (("--fp16", args.fp16), ("--int8", args.int8), ("--fp8", args.fp8), ("--calib", args.calib),
                                 ("--workspace", args.workspace is not None), ("--tf32", args.tf32),
                                 ("--trt-target", bool(args.trt_target)), ("--max-batch", args.max_batch != 1))
                 if on]
     if trt_only and not args.trt:
         raise UsageError(f"{', '.join(trt_only)} only apply with --trt")
-    if args.calib and not args.int8:
-        raise UsageError("--calib only applies with --int8")
-    if args.tf32 and (args.fp16 or args.int8):
-        raise UsageError("--tf32 applies to fp32 engines; drop it or --fp16/--int8")
+    if sum((args.fp16, args.int8, args.fp8)) > 1:
+        raise UsageError("choose one of --fp16, --int8 and --fp8 (quantized engines fall back to FP16 kernels where faster)")
+    if args.calib and not (args.int8 or args.fp8):
+        raise UsageError("--calib only applies with --int8 or --fp8")
+    if args.tf32 and (args.fp16 or args.int8 or args.fp8):
+        raise UsageError("--tf32 applies to fp32 engines; drop it or --fp16/--int8/--fp8")
     if args.workspace is not None and args.workspace < 1:
         raise UsageError(f"--workspace must be >= 1 MiB, got {args.workspace}")
-    if args.int8 and not args.calib:
-        raise UsageError("--int8 needs --calib FRAMES_DIR")
+    if (args.int8 or args.fp8) and not args.calib:
+        raise UsageError(f"--{'int8' if args.int8 else 'fp8'} needs --calib FRAMES_DIR")
     for flag, folder in (("--calib", args.calib), ("--frames", args.frames)):
         if folder:  # open it now: a bad frame folder fails before minutes of export, not after
             from fastsam2.runtime.frames import open_frames
@@ -125,8 +131,6 @@ def _check_args(args: argparse.Namespace) -> None:
         from fastsam2.runtime.router import read_router_file
 
         read_router_file(args.router)
-    if args.fp16 and args.int8:
-        raise UsageError("choose one of --fp16 and --int8 (INT8 engines fall back to FP16 kernels where faster)")
     if not 17 <= args.opset <= 20:
         raise UsageError(f"--opset must be in 17..20 (TensorRT 10 parser range, LayerNormalization), got {args.opset}")
     check_output_dir(args.out, overwrite=args.overwrite,
@@ -170,12 +174,13 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
     from fastsam2.export.trt.plan import DEFAULT_WORKSPACE_MIB, PlanError, build_all, check_calib_dir, make_plan
     from fastsam2.calibration.qdq import QuantizeError
 
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    precision = "int8" if args.int8 else "fp8" if args.fp8 else "fp16" if args.fp16 else "fp32"
+    quantized = precision in ("int8", "fp8")
     try:
         plan = make_plan(out, out, kind=args.profile, precision=precision, max_batch=args.max_batch,
                          workspace_mib=args.workspace if args.workspace is not None else DEFAULT_WORKSPACE_MIB)
         calib_dir = None
-        if args.int8:
+        if quantized:
             from fastsam2.calibration.ort_quant import CALIB_KEEP_RATIO, record_feeds
             from fastsam2.export.torch_backend import build_torch_backend
 
@@ -187,31 +192,31 @@ def _build_engines(manifest, out: Path, args: argparse.Namespace) -> int:
                          keep_ratio=CALIB_KEEP_RATIO)
             check_calib_dir(plan, calib_dir, hint=f"track more calibration frames (--calib-frames, now "
                             f"{args.calib_frames}, over a --calib folder with at least that many), or build "
-                            "without --int8 (--fp16)")
+                            f"without --{precision} (--fp16)")
         build_all(plan, calib_dir=calib_dir, tf32=args.tf32,
                   targets=tuple(args.trt_target) if args.trt_target else None,
                   log=lambda msg: print(msg, file=sys.stderr))
     except (PlanError, BuildError, QuantizeError, ValueError) as e:
-        if args.int8:
-            _discard_int8_output(out)
+        if quantized:
+            _discard_quantized_output(out, precision)
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
     except BaseException:
-        if args.int8:
-            _discard_int8_output(out)
+        if quantized:
+            _discard_quantized_output(out, precision)
         raise
     print(f"built {len(plan.graphs)} {precision} TensorRT engines in {out} (profile {args.profile}); "
           f"verify them with: fastsam2 check-engines {out}")
     return 0
 
 
-def _discard_int8_output(out: Path) -> None:
-    """A failed INT8 build leaves nothing: this run's graphs, recorded feeds and engines go (an
-    export is one unit; a rerun without --int8 or with other calibration frames starts clean)."""
+def _discard_quantized_output(out: Path, precision: str) -> None:
+    """A failed INT8 / FP8 build leaves nothing: this run's graphs, recorded feeds and engines go (an
+    export is one unit; a rerun without --int8/--fp8 or with other calibration frames starts clean)."""
     from fastsam2.runtime.outdir import remove_output_dir
 
     remove_output_dir(out)
-    print(f"{PROG}: removed {out} (the INT8 build failed)", file=sys.stderr)
+    print(f"{PROG}: removed {out} (the {precision.upper()} build failed)", file=sys.stderr)
 
 
 def run_export(args: argparse.Namespace) -> int:

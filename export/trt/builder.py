@@ -67,9 +67,10 @@ def read_timing_cache(path: Path | None) -> bytes | None:
 def layer_precisions(network: Any, trt: Any) -> dict[str, Any]:
     """What a strongly typed network computes in, read from its layers before the build.
 
-    Returns {"layers": [(name, type, [output dtype names], fed_by_int8_dequantize)], "counts":
-    {dtype: layers whose first float output has it}}. A layer is "fed by INT8" when one of its inputs is
-    the output of a DEQUANTIZE layer whose own input is INT8 (an explicit-quantization QDQ pair).
+    Returns {"layers": [(name, type, [output dtype names], fed_by_int8, fed_by_fp8)], "counts":
+    {dtype: layers whose first float output has it}}. A layer is "fed by INT8" (FP8) when one of its
+    inputs is the output of a DEQUANTIZE layer whose own input is INT8 (FP8): an explicit-quantization
+    QDQ pair.
     """
     producers = {}
     layers = []
@@ -84,14 +85,13 @@ def layer_precisions(network: Any, trt: Any) -> dict[str, Any]:
         layer = network.get_layer(i)
         outs = [layer.get_output(j) for j in range(layer.num_outputs)]
         dtypes = [o.dtype.name for o in outs if o is not None]
-        int8_fed = False
+        fed: set[str] = set()
         for j in range(layer.num_inputs):
             t = layer.get_input(j)
             p = producers.get(t.name) if t is not None else None
-            if p is not None and p.type.name == "DEQUANTIZE":
-                src = p.get_input(0)
-                int8_fed = int8_fed or (src is not None and src.dtype.name == "INT8")
-        layers.append((layer.name, layer.type.name, dtypes, int8_fed))
+            if p is not None and p.type.name == "DEQUANTIZE" and p.get_input(0) is not None:
+                fed.add(p.get_input(0).dtype.name)
+        layers.append((layer.name, layer.type.name, dtypes, "INT8" in fed, "FP8" in fed))
         first_float = next((d for d in dtypes if d in ("FLOAT", "HALF", "BF16")), None)
         if first_float:
             counts[first_float] = counts.get(first_float, 0) + 1
@@ -99,12 +99,13 @@ def layer_precisions(network: Any, trt: Any) -> dict[str, Any]:
 
 
 def precision_summary(info: dict[str, Any]) -> dict[str, Any]:
-    """Counts for the build report: float layers by output type, and INT8-fed conv/matmul layers."""
+    """Counts for the build report: float layers by output type, and INT8- / FP8-fed conv/matmul layers."""
     compute = [l for l in info["layers"] if l[1] in ("CONVOLUTION", "MATRIX_MULTIPLY", "DECONVOLUTION")]
     return {
         "float_layers": dict(info["counts"]),
         "compute_layers": len(compute),
         "compute_layers_int8": sum(1 for l in compute if l[3]),
+        "compute_layers_fp8": sum(1 for l in compute if l[4]),
         "compute_layers_fp16": sum(1 for l in compute if "HALF" in l[2]),
     }
 

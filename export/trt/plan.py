@@ -15,7 +15,8 @@ Engine directory layout (what :func:`fastsam2.runtime.backends.trt.load_trt_back
     ENGINES/timing.cache         TensorRT timing cache shared by all graphs (not TensorRT-RTX)
     ENGINES/<graph>.fp16.onnx    the mixed-precision graph an fp16 engine is built from
     ENGINES/<graph>.int8.onnx    the QDQ INT8 + FP16 graph an int8 engine is built from (also runs in ONNX Runtime)
-    ENGINES/precision.json       per graph: FP32 nodes kept, INT8 accuracy vs fp32, precision kept
+    ENGINES/<graph>.fp8.onnx     the same in FP8 E4M3, for the image encoder graphs of an fp8 build
+    ENGINES/precision.json       per graph: FP32 nodes kept, INT8/FP8 accuracy vs fp32, precision kept
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from fastsam2.runtime.manifest import CONSTANTS_NAME, MANIFEST_NAME, Manifest
 from fastsam2.runtime.specs import GraphSpec
 from fastsam2.runtime.errors import UserError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+QUANTIZED = ("int8", "fp8")  # precisions built from QDQ graphs calibrated on recorded feeds
 BUILD_INFO = "jetson_build.json"
 TIMING_CACHE = "timing.cache"
 PRECISION_REPORT = "precision.json"
@@ -117,6 +119,8 @@ def make_plan(
     unknown = [n for n in names if n not in manifest.graphs]
     if unknown:
         raise PlanError(f"graphs {unknown} are not in {graphs_dir / MANIFEST_NAME} (it has {list(manifest.graphs)})")
+    from .precision import quantizes
+
     plans = []
     for name in names:
         entry = manifest.graphs[name]
@@ -128,7 +132,7 @@ def make_plan(
                 engine_path=out_dir / f"{name}.engine",
                 profiles=profiles_for(entry.spec, manifest.model_config, kind=kind, max_batch=max_batch),
                 build_onnx=(graphs_dir / entry.file if precision == "fp32"
-                            else out_dir / f"{name}.{precision}.onnx"),
+                            else out_dir / f"{name}.{precision if quantizes(precision, name) else 'fp16'}.onnx"),
             )
         )
     return BuildPlan(
@@ -166,9 +170,12 @@ def copy_export_files(plan: BuildPlan) -> None:
 
 
 def check_calib_dir(plan: BuildPlan, calib_dir: Path, *, hint: str) -> None:
-    """Every graph being built in INT8 needs recorded feeds: refuse before the first (slow) build.
+    """Every graph the build quantizes needs recorded feeds: refuse before the first (slow) build.
     ``hint``: what the caller's user can do about it, in the caller's own options."""
-    missing = [g.name for g in plan.graphs if not any((calib_dir / g.name).glob("[0-9]*.npz"))]
+    from .precision import quantizes
+
+    missing = [g.name for g in plan.graphs if quantizes(plan.precision, g.name)
+               and not any((calib_dir / g.name).glob("[0-9]*.npz"))]
     if missing:
         raise PlanError(
             f"no recorded feeds for {missing} in {calib_dir} (expected <graph>/*.npz from "
@@ -180,38 +187,40 @@ def prepare_graph(g: GraphPlan, precision: str, calib_dir: Path | None, log=prin
     """Write the graph ``g``'s engine is built from; returns (precision kept, ONNX path, report).
 
     fp16: :func:`~.precision.to_fp16`. int8: :func:`~fastsam2.calibration.qdq.quantize_qdq` on the
-    recorded feeds, its unquantized layers then put in FP16 (:func:`~.precision.to_int8_fp16`), then
+    recorded feeds, its unquantized layers then put in FP16 (:func:`~.precision.to_qdq_fp16`), then
     :func:`~fastsam2.calibration.qdq.accuracy_check` of that graph against fp32; a graph over the threshold falls back to
-    its fp16 graph (and is reported so)."""
+    its fp16 graph (and is reported so). fp8: the same in FP8 for the image encoder
+    (:data:`~.precision.FP8_GRAPHS`). A graph the precision does not quantize
+    (:func:`~.precision.quantizes`) is fp16."""
     if precision == "fp32":
         return "fp32", g.onnx_path, {}
-    from .precision import to_fp16
+    from .precision import quantizes, to_fp16
 
     fp16_path = g.engine_path.with_name(f"{g.name}.fp16.onnx")
     report = {"fp16": to_fp16(g.onnx_path, fp16_path).to_json()}
-    if precision == "fp16":
+    if not quantizes(precision, g.name):
         return "fp16", fp16_path, report
     from fastsam2.calibration.reader import DirectoryCalibrationReader
 
     from fastsam2.calibration.qdq import accuracy_check, quantize_qdq
 
     reader = DirectoryCalibrationReader(calib_dir, g.name)
-    from .precision import to_int8_fp16
+    from .precision import to_qdq_fp16
 
     qdq_path = g.engine_path.with_name(f"{g.name}.qdq_fp32.onnx")
-    q = quantize_qdq(g.onnx_path, qdq_path, reader)
+    q = quantize_qdq(g.onnx_path, qdq_path, reader, fmt=precision)
     try:
-        converted = to_int8_fp16(qdq_path, g.build_onnx)
+        converted = to_qdq_fp16(qdq_path, g.build_onnx)
         # the declared FP32 set by name: what a FLOAT compute layer of the engine must belong to
-        report["int8_fp16"] = {**converted.to_json(), "fp32_set": sorted(set().union(*converted.fp32.values()))}
+        report[f"{precision}_fp16"] = {**converted.to_json(), "fp32_set": sorted(set().union(*converted.fp32.values()))}
     finally:
         qdq_path.unlink(missing_ok=True)
     q = accuracy_check(g.onnx_path, g.build_onnx, reader, q, fallback="fp16")
-    report["int8"] = q.to_json()
-    log(f"[{g.name}] INT8: {q.quantized_nodes} conv/matmul quantized, {q.calibration_feeds} feeds, "
+    report[precision] = q.to_json()
+    log(f"[{g.name}] {precision.upper()}: {q.quantized_nodes} conv/matmul quantized, {q.calibration_feeds} feeds, "
         f"max relative error vs fp32 {q.max_rel_error:.4f} (threshold {q.threshold}) -> {q.kept}")
-    if q.kept == "int8":
-        return "int8", g.build_onnx, report
+    if q.kept == precision:
+        return precision, g.build_onnx, report
     return "fp16", fp16_path, report
 
 
@@ -228,8 +237,8 @@ def build_all(
     from fastsam2.export.trt.builder import BuildSource, build_engine
     from fastsam2.runtime.manifest import file_sha256
 
-    if plan.precision == "int8" and calib_dir is None:
-        raise PlanError("int8 needs recorded calibration feeds (--calib)")
+    if plan.precision in QUANTIZED and calib_dir is None:
+        raise PlanError(f"{plan.precision} needs recorded calibration feeds (--calib)")
     copy_export_files(plan)
     source = BuildSource(
         manifest_sha256=file_sha256(plan.graphs_dir / MANIFEST_NAME),
@@ -263,7 +272,8 @@ def build_all(
         act = bo.get("activation_bytes")
         largest = bo.get("largest_activation") or {}
         log(f"[{g.name}] wrote {g.engine_path} ({reports[g.name]['engine_mib']} MiB, {bo['build_seconds']} s; "
-            f"float layers {lp['float_layers']}, INT8 conv/matmul {lp['compute_layers_int8']}/{lp['compute_layers']}; "
+            f"float layers {lp['float_layers']}, INT8 conv/matmul {lp['compute_layers_int8']}/{lp['compute_layers']}, "
+            f"FP8 {lp['compute_layers_fp8']}; "
             f"workspace limit {bo['workspace_limit_bytes'] >> 20} MiB, activations "
             f"{'?' if act is None else act >> 20} MiB, largest tensor {largest.get('name')} "
             f"{largest.get('shape')} {largest.get('mib')} MiB)")

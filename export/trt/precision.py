@@ -29,7 +29,7 @@ the same parts in every SAM2 config and in the router):
 
 Everything else (convolutions, matmuls, GELU, elementwise) runs FP16.
 
-INT8 graphs (:func:`to_int8_fp16`) are the QDQ graphs of :mod:`fastsam2.calibration.qdq` put through
+INT8 graphs (:func:`to_qdq_fp16`) are the QDQ graphs of :mod:`fastsam2.calibration.qdq` put through
 the same rewrite: the quantized convolutions and matmuls take INT8 inputs, every unquantized layer
 computes FP16 except the FP32 set, and the Quantize/DequantizeLinear pairs carry FP16 scales (opset
 19, where QuantizeLinear takes FP16), so a strongly typed TensorRT build fuses each pair into an INT8
@@ -292,7 +292,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)
 
 
-def int8_fp16_keep(model) -> dict[str, set[str]]:
+def qdq_fp16_keep(model) -> dict[str, set[str]]:
     """The FP32 set of a QDQ graph: :func:`fp32_nodes`, plus ("qdq") the Quantize/DequantizeLinear
     nodes whose every consumer computes FP32, so that a kept layer gets its INT8 input dequantized
     straight to FP32 (no FP16 detour between the pair and the layer)."""
@@ -315,27 +315,35 @@ def int8_fp16_keep(model) -> dict[str, set[str]]:
     return rules
 
 
-def to_int8_fp16(src: str | Path, dst: str | Path) -> Fp16Report:
-    """Write ``dst``: the QDQ INT8 graph ``src`` (:func:`~fastsam2.calibration.qdq.quantize_qdq`) with
-    its unquantized layers in FP16 except the FP32 set (:func:`int8_fp16_keep`), at opset
-    :data:`QDQ_OPSET`; graph IO stays float32. Returns what was kept FP32."""
-    import onnx
-    from onnx import numpy_helper, version_converter
+def at_qdq_opset(model):
+    """``model`` converted to opset :data:`QDQ_OPSET` where it is below (FP16 scales and FP8 types
+    need it), every node named (the converter adds unnamed ones, e.g. ReduceMean axes as Constant
+    inputs; the FP16 rewrite keys nodes by name)."""
+    from onnx import version_converter
 
-    model = onnx.load(str(src))
-    if not any(n.op_type in QDQ_OPS for n in model.graph.node):
-        raise ValueError(f"{src}: no QuantizeLinear/DequantizeLinear nodes (not a QDQ graph)")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < QDQ_OPSET:
         model = version_converter.convert_version(model, QDQ_OPSET)
-    # The converter adds unnamed nodes (e.g. ReduceMean axes as Constant inputs); the rewrite keys
-    # nodes by name.
     names = {n.name for n in model.graph.node}
     for i, n in enumerate(model.graph.node):
         if not n.name:
             n.name = f"{n.op_type}_opset{QDQ_OPSET}_{i}"
             assert n.name not in names
             names.add(n.name)
+    return model
+
+
+def to_qdq_fp16(src: str | Path, dst: str | Path) -> Fp16Report:
+    """Write ``dst``: the QDQ INT8 or FP8 graph ``src`` (:func:`~fastsam2.calibration.qdq.quantize_qdq`)
+    with its unquantized layers in FP16 except the FP32 set (:func:`qdq_fp16_keep`), at opset
+    :data:`QDQ_OPSET`; graph IO stays float32. Returns what was kept FP32."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    if not any(n.op_type in QDQ_OPS for n in model.graph.node):
+        raise ValueError(f"{src}: no QuantizeLinear/DequantizeLinear nodes (not a QDQ graph)")
+    model = at_qdq_opset(model)
     # Scales become FP16 below: keep every one representable (never a zero scale).
     scales = {n.input[1] for n in model.graph.node if n.op_type in QDQ_OPS}
     for init in model.graph.initializer:
@@ -345,9 +353,25 @@ def to_int8_fp16(src: str | Path, dst: str | Path) -> Fp16Report:
     tmp = Path(str(dst) + ".qdq.tmp")
     onnx.save(model, str(tmp))
     try:
-        return to_fp16(tmp, dst, keep=int8_fp16_keep(model))
+        return to_fp16(tmp, dst, keep=qdq_fp16_keep(model))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# FP8 (E4M3) goes where the FLOPs are: the image encoder's matmuls and convolutions; the other graphs
+# of an fp8 build are FP16.
+FP8_GRAPHS = ("image_encoder",)
+
+
+def quantizes(precision: str, graph: str) -> bool:
+    """Whether a ``precision`` build quantizes ``graph`` (a QDQ graph calibrated on recorded feeds);
+    the other graphs of an int8 / fp8 build are FP16. The encoder-region graphs are not quantized:
+    the feeds are recorded on whole frames, which never run them."""
+    from fastsam2.runtime.specs import REGION_GRAPHS
+
+    if precision == "int8":
+        return graph not in REGION_GRAPHS
+    return precision == "fp8" and graph in FP8_GRAPHS
 
 
 def write_precision_dir(
@@ -362,9 +386,10 @@ def write_precision_dir(
     ``load_ort_backend(export_dir, precision=...)`` loads: the graphs a TensorRT engine of that
     precision is built from, made from the plain (standard-ONNX) graphs. ``"fp16"``: :func:`to_fp16`
     of every graph. ``"int8"``: :func:`~fastsam2.calibration.qdq.quantize_qdq` on the feeds recorded in
-    ``calib_dir/<graph>/*.npz`` then :func:`to_int8_fp16`, accepted where
+    ``calib_dir/<graph>/*.npz`` then :func:`to_qdq_fp16`, accepted where
     :func:`~fastsam2.calibration.qdq.accuracy_check` keeps INT8; a graph without feeds stays fp32.
-    Returns the report."""
+    ``"fp8"``: the same in FP8 for the :data:`FP8_GRAPHS`; the graphs ``precision`` does not quantize
+    (:func:`quantizes`) get :func:`to_fp16`. Returns the report."""
     import json
 
     from fastsam2.calibration.qdq import accuracy_check, quantize_qdq
@@ -372,10 +397,10 @@ def write_precision_dir(
     from fastsam2.runtime.manifest import ExportDir, file_sha256
     from fastsam2.runtime.outdir import write_text_atomic
 
-    if precision not in ("fp16", "int8"):
-        raise ValueError(f"precision must be fp16 or int8, got {precision!r}")
-    if precision == "int8" and calib_dir is None:
-        raise ValueError("int8 needs calib_dir (recorded feeds, fastsam2.calibration.ort_quant.record_feeds)")
+    if precision not in ("fp16", "int8", "fp8"):
+        raise ValueError(f"precision must be fp16, int8 or fp8, got {precision!r}")
+    if precision != "fp16" and calib_dir is None:
+        raise ValueError(f"{precision} needs calib_dir (recorded feeds, fastsam2.calibration.ort_quant.record_feeds)")
     export_dir = Path(export_dir)
     export = ExportDir.open(export_dir)
     out = export_dir / precision
@@ -385,25 +410,27 @@ def write_precision_dir(
         src = export_dir / export.entry(name).file_for(None)[0]
         dst = out / f"{name}.onnx"
         entry: dict = {"file": dst.name}
-        if precision == "fp16":
+        if not quantizes(precision, name):
             entry["conversion"] = to_fp16(src, dst).to_json()
             entry["accepted"] = True
+            entry["precision"] = "fp16"
         else:
             if not any((Path(calib_dir) / name).glob("[0-9]*.npz")):
                 log(f"[{name}] no recorded feeds in {calib_dir}: stays fp32")
                 continue
             reader = DirectoryCalibrationReader(calib_dir, name)
             qdq = out / f"{name}.qdq_fp32.onnx"
-            q = quantize_qdq(src, qdq, reader)
+            q = quantize_qdq(src, qdq, reader, fmt=precision)
             try:
-                entry["conversion"] = to_int8_fp16(qdq, dst).to_json()
+                entry["conversion"] = to_qdq_fp16(qdq, dst).to_json()
             finally:
                 qdq.unlink(missing_ok=True)
             q = accuracy_check(src, dst, reader, q, fallback="fp32")
-            entry["int8"] = q.to_json()
-            entry["accepted"] = q.kept == "int8"
-            log(f"[{name}] INT8+FP16: {q.quantized_nodes} conv/matmul quantized, max relative error vs fp32 "
-                f"{q.max_rel_error:.4f} -> {q.kept}")
+            entry[precision] = q.to_json()
+            entry["accepted"] = q.kept == precision
+            entry["precision"] = precision
+            log(f"[{name}] {precision.upper()}+FP16: {q.quantized_nodes} conv/matmul quantized, max relative "
+                f"error vs fp32 {q.max_rel_error:.4f} -> {q.kept}")
         entry["sha256"] = file_sha256(dst)
         report["graphs"][name] = entry
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")

@@ -55,7 +55,7 @@ INT8_DIR = "int8"
 INT8_REPORT = "report.json"
 # fp16 / int8: <dir>/<precision>/report.json names the graphs made in that precision (graphs.<name>
 # .file, .sha256, .accepted); the others stay fp32.
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
@@ -348,7 +348,8 @@ def load_ort_backend(
     manifest = export.manifest
     report = read_precision_report(graph_dir, precision) if precision != "fp32" else None
     if precision != "fp32" and report is None:
-        made_by = "fastsam2.calibration.ort_quant" if precision == "int8" else "bench/ort_gpu.py (precision graphs)"
+        made_by = ("fastsam2.calibration.ort_quant" if precision == "int8"
+                   else "fastsam2.export.trt.precision.write_precision_dir")
         raise ManifestError(f"no {precision}/{INT8_REPORT} in {graph_dir}: make it with {made_by} first")
     if report is not None and check and report.get("manifest_sha256") != export.manifest_sha256():
         raise ManifestError(f"{graph_dir / precision / INT8_REPORT} was made from another export")
@@ -387,7 +388,8 @@ def load_ort_backend(
         if problem:
             raise ManifestError(f"{graph_dir}: {problem}")
         runners[name] = runner
-        chosen[name] = precision if path.parent.name == precision else "fp32"
+        g = (report or {}).get("graphs", {}).get(name, {})
+        chosen[name] = g.get("precision", precision) if path.parent.name == precision else "fp32"
         files[name] = str(path.relative_to(graph_dir))
     first = next(iter(runners.values()), None)
     used = first.session.get_providers()[0] if first is not None else "none"

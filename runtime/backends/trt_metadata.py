@@ -19,7 +19,7 @@ from .base import StageError
 from .trt_profiles import Profile
 
 METADATA_SUFFIX = ".engine.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 
 
 class EngineMismatchError(StageError):
