@@ -44,6 +44,7 @@ QUANT_OPS = {"Conv": 1, "MatMul": 1, "Gemm": 1}  # op -> index of the weight inp
 QMAX = 127.0  # INT8 (symmetric)
 FP8_MAX = 448.0  # largest finite FLOAT8E4M3FN
 FORMATS = ("int8", "fp8")
+QDQ_OPSET = 19  # first opset whose QuantizeLinear/DequantizeLinear take FP16 inputs and scales, and FP8
 # Largest relative error (max |int8 - fp32| / max |fp32| over any output, worst feed) at which a
 # graph keeps INT8; above it the graph falls back (to FP16 if given, else FP32).
 DEFAULT_MAX_REL_ERROR = 0.1
@@ -91,6 +92,24 @@ def _feeds(reader: Any) -> list[dict[str, np.ndarray]]:
         feeds.append(feed)
     reader.rewind()
     return feeds
+
+
+def at_qdq_opset(model):
+    """``model`` converted to opset :data:`QDQ_OPSET` where it is below (FP16 scales and FP8 types
+    need it), every node named (the converter adds unnamed ones, e.g. ReduceMean axes as Constant
+    inputs; the FP16 rewrite keys nodes by name)."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < QDQ_OPSET:
+        model = version_converter.convert_version(model, QDQ_OPSET)
+    names = {n.name for n in model.graph.node}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            n.name = f"{n.op_type}_opset{QDQ_OPSET}_{i}"
+            assert n.name not in names
+            names.add(n.name)
+    return model
 
 
 def quant_targets(model) -> list[tuple[Any, str, str]]:
@@ -163,8 +182,6 @@ def quantize_qdq(src: str | Path, dst: str | Path, reader: Any, *, fmt: str = "i
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src))
     if fmt == "fp8":  # FP8 Quantize/DequantizeLinear exist from opset 19
-        from fastsam2.export.trt.precision import at_qdq_opset
-
         model = at_qdq_opset(model)
     feeds = _feeds(reader)
     if not feeds:

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsam2.calibration.qdq import toposort
+from fastsam2.calibration.qdq import QDQ_OPSET, at_qdq_opset, toposort
 
 F32, F16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 
@@ -286,7 +286,6 @@ def to_fp16(src: str | Path, dst: str | Path, *, keep: dict[str, set[str]] | Non
 
 
 
-QDQ_OPSET = 19  # first opset whose QuantizeLinear/DequantizeLinear take FP16 inputs and scales
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Smallest positive FP16 (a subnormal): an FP32 scale below it would round to a zero scale.
 FP16_TINY = float(np.finfo(np.float16).smallest_subnormal)
@@ -313,24 +312,6 @@ def qdq_fp16_keep(model) -> dict[str, set[str]]:
                 qdq.add(n.name)
     rules["qdq"] = qdq - keep
     return rules
-
-
-def at_qdq_opset(model):
-    """``model`` converted to opset :data:`QDQ_OPSET` where it is below (FP16 scales and FP8 types
-    need it), every node named (the converter adds unnamed ones, e.g. ReduceMean axes as Constant
-    inputs; the FP16 rewrite keys nodes by name)."""
-    from onnx import version_converter
-
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < QDQ_OPSET:
-        model = version_converter.convert_version(model, QDQ_OPSET)
-    names = {n.name for n in model.graph.node}
-    for i, n in enumerate(model.graph.node):
-        if not n.name:
-            n.name = f"{n.op_type}_opset{QDQ_OPSET}_{i}"
-            assert n.name not in names
-            names.add(n.name)
-    return model
 
 
 def to_qdq_fp16(src: str | Path, dst: str | Path) -> Fp16Report:
