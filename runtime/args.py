@@ -76,6 +76,18 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
+def import_deferring_signals(*modules: str) -> None:
+    """Import ``modules`` with SIGTERM and SIGINT held (:func:`signals_deferred`): an extension module
+    initialises in C++ that calls back into Python, and an exception a signal raises there aborts the
+    process (``std::terminate``) instead of unwinding it. The signals are delivered after the imports.
+    ImportError propagates."""
+    import importlib
+
+    with signals_deferred():
+        for name in modules:
+            importlib.import_module(name)
+
+
 def die_with_parent(parent_pid: int) -> None:
     """For a child process of ``parent_pid``: receive SIGTERM when the parent dies (Linux
     ``PR_SET_PDEATHSIG``), even by SIGKILL, and unwind on it like the CLIs do, so the child's scratch

@@ -1092,3 +1092,17 @@ def test_signals_deferred_delivers_sigterm_after_the_block():
                 time.sleep(0.05)  # a handler runs between bytecodes: it had every chance to
                 done.append("block finished")
     assert done == ["block finished"]
+
+
+def test_a_sigterm_during_an_import_is_delivered_after_it(tmp_path, monkeypatch):
+    """import_deferring_signals: a SIGTERM that lands while a module initialises (for an extension
+    module, inside C++ that would abort on the exception) unwinds only once the import is done."""
+    from fastsam2.runtime.args import Terminated, import_deferring_signals, sigterm_as_interrupt
+
+    (tmp_path / "slow_module_under_test.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(0.05)\nFINISHED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Terminated):
+        with sigterm_as_interrupt():
+            import_deferring_signals("slow_module_under_test")
+    assert sys.modules["slow_module_under_test"].FINISHED

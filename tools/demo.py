@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fastsam2.runtime.args import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, finite_float, image_size, non_negative_int, positive
+from fastsam2.runtime.args import (MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, finite_float, image_size, import_deferring_signals,
+                                   non_negative_int, positive)
 from fastsam2.runtime.config import CHECKPOINT_HELP, resolve_model
 from fastsam2.runtime.errors import UsageError, out_of_memory_as_error
 from fastsam2.runtime.outdir import atomic_output_dir, check_output_dir
@@ -156,6 +157,7 @@ def export_demo_graphs(config: str | None, checkpoint: str | None, image_size: i
 
     mmap_large_allocations()  # the trace's freed activations leave the process instead of staying resident
     try:
+        import_deferring_signals("torch", "onnx", "sam2")
         import torch
 
         from fastsam2.export.models import build_sam2

@@ -282,10 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_export_checked(args: argparse.Namespace) -> int:
     """:func:`run_export`, or one line naming the extra when the export stack is not installed."""
+    from fastsam2.runtime.args import import_deferring_signals
+
     try:
-        import onnx  # noqa: F401
-        import sam2  # noqa: F401
-        import torch  # noqa: F401
+        import_deferring_signals("torch", "onnx", "sam2", "onnxscript")
     except ImportError as e:
         raise UsageError(f"{PROG} needs torch, sam2 and onnx (pip install fastsam2[export]): {e}") from None
     return run_export(args)
