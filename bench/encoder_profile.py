@@ -67,8 +67,7 @@ def profile_regions(model, batch: int, sizes: list[int], image_size: int, compil
     def run_stage():
         return stage.infer({"image": x})
 
-    _, levels = enc.encode(x, [None] * batch, [None] * batch)
-    (_, _, whole_feats), _ = enc.encode(x, [None] * batch, [None] * batch)
+    (_, _, whole_feats), levels = enc.encode(x, [None] * batch, [None] * batch)
     out = {"unit_px": enc.unit_px, "grid": enc.grid,
            "whole_vs_stage_max_abs": float((whole_feats - run_stage()["vision_feats"]).abs().max()),
            "stage_ms": round(median_us(run_stage, warmup=3, calls=20) / 1e3, 3),

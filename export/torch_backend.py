@@ -195,18 +195,19 @@ def build_torch_backend(
         for name, m in stages.items()
     }
     ops = DeviceTorchOps(device, compile=compile) if on_cuda else TorchOps(device)
+    config = model_config(model)
     return Backend(
         name="torch",
         runners=runners,
         ops=ops,
-        config=model_config(model),
+        config=config,
         constants=model_constants(model),
         description=f"torch {device}" + (f" autocast {autocast_dtype}" if autocast_dtype else "")
         + (" cuda-graphs" if pool is not None else "") + (" compiled" if compile else "")
         + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
         weights=getattr(model, "fastsam2_weights", None),
         router_weights=getattr(stages[ROUTER], "fastsam2_weights", None),
-        region_encoder=RegionEncoder(runners, ops, model_config(model)),
+        region_encoder=RegionEncoder(runners, ops, config),
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from fastsam2.runtime.manifest import Manifest
 from fastsam2.runtime.specs import (BATCH, ENCODER_EMBED, ENCODER_TRUNK, KEPT, MEMORY, POINTERS, POINTS,
-                                    REGION_ROWS, GraphSpec, region_axes, region_token_sizes)
+                                    REGION_ROWS, GraphSpec, region_axes)
 from fastsam2.runtime.errors import UserError
 
 
@@ -73,7 +73,7 @@ class ValidationReport:
 def region_sizes(config) -> list[dict[str, int]]:
     """Shape sets of the encoder trunk: every side a rectangle can have, rows and columns paired in
     opposite orders (each side, and wide and tall rectangles), one object."""
-    sides = region_token_sizes(config.image_size // config.patch_stride, config.encoder_align)
+    sides = config.spec_dims().region_sides
     return [{BATCH: 1, **region_axes(r, c, config.trunk_scales)} for r, c in zip(sides, reversed(sides))]
 
 

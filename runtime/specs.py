@@ -276,6 +276,11 @@ class SpecDims:
         """Side of the trunk's first token grid (image size / patch stride)."""
         return self.image_size // self.patch_stride
 
+    @property
+    def region_sides(self) -> list[int]:
+        """Every side (patch tokens) an encoder-region rectangle can have (:func:`region_token_sizes`)."""
+        return region_token_sizes(self.patch_tokens, self.encoder_align)
+
 
 IMAGE_ENCODER = "image_encoder"
 ROUTER = "router"

@@ -36,6 +36,9 @@ computes FP16 except the FP32 set, and the Quantize/DequantizeLinear pairs carry
 kernel with FP16 output instead of running the rest of the network in FP32. The effect against fp32
 on real frames is in bench/RESULTS.md ("TensorRT graphs").
 
+FP8 graphs are the same in FP8 E4M3 (``quantize_qdq(..., fmt="fp8")``), for the image encoder only
+(:data:`FP8_GRAPHS`; :func:`quantizes` says which graphs a build quantizes, the rest are FP16).
+
 Written with onnx graph surgery rather than ``onnxconverter-common``'s converter: with LayerNorm pieces
 blocked, its graphs left a ``Sub`` of Half and Float that TensorRT's parser refuses. NVIDIA ModelOpt's
 AutoCast has not been evaluated.

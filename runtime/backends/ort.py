@@ -53,7 +53,7 @@ from .base import Backend, StageError, StageRunner
 
 INT8_DIR = "int8"
 INT8_REPORT = "report.json"
-# fp16 / int8: <dir>/<precision>/report.json names the graphs made in that precision (graphs.<name>
+# fp16 / int8 / fp8: <dir>/<precision>/report.json names the graphs made in that precision (graphs.<name>
 # .file, .sha256, .accepted); the others stay fp32.
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 CUDA_PROVIDER = "CUDAExecutionProvider"

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
 from ..config import ModelConfig
-from ..specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec, region_axes, region_token_sizes
+from ..specs import BATCH, KEPT, MEMORY, POINTERS, POINTS, GraphSpec, region_axes
 
 KINDS = ("desktop", "edge")
 # Fraction of the H*W tokens kept by the router at the profile's opt shape.
@@ -169,7 +169,7 @@ def symbol_ranges(
         POINTS: (1, 1, max_points),
     }
     # the encoder trunk on a rectangle: from its smallest side to the whole grid, opt the middle side
-    sides = region_token_sizes(config.image_size // config.patch_stride, config.encoder_align)
+    sides = config.spec_dims().region_sides
     side = (sides[0], sides[len(sides) // 2], sides[-1])
     axes = [region_axes(v, v, config.trunk_scales) for v in side]
     ranges.update({sym: (axes[0][sym], axes[1][sym], axes[2][sym]) for sym in axes[0]})
