@@ -31,7 +31,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from .config import ModelConfig
-from .specs import ENCODER_EMBED, ENCODER_HEAD, ENCODER_TRUNK, REGION_GRAPHS
+from .specs import ENCODER_EMBED, ENCODER_HEAD, ENCODER_TRUNK, REGION_GRAPHS, region_units
 
 Rect = tuple[int, int, int, int]  # rows r0:r1, columns c0:c1, in alignment units (end exclusive)
 
@@ -39,6 +39,11 @@ Rect = tuple[int, int, int, int]  # rows r0:r1, columns c0:c1, in alignment unit
 def has_region_graphs(runners: Mapping[str, Any]) -> bool:
     """Whether ``runners`` hold the three graphs :class:`RegionEncoder` drives."""
     return all(name in runners for name in REGION_GRAPHS)
+
+
+def region_grid(config: ModelConfig) -> int:
+    """Alignment units per side of the frame's patch-token grid (the last may be partial)."""
+    return region_units(config.image_size // config.patch_stride, config.encoder_align)
 
 
 class RegionEncoder:
@@ -54,7 +59,7 @@ class RegionEncoder:
         self.align = config.encoder_align
         self.stride = config.patch_stride
         self.tokens = config.image_size // self.stride
-        self.grid = -(-self.tokens // self.align)  # units per side (the last may be partial)
+        self.grid = region_grid(config)
         self.unit_px = self.align * self.stride
         self.levels = self.trunk.spec.output_names
         self.scales = dict(zip(self.levels, config.trunk_scales))
@@ -85,6 +90,13 @@ class RegionEncoder:
         if r1 <= r0 or c1 <= c0 or (r0, c0, r1, c1) == (0, 0, g, g):
             return None
         return r0, r1, c0, c1
+
+    def area(self, rect: Rect | None) -> float:
+        """The share of the frame's patch tokens the trunk computes on ``rect`` (None: whole, 1.0)."""
+        if rect is None:
+            return 1.0
+        t0, t1, u0, u1 = self.token_span(rect)
+        return (t1 - t0) * (u1 - u0) / self.tokens ** 2
 
     def token_span(self, rect: Rect) -> tuple[int, int, int, int]:
         """``rect`` in patch tokens: rows t0:t1, columns u0:u1."""

@@ -42,10 +42,15 @@ def region_axes(rows: int, cols: int, scales: tuple[int, ...]) -> dict[str, int]
             for s in scales}
 
 
+def region_units(tokens: int, align: int) -> int:
+    """Alignment units per side of a ``tokens``-wide patch grid (the last may be partial)."""
+    return -(-tokens // align)
+
+
 def region_token_sizes(tokens: int, align: int) -> list[int]:
     """Every side (in patch tokens) a unit-aligned rectangle of a ``tokens``-wide grid can have: whole
     units, and the spans that end at the grid's last (possibly partial) unit; ascending."""
-    units = -(-tokens // align)
+    units = region_units(tokens, align)
     return sorted({min(k * align, tokens) for k in range(1, units + 1)}
                   | {tokens - r0 * align for r0 in range(units)})
 

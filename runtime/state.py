@@ -131,6 +131,14 @@ class VideoState:
     encoder_levels: Any = None
     encoder_whole_idx: int | None = None
     encoder_rect: Any = None  # the rectangle the last encoded frame was computed on (None: whole)
+    encoder_area: float = 0.0  # the shares of a frame the trunk computed, summed over encoded frames
+    encoder_frames: int = 0  # frames encoded through the region encoder
+
+    @property
+    def encoder_share(self) -> float | None:
+        """The mean share of a frame's tokens the trunk computed (1.0: whole frames); None without
+        encoder regions."""
+        return self.encoder_area / self.encoder_frames if self.encoder_frames else None
 
     @property
     def obj_ids(self) -> list[int]:

@@ -376,6 +376,8 @@ class SAM2Tracker:
         out = []
         for i, ((_, t), st, r) in enumerate(zip(frames, states, rects)):
             st.encoder_levels, st.encoder_rect = levels[i], r
+            st.encoder_area += self.backend.region_encoder.area(r)
+            st.encoder_frames += 1
             if r is None:
                 st.encoder_whole_idx = t
             out.append(FrameFeatures(t, feats[i:i + 1], fpn0[i:i + 1], fpn1[i:i + 1], whole=r is None))

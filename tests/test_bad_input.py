@@ -244,6 +244,9 @@ CASES = [
     Case("bench --encoder-region --backend ort", M,
          lambda t: ["bench", "--backend", "ort", "--graphs", _graphs_without_regions(t), "--encoder-region", "0",
                     "--json", str(t / "b.json")], "fastsam2-export --encoder-region"),
+    Case("bench --region-units beyond the grid", M,
+         lambda t: ["bench", "--device", "cpu", "--image-size", "256", "--no-official", "--encoder-region", "0",
+                    "--region-units", "2", "--json", str(t / "b.json")], "the grid is 2 x 2"),
     # devices and backends
     Case("track --device bogus", M, lambda t: _track(t, "--device", "bogus"), "not a device"),
     Case("track --device cuda:99", M, lambda t: _track(t, "--device", "cuda:99"), "CUDA"),

@@ -41,6 +41,31 @@ def test_bench_cpu_report(bedroom, tmp_path):
     assert all(c["fps_ratio"] > 0 and c["peak_mem_ratio"] is not None for c in report["comparisons"])
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_bench_times_a_fixed_encoder_rectangle(bedroom, tmp_path):
+    """--region-units: random weights' masks cover the frame, so the bench fixes the rectangle's
+    size; the report says how much of each frame the trunk computed."""
+    from fastsam2.runtime.specs import region_units
+
+    out = tmp_path / "bench.json"
+    rc = main([
+        "bench", "--device", "cpu", "--image-size", "256", "--frames", "4", "--keep", "1.0", "--no-official",
+        "--encoder-region", "0", "--region-units", "1", "--frames-dir", str(bedroom), "--json", str(out),
+        "--threads", "1",
+    ])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["meta"]["region_units"] == 1
+    (row,) = report["runs"]
+    assert row["variant"].endswith("region 1x1")
+    # tiny at 256 px: 64 patch tokens a side, units of 56 tokens (Hiera's 14-token windows at stride 4):
+    # a 2 x 2 grid whose second unit is partial
+    tokens, align = 64, 56
+    assert region_units(tokens, align) == 2
+    unit = align * align / tokens ** 2
+    assert row["encoder_share"] == pytest.approx((1.0 + 3 * unit) / 4)  # frame 0 prompted: whole
+
+
 def test_bench_rejects_bad_options(capsys):
     assert main(["bench", "--keep", "1.5", "--json", "x.json"]) == 1  # argparse errors: one line, exit 1
     assert "fastsam2 bench: error: argument --keep" in capsys.readouterr().err
@@ -52,6 +77,8 @@ def test_bench_rejects_bad_options(capsys):
     assert "argument --gpu-attention: invalid choice" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--in-flight", "1", "--json", "x.json"]) == 1
     assert "--in-flight needs the GPU path" in capsys.readouterr().err
+    assert main(["bench", "--device", "cpu", "--region-units", "2", "--json", "x.json"]) == 1
+    assert "add --encoder-region" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -96,6 +96,7 @@ def test_rect_for_grows_by_the_margin_and_covers_whole_frames(synthetic):
     assert enc.rect_for((10, 20, 254, 120), 0, previous=(0, 1, 0, 1), edge_px=4) == (0, 1, 0, 2)
     assert enc.rect_for((10, 20, 240, 120), 0, previous=(0, 1, 0, 1), edge_px=4) == (0, 1, 0, 1)
     assert enc.rect_for((300, 258, 400, 300), 0, previous=(1, 2, 1, 2), edge_px=4) == (0, 2, 1, 2)
+    assert enc.area(None) == 1.0 and enc.area((0, 1, 0, 1)) == 0.25 and enc.area((0, 2, 1, 2)) == 0.5
 
 
 def test_the_tracker_encodes_on_rectangles_and_whole_where_it_must(synthetic):
@@ -122,6 +123,12 @@ def test_the_tracker_encodes_on_rectangles_and_whole_where_it_must(synthetic):
     assert all(c[0] is not None for c in calls[1:3]), f"tracked frames use rectangles: {calls}"
     calls, _ = runs[(0, 3)]
     assert calls[3] == [None], f"refresh every 3 frames: {calls}"
+    # the session's encoder share: each frame's share of the patch tokens its rectangle holds
+    enc = backend.region_encoder
+    shares = [enc.area(c[0]) for c in calls]
+    assert shares[0] == shares[3] == 1.0 and all(0 < s < 1 for s in shares[1:3])
+    assert tracker.stream_state.encoder_frames == len(calls)
+    assert tracker.stream_state.encoder_share == pytest.approx(sum(shares) / len(shares))
 
 
 def test_backends_without_a_region_encoder_refuse(synthetic):
@@ -155,6 +162,8 @@ def test_track_records_the_encoder_region(tmp_path):
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert (report["encoder_region"], report["encoder_refresh"]) == (0, 2)
+    # frames 0 and 2 whole (the prompt, the refresh), 1 and 3 on rectangles: less than all, more than half
+    assert 0.5 < report["encoder_share"] < 1.0
     assert len(list((out / "masks").rglob("*.png"))) == 4
 
 

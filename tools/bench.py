@@ -136,7 +136,12 @@ def add_parser(subparsers) -> None:
                         "(default 0: every step finishes before the next is issued)")
     p.add_argument("--compile", action="store_true",
                    help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
-    add_encoder_region_args(p)  # the rectangles follow the masks: with random weights, arbitrary regions
+    add_encoder_region_args(p)  # the rectangles follow the masks: random weights' masks cover the frame
+    p.add_argument("--region-units", type=positive(int), default=None, metavar="K",
+                   help="with --encoder-region: every tracked frame's rectangle is K x K units at the grid's "
+                        "centre instead of the masks' box (still read from the masks, as a real choice "
+                        "is): random weights' masks cover the frame, so this times a rectangle of a "
+                        "stated size; its J&F is measured by fastsam2 eval on a trained model")
     p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
                    help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape and "
                         "the patch embedding as one matmul (default), or PyTorch's SDPA choice and sam2's "
@@ -181,6 +186,7 @@ class BenchOptions:
     compile: bool = False
     encoder_region: int | None = None  # TrackerOptions.encoder_region of the fastsam2 rows
     encoder_refresh: int = 0
+    region_units: int | None = None  # bench only: a fixed K x K rectangle (fixed_rect_for)
     gpu_attention: str = "by-shape"
     official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
     official_vos: bool = False
@@ -206,6 +212,8 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
     check_encoder_region_args(args)
+    if args.region_units is not None and args.encoder_region is None:
+        raise UsageError("--region-units fixes the rectangle of --encoder-region: add --encoder-region")
     if any(args.in_flight) and not args.cuda_graphs:
         # a host step finishes inside step(): a later check would add the next step to its latency
         raise UsageError("--in-flight needs the GPU path (--cuda-graphs), whose steps run asynchronously")
@@ -239,6 +247,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         compile=args.compile,
         encoder_region=args.encoder_region,
         encoder_refresh=args.encoder_refresh,
+        region_units=args.region_units,
         gpu_attention=args.gpu_attention,
         official_dtypes=args.official_dtype,
         official_vos=args.official_vos,
@@ -481,9 +490,32 @@ def fastsam2_backend(model, opts: BenchOptions, graphs_dir: str | None, precisio
     return load_ort_backend(graphs_dir, check_inputs=False, precision=precision, intra_op_threads=threads)
 
 
+def fixed_rect_for_grid(grid: int, units: int) -> tuple[int, int, int, int]:
+    """The ``units`` x ``units`` rectangle at the centre of a ``grid`` x ``grid`` unit grid."""
+    if not 1 <= units < grid:
+        raise UsageError(f"--region-units: a rectangle of 1..{grid - 1} units a side "
+                         f"(the grid is {grid} x {grid}), got {units}")
+    r0 = (grid - units) // 2
+    return r0, r0 + units, r0, r0 + units
+
+
+def fixed_rect_for(encoder, units: int):
+    """A stand-in for ``encoder.rect_for`` (:class:`RegionEncoder`) giving every frame the same
+    ``units`` x ``units`` rectangle at the grid's centre, whatever the masks' box."""
+    rect = fixed_rect_for_grid(encoder.grid, units)
+
+    def rect_for(box, margin, previous=None, edge_px=0.0):
+        return rect
+
+    return rect_for
+
+
 def fastsam2_tracker(backend, keep: float, opts: BenchOptions):
     """A MultiStreamTracker over ``backend`` at ``keep`` (one stream is the streaming tracker)."""
     from fastsam2.runtime.streams import MultiStreamTracker
+
+    if opts.region_units is not None and backend.region_encoder is not None:
+        backend.region_encoder.rect_for = fixed_rect_for(backend.region_encoder, opts.region_units)
 
     gpu_path = opts.cuda_graphs
     return MultiStreamTracker.from_backend(
@@ -559,6 +591,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         wall_s = time.perf_counter() - wall0 if wall0 is not None else float("nan")
         kept = res[0].kept_tokens.get(1, 0)
         bank = sum(mst.memory_bytes(sid) for sid in streams)
+        shares = [mst.streams[sid].encoder_share for sid in streams]
         del res
     stage_ms = {k: v / (n - first_profiled) for k, v in times.ms.items()} if n > first_profiled else {}
     tracker.set_profiling(False)
@@ -573,6 +606,8 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
         + (" sdpa-attention" if opts.gpu_attention == "sdpa" and opts.device == "cuda" else "")
         + (" cuda-graphs" if opts.cuda_graphs else "")
+        + (f" regions {opts.encoder_region}" if opts.encoder_region is not None and opts.region_units is None else "")
+        + (f" region {opts.region_units}x{opts.region_units}" if opts.region_units is not None else "")
         + (f" in-flight {in_flight}" if in_flight else ""),
         "keep": keep,
         "kept_tokens": int(kept),
@@ -588,6 +623,8 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         **mem,
         "peak_mem_per_stream_mb": mem["peak_mem_mb"] / opts.streams,
         "memory_bank_mb": bank / 2**20,
+        # with encoder regions: the mean share of a frame the trunk computed (the prompted frame whole)
+        "encoder_share": sum(shares) / len(shares) if None not in shares else None,
     }
 
 
@@ -638,6 +675,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
         "k_multiple": opts.k_multiple,
         "encoder_region": opts.encoder_region,
         "encoder_refresh": opts.encoder_refresh,
+        "region_units": opts.region_units,
         "weights": (
             f"RANDOM (seed {opts.seed}, object-score bias +5.0): timings are real, masks meaningless"
             if opts.checkpoint is None else str(opts.checkpoint)
@@ -670,6 +708,11 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                        seed=opts.seed, object_score_bias=bias, quiet=True)
     meta["image_size"] = int(model.image_size)
     meta["config"] = model.fastsam2_config_name
+    if opts.region_units is not None:  # refuse a rectangle the grid can't hold before any run
+        from fastsam2.export.models import model_config
+        from fastsam2.runtime.encoder_region import region_grid
+
+        fixed_rect_for_grid(region_grid(model_config(model)), opts.region_units)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fastsam2-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -798,7 +841,8 @@ def _row_line(r: dict[str, Any]) -> str:
     return (f"  {r['variant'] + streams:<34} keep {r['keep']:.2f} frames {r['frames']:>5}: "
             f"{r['median_ms']:8.2f} ms median ({r['fps']:7.2f} fps"
             + (f", {r['aggregate_fps']:.1f} fps in all" if streams else "")
-            + f"), p90 {r['p90_ms']:8.2f} ms, peak {r['peak_mem_mb']:9.1f} MiB")
+            + f"), p90 {r['p90_ms']:8.2f} ms, peak {r['peak_mem_mb']:9.1f} MiB"
+            + (f", {r['encoder_share']:.1%} of each frame encoded" if r.get("encoder_share") is not None else ""))
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -31,6 +31,8 @@ class KeepResult:
     fps: float
     memory_bank_bytes_max: int
     peak_rss_mb: float
+    encoder_share: float | None = None  # with --encoder-region: the mean share of a frame encoded
+
 
 
 def dataset_layout(root: Path) -> tuple[Path, Path]:
@@ -147,15 +149,27 @@ def run_dataset(executor, jobs: list, keep_ratios: list[float], out_dir: Path):
             fps=1e3 * frames / ms if ms else 0.0,
             memory_bank_bytes_max=max(v.memory_bank_bytes_max for v in mine),
             peak_rss_mb=max(v.peak_rss_mb for v in mine),
+            encoder_share=_mean_share(mine),
         ))
     return results, videos, totals
 
 
+def _mean_share(videos: list) -> float | None:
+    """The frame-weighted mean of the videos' encoder shares (None without encoder regions)."""
+    shared = [v for v in videos if v.encoder_share is not None]
+    if not shared:
+        return None
+    return sum(v.encoder_share * v.frames for v in shared) / max(sum(v.frames for v in shared), 1)
+
+
 def format_results(results: list[KeepResult]) -> str:
-    head = "| keep | J&F | ΔJ&F vs first | J | F | ms/frame | fps | memory bank MiB |\n|---|---|---|---|---|---|---|---|"
+    share = any(r.encoder_share is not None for r in results)
+    head = ("| keep | J&F | ΔJ&F vs first | J | F | ms/frame | fps | memory bank MiB |"
+            + (" frame encoded |" if share else "") + "\n|---|---|---|---|---|---|---|---|" + ("---|" if share else ""))
     rows = [
         f"| {r.keep_ratio:g} | {r.jf_mean:.4f} | {r.delta_jf:+.4f} | {r.j_mean:.4f} | {r.f_mean:.4f} | "
         f"{r.ms_per_frame:.0f} | {r.fps:.2f} | {r.memory_bank_bytes_max / 2**20:.1f} |"
+        + ((f" {r.encoder_share:.1%} |" if r.encoder_share is not None else " |") if share else "")
         for r in results
     ]
     return "\n".join([head, *rows])

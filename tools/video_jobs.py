@@ -95,6 +95,7 @@ class VideoResult:
     jf_mean: float | None = None
     j_mean: float | None = None
     f_mean: float | None = None
+    encoder_share: float | None = None  # with encoder regions: the mean share of a frame encoded
     skipped: bool = field(default=False, compare=False)
 
     def to_json(self) -> str:
@@ -279,6 +280,7 @@ def run_video(trackers: TrackerCache, job: VideoJob) -> VideoResult:
             fps=1e3 * frames / ms if ms else 0.0, memory_bank_bytes_max=bank,
             peak_rss_mb=round(peak_rss_mb(), 1), objects=sorted(prompts), settings=job.settings,
             worker=worker_identity(), info=trackers.info,
+            encoder_share=tracker.stream_state.encoder_share if tracker.stream_state is not None else None,
         )
         if job.gt_dir is not None:
             from fastsam2.runtime.evaluation import evaluate_dirs
