@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping
 from fastsam2.runtime.backends.torch_device import DeviceTorchOps, ShapeBuckets
 from fastsam2.runtime.backends.torch_ops import TorchOps
 from fastsam2.runtime.encoder_region import RegionEncoder
-from fastsam2.runtime.specs import ROUTER, GraphSpec
+from fastsam2.runtime.specs import ENCODER_TRUNK, IMAGE_ENCODER, ROUTER, GraphSpec
 from fastsam2.runtime.backends.base import Backend, StageRunner
 
 from .attention import gpu_attention
@@ -158,6 +158,7 @@ def build_torch_backend(
     router_weights: str | None = None,
     compile: bool = False,
     attention: str = "by-shape",
+    precision: str = "fp32",
 ) -> Backend:
     """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device), the token
     router included (``router_weights``: a router .safetensors; default: the built-in weights).
@@ -165,7 +166,8 @@ def build_torch_backend(
     On CUDA, ``cuda_graphs`` captures each stage per input-shape bucket (see
     :class:`TorchStageRunner`); all graphs share one memory pool. ``compile``: every stage through
     ``torch.compile`` (the eager stages stay the reference: parity tests run them). ``attention``:
-    see :class:`TorchStageRunner`.
+    see :class:`TorchStageRunner`. ``precision`` "fp8": the linear layers of Hiera's later stages as
+    FP8 scaled matmuls (:mod:`fastsam2.export.fp8`; converts ``model``'s trunk in place).
     """
     from .models import model_config
     from .router import TokenRouter, load_router
@@ -174,6 +176,21 @@ def build_torch_backend(
     device = str(next(model.parameters()).device)
     on_cuda = device.startswith("cuda")
     from .encoder_region import region_stages
+
+    precisions = {}
+    if precision == "fp8":
+        from .fp8 import FP8_STAGES, fp8_trunk
+
+        fp8_trunk(model.image_encoder.trunk)
+        what = f"fp8 (Hiera stages {', '.join(map(str, FP8_STAGES))})"
+        precisions = {IMAGE_ENCODER: what, ENCODER_TRUNK: what}
+    elif precision != "fp32":
+        raise ValueError(f"torch backend precision: fp32 or fp8, got {precision!r}")
+    else:
+        from .fp8 import Fp8Linear
+
+        if any(isinstance(m, Fp8Linear) for m in model.image_encoder.trunk.modules()):
+            raise ValueError("this model's trunk was converted to FP8 in place (precision='fp8'): build it again")
 
     stages = build_stages(model, fill=fill)
     stages.update(region_stages(model))
@@ -204,7 +221,8 @@ def build_torch_backend(
         constants=model_constants(model),
         description=f"torch {device}" + (f" autocast {autocast_dtype}" if autocast_dtype else "")
         + (" cuda-graphs" if pool is not None else "") + (" compiled" if compile else "")
-        + (" sdpa-attention" if on_cuda and attention == "sdpa" else ""),
+        + (" sdpa-attention" if on_cuda and attention == "sdpa" else "") + (" fp8-trunk" if precisions else ""),
+        precisions=precisions,
         weights=getattr(model, "fastsam2_weights", None),
         router_weights=getattr(stages[ROUTER], "fastsam2_weights", None),
         region_encoder=RegionEncoder(runners, ops, config),

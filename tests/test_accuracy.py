@@ -35,8 +35,9 @@ OVER_STILL = 0.14  # keep 1.0 must beat copying the first frame's masks by this 
 DELTA = 0.06  # keep 0.3, built-in router: at most this far below keep 1.0 (measured 0.006)
 BROKEN_GAP = 0.20  # a broken pruned path: at least this far below keep 1.0 (measured 0.27 and 0.37)
 ROUTER_GAP = 0.14  # random tokens at keep 0.3: at least this far below the router (measured 0.20)
+FP8_DELTA = 0.02  # the FP8 trunk at keep 1.0: at most this far from fp32 (measured 0.0001)
 CLIPS = {"videos": 4, "frames": 6, "seed": 2024, "split": "hard", "size": 512}
-MODEL = ["--checkpoint", "synthetic", "--backends", "torch"]
+MODEL = ["--checkpoint", "synthetic"]
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,14 @@ def held_out(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("accuracy") / "hard", **CLIPS)
 
 
-def _sweep(dataset: Path, out: Path, keeps: str, selectors: str) -> dict:
-    """{(selector, keep): cell} of ``eval --sweep``; cells already in ``out`` are reused, not rerun."""
-    code = main(["eval", "--sweep", str(dataset), "--out", str(out), *MODEL, "--keeps", keeps,
-                 "--selectors", selectors])
+def _sweep(dataset: Path, out: Path, keeps: str, selectors: str, backend: str = "torch") -> dict:
+    """{(selector, keep): cell} of ``eval --sweep`` on ``backend``; cells already in ``out`` are
+    reused, not rerun."""
+    code = main(["eval", "--sweep", str(dataset), "--out", str(out), *MODEL, "--backends", backend,
+                 "--keeps", keeps, "--selectors", selectors])
     assert code == 0, "eval --sweep failed (see stderr above)"
     data = json.loads((out / "sweep.json").read_text())
-    return {(c["selector"], c["keep"]): c for c in data["cells"]}
+    return {(c["selector"], c["keep"]): c for c in data["cells"] if c["backend"] == backend}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,27 @@ def test_kept_tokens_at_wrong_rope_positions_fall_clearly_below(full, held_out, 
     monkeypatch.setattr(stages, "rope_positions", _rank_positions)
     # its own folder: cells made with the fault must never be reused by the other tests
     broken = _sweep(held_out, tmp_path / "broken", "0.3", "builtin")[("builtin", 0.3)]
+    assert broken["jf_mean"] <= full["jf_mean"] - BROKEN_GAP, (broken["jf_mean"], full["jf_mean"])
+
+
+def test_the_fp8_trunk_stays_within_fp8_delta_of_fp32(full, held_out, shared_out):
+    fp8 = _sweep(held_out, shared_out, "1", "builtin", backend="torch-fp8")[("all-tokens", 1.0)]
+    assert fp8["made"]["precisions"], fp8["made"]  # the cell ran the FP8 trunk
+    assert abs(fp8["jf_mean"] - full["jf_mean"]) <= FP8_DELTA, (fp8["jf_mean"], full["jf_mean"])
+
+
+def test_an_fp8_trunk_without_its_activation_scales_falls_clearly_below(full, held_out, tmp_path, monkeypatch):
+    """The FP8 path broken the way a scaled matmul is easily miswired: the per-token activation
+    scales left out of the dequantization."""
+    import torch
+
+    scaled_mm = torch._scaled_mm
+
+    def without_activation_scales(a, b, *, scale_a, scale_b, **kw):
+        return scaled_mm(a, b, scale_a=torch.ones_like(scale_a), scale_b=scale_b, **kw)
+
+    monkeypatch.setattr(torch, "_scaled_mm", without_activation_scales)
+    broken = _sweep(held_out, tmp_path / "broken", "1", "builtin", backend="torch-fp8")[("all-tokens", 1.0)]
     assert broken["jf_mean"] <= full["jf_mean"] - BROKEN_GAP, (broken["jf_mean"], full["jf_mean"])
 
 

@@ -66,6 +66,17 @@ def test_bench_times_a_fixed_encoder_rectangle(bedroom, tmp_path):
     assert row["encoder_share"] == pytest.approx((1.0 + 3 * unit) / 4)  # frame 0 prompted: whole
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_bench_runs_an_fp8_trunk_after_the_official_rows(bedroom, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--device", "cpu", "--image-size", "256", "--frames", "3", "--keep", "1.0",
+                 "--precision", "fp8", "--frames-dir", str(bedroom), "--json", str(out), "--threads", "1"]) == 0
+    report = json.loads(out.read_text())
+    official, ours = report["runs"]
+    assert official["impl"] == "official" and "fp8" not in official["variant"]
+    assert ours["variant"].endswith("fp8-trunk") and ours["precision"] == "fp8" and ours["median_ms"] > 0
+
+
 def test_bench_rejects_bad_options(capsys):
     assert main(["bench", "--keep", "1.5", "--json", "x.json"]) == 1  # argparse errors: one line, exit 1
     assert "fastsam2 bench: error: argument --keep" in capsys.readouterr().err
@@ -79,6 +90,8 @@ def test_bench_rejects_bad_options(capsys):
     assert "--in-flight needs the GPU path" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--region-units", "2", "--json", "x.json"]) == 1
     assert "add --encoder-region" in capsys.readouterr().err
+    assert main(["bench", "--backend", "ort", "--device", "cpu", "--precision", "fp8", "--json", "x.json"]) == 1
+    assert "torch backend" in capsys.readouterr().err
 
 
 @pytest.mark.slow

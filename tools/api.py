@@ -137,7 +137,8 @@ def open_backend(
     ``checkpoint``, an official .pt; without one, seeded RANDOM weights; ``device`` cpu/cuda[:N],
     ``dtype`` the CUDA autocast dtype, ``image_size`` the model input side), "ort" (ONNX Runtime over
     ``graphs``, a ``fastsam2-export`` directory; ``device`` cuda[:N] uses ONNX Runtime's CUDA provider;
-    ``precision`` "int8" the calibrated graphs; ``providers`` ONNX Runtime's execution providers,
+    ``precision`` "int8" the calibrated graphs, "fp16"/"fp8" those precisions' graphs; torch: "fp8" the
+    FP8 trunk of :mod:`fastsam2.export.fp8`; ``providers`` ONNX Runtime's execution providers,
     in place of the device's) or "trt" (TensorRT engines built into ``graphs`` with
     ``fastsam2-export --trt``; ``cuda_graphs`` replays each engine's launch per input shape).
     ``config``/``image_size`` given with an export must be the export's; ``checkpoint`` may also name
@@ -154,7 +155,7 @@ def open_backend(
     plan = plan_threads(threads)
     if kind == "torch":
         backend = _open_torch(config, checkpoint, image_size, device or "cpu", dtype, plan.threads, router,
-                              cuda_graphs, quiet)
+                              cuda_graphs, quiet, precision)
     else:
         assert graphs is not None  # check_backend_options refused an ort/trt backend without graphs
         if kind == "ort":
@@ -182,7 +183,7 @@ def open_backend(
 
 
 def _open_torch(config: str | None, checkpoint: Any, image_size: int | None, device: str, dtype: str,
-                threads: int, router: Any, cuda_graphs: bool, quiet: bool) -> Backend:
+                threads: int, router: Any, cuda_graphs: bool, quiet: bool, precision: str) -> Backend:
     try:
         import sam2  # noqa: F401
         import torch
@@ -207,7 +208,8 @@ def _open_torch(config: str | None, checkpoint: Any, image_size: int | None, dev
             quiet=quiet,
         )
     return build_torch_backend(model, autocast_dtype=None if dtype == "float32" else dtype,
-                               router_weights=None if router is None else str(router), cuda_graphs=cuda_graphs)
+                               router_weights=None if router is None else str(router), cuda_graphs=cuda_graphs,
+                               precision=precision)
 
 
 def open_backend_from_args(args: Any, *, quiet: bool = False) -> tuple[Backend, dict]:

@@ -134,6 +134,9 @@ def add_parser(subparsers) -> None:
                         "latency is then each step's issue to its results being ready, fps the steps "
                         "finished per second of wall time; several values: a row each, same backend "
                         "(default 0: every step finishes before the next is issued)")
+    p.add_argument("--precision", choices=("fp32", "fp8"), default="fp32",
+                   help="fastsam2 torch backend: fp8 runs the linear layers of Hiera's last two stages as FP8 "
+                        "scaled matmuls (fastsam2.export.fp8; after the official rows, which stay unchanged)")
     p.add_argument("--compile", action="store_true",
                    help="fastsam2 torch backend: every stage through torch.compile (timed after warm-up)")
     add_encoder_region_args(p)  # the rectangles follow the masks: random weights' masks cover the frame
@@ -184,6 +187,7 @@ class BenchOptions:
     streams: int = 1
     in_flight: list[int] = field(default_factory=lambda: [0])
     compile: bool = False
+    precision: str = "fp32"  # torch backend: "fp8" converts the model's trunk after the official rows
     encoder_region: int | None = None  # TrackerOptions.encoder_region of the fastsam2 rows
     encoder_refresh: int = 0
     region_units: int | None = None  # bench only: a fixed K x K rectangle (fixed_rect_for)
@@ -204,6 +208,8 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda: torch sees no CUDA device")
     if args.ort_int8 and args.backend != "ort":
         raise UsageError("--ort-int8 needs --backend ort")
+    if args.precision != "fp32" and args.backend != "torch":
+        raise UsageError("--precision fp8 is the torch backend's (ONNX graphs: --ort-int8)")
     if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32" or args.compile
                                   or args.gpu_attention != "by-shape"):
         raise UsageError("--cuda-graphs, --compile, --gpu-attention and --dtype are torch-backend options")
@@ -245,6 +251,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         streams=args.streams,
         in_flight=args.in_flight,
         compile=args.compile,
+        precision=args.precision,
         encoder_region=args.encoder_region,
         encoder_refresh=args.encoder_refresh,
         region_units=args.region_units,
@@ -484,6 +491,7 @@ def fastsam2_backend(model, opts: BenchOptions, graphs_dir: str | None, precisio
             cuda_graphs=opts.cuda_graphs,
             compile=opts.compile,
             attention=opts.gpu_attention,
+            precision=opts.precision,
         )
     from fastsam2.runtime.backends.ort import load_ort_backend
 
@@ -606,6 +614,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
         + (" sdpa-attention" if opts.gpu_attention == "sdpa" and opts.device == "cuda" else "")
         + (" cuda-graphs" if opts.cuda_graphs else "")
+        + (" fp8-trunk" if opts.precision == "fp8" else "")
         + (f" regions {opts.encoder_region}" if opts.encoder_region is not None and opts.region_units is None else "")
         + (f" region {opts.region_units}x{opts.region_units}" if opts.region_units is not None else "")
         + (f" in-flight {in_flight}" if in_flight else ""),
@@ -676,6 +685,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
         "encoder_region": opts.encoder_region,
         "encoder_refresh": opts.encoder_refresh,
         "region_units": opts.region_units,
+        "precision": opts.precision,
         "weights": (
             f"RANDOM (seed {opts.seed}, object-score bias +5.0): timings are real, masks meaningless"
             if opts.checkpoint is None else str(opts.checkpoint)
@@ -770,7 +780,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
                 row = run_fastsam2(tracker, frames, n, opts, keep, in_flight=depth)
                 if precision != "fp32":
                     row["variant"] += f" {precision} ({backend.precisions})"
-                row["precision"] = precision
+                row["precision"] = precision if opts.backend == "ort" else opts.precision
                 if stage_ms is not None:
                     row["stage_ms"] = stage_ms
                 rows.append(row)

@@ -117,7 +117,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "int8", "fp16", "fp8"], default="fp32",
                    help="--backend ort: the graphs to run: fp32 (default), int8 (the export's int8/ graphs, "
                    "made by fastsam2.calibration.ort_quant), fp16 or fp8 (its fp16/, fp8/ graphs, made by "
-                   "fastsam2.export.trt.precision.write_precision_dir; FP8 is emulated on the CPU)")
+                   "fastsam2.export.trt.precision.write_precision_dir; FP8 is emulated on the CPU); "
+                   "--backend torch: fp8 runs the linear layers of Hiera's last two stages as FP8 scaled "
+                   "matmuls (Hopper/Ada GPUs; the CPU computes the same E4M3 arithmetic)"),
     add_encoder_region_args(p)
     p.add_argument("--threads", type=positive(int), default=None, metavar="N",
                    help="intra-op threads of torch / ONNX Runtime (default: the CPU cores idle right now)")
@@ -175,8 +177,11 @@ def check_model_args(args: argparse.Namespace) -> None:
 
         load_text_embeddings(args.texts)  # a damaged file fails now, not after the model is built
     check_encoder_region_args(args)
-    if getattr(args, "precision", "fp32") != "fp32" and args.backend != "ort":
-        raise UsageError(f"--precision {args.precision} selects exported ONNX graphs: it needs --backend ort")
+    precision = getattr(args, "precision", "fp32")
+    if precision not in ("fp32", "fp8") and args.backend != "ort":
+        raise UsageError(f"--precision {precision} selects exported ONNX graphs: it needs --backend ort")
+    if precision == "fp8" and args.backend == "trt":
+        raise UsageError("--precision fp8 on TensorRT is built into the engines: fastsam2-export --trt --fp8")
     check_backend_options(args.backend, args.graphs, checkpoint=args.checkpoint, config=args.config,
                           device=args.device, dtype=args.dtype, router=args.router)
 

@@ -18,7 +18,8 @@ Selectors (how a pruned frame picks its tokens):
 * ``random``: K tokens drawn at random (seeded per object and frame by ``--selector-seed``);
 * ``grid``: K tokens on a uniform grid (runtime/router.py ``GridSelector``).
 
-Backends: ``torch`` (the sam2 modules, fp32), ``ort`` (ONNX Runtime, fp32 graphs), ``ort-int8``
+Backends: ``torch`` (the sam2 modules, fp32), ``torch-fp8`` (the same with the linear layers of
+Hiera's last two stages as FP8 scaled matmuls, ``fastsam2.export.fp8``), ``ort`` (ONNX Runtime, fp32 graphs), ``ort-int8``
 (ONNX Runtime's static INT8 of the four SAM2 graphs, calibrated on feeds recorded by the torch
 tracker on ``--calib`` frames; the router stays fp32) and ``ort-fp16`` (the mixed-precision graphs the
 TensorRT fp16 engines are built from, router included, run by ONNX Runtime). The graphs are exported from the same
@@ -42,15 +43,15 @@ from pathlib import Path
 from fastsam2.runtime.errors import UsageError
 
 SELECTORS = ("builtin", "trained", "text", "random", "grid")
-BACKENDS = ("torch", "ort", "ort-int8", "ort-fp16")
+BACKENDS = ("torch", "torch-fp8", "ort", "ort-int8", "ort-fp16")
 DEFAULT_KEEPS = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1)
 ALL_TOKENS = "all-tokens"  # the keep 1.0 cell of a backend (no token is dropped: no selector)
 # selector -> (runtime.router selector, router group: which router weights the graphs hold)
 _RUNTIME = {"builtin": ("router", "builtin"), "trained": ("router", "trained"), "text": ("router", "trained"),
             "random": ("random", "builtin"), "grid": ("grid", "builtin")}
 # backend -> (fastsam2 --backend, --precision)
-_BACKEND = {"torch": ("torch", "fp32"), "ort": ("ort", "fp32"), "ort-int8": ("ort", "int8"),
-            "ort-fp16": ("ort", "fp16")}
+_BACKEND = {"torch": ("torch", "fp32"), "torch-fp8": ("torch", "fp8"), "ort": ("ort", "fp32"),
+            "ort-int8": ("ort", "int8"), "ort-fp16": ("ort", "fp16")}
 SWEEP_ARGS = "sweep_args.json"
 CALIB_FRAMES = 8
 
