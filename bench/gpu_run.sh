@@ -78,17 +78,17 @@ for mode in "${@:-smoke}"; do
       $bench --keep 0.3 --frames 200 --compile --no-official --encoder-region 0 --region-units $k \
         --json "$OUT/single_region$k.json" 2>&1 | tee "$OUT/single_region$k.log" || exit 1
     done ;;
-  streams-16-fp8)  # sixteen streams with the FP8 trunk: whole frames, then a fixed 2 x 2 rectangle
-    $bench --keep 0.3 --frames 200 --streams 16 --compile --no-official --in-flight 0,1 --precision fp8 \
-      --json "$OUT/streams16_fp8.json" 2>&1 | tee "$OUT/streams16_fp8.log" || exit 1
+  streams-16-fp8)  # sixteen streams with the FP8 trunk: a fixed 2 x 2 rectangle, then whole frames
     $bench --keep 0.3 --frames 200 --streams 16 --compile --no-official --in-flight 0,1 --precision fp8 \
       --encoder-region 0 --region-units 2 --json "$OUT/streams16_fp8_region2.json" 2>&1 \
-      | tee "$OUT/streams16_fp8_region2.log" || exit 1 ;;
-  single-fp8)  # one stream with the FP8 trunk: whole frames, then a fixed 2 x 2 rectangle
-    $bench --keep 0.3 --frames 200 --compile --no-official --precision fp8 \
-      --json "$OUT/single_fp8.json" 2>&1 | tee "$OUT/single_fp8.log" || exit 1
+      | tee "$OUT/streams16_fp8_region2.log" || exit 1
+    $bench --keep 0.3 --frames 200 --streams 16 --compile --no-official --in-flight 0,1 --precision fp8 \
+      --json "$OUT/streams16_fp8.json" 2>&1 | tee "$OUT/streams16_fp8.log" || exit 1 ;;
+  single-fp8)  # one stream with the FP8 trunk: a fixed 2 x 2 rectangle, then whole frames
     $bench --keep 0.3 --frames 200 --compile --no-official --precision fp8 --encoder-region 0 --region-units 2 \
-      --json "$OUT/single_fp8_region2.json" 2>&1 | tee "$OUT/single_fp8_region2.log" || exit 1 ;;
+      --json "$OUT/single_fp8_region2.json" 2>&1 | tee "$OUT/single_fp8_region2.log" || exit 1
+    $bench --keep 0.3 --frames 200 --compile --no-official --precision fp8 \
+      --json "$OUT/single_fp8.json" 2>&1 | tee "$OUT/single_fp8.log" || exit 1 ;;
   profile)  # where a step's time goes: 8 streams (with a trace of 3 steps) and 1 stream, compiled
     python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
       2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1
