@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a CUDA machine, from the repository root, with $OUT the folder the results go to:
-#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, streams-16, streams-16-regions, streams-16-fp8, single-regions, single-fp8, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, targets, targets-parts, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (a machine without network installs
 # from there) and the bedroom frames in .bench_frames/bedroom (neither is tracked). bench/RESULTS.md
@@ -63,32 +63,25 @@ for mode in "${@:-smoke}"; do
   streams-200)  # eight streams at 200 frames only (the speed target): each step finished, and one in flight
     $bench --keep 0.3 --frames 200 --streams 8 --compile --official-dtype bfloat16 --in-flight 0,1 \
       --json "$OUT/h200_8streams_200.json" 2>&1 | tee "$OUT/h200_8streams_200.log" || exit 1 ;;
-  streams-16)  # sixteen streams at 200 frames, whole frames: each step finished, and one in flight
-    $bench --keep 0.3 --frames 200 --streams 16 --compile --official-dtype bfloat16 --in-flight 0,1 \
-      --json "$OUT/streams16.json" 2>&1 | tee "$OUT/streams16.log" || exit 1 ;;
-  streams-16-regions)  # the same with the trunk on a fixed K x K rectangle of the 5 x 5 grid (K = 2, 3)
-    for k in 2 3; do
-      $bench --keep 0.3 --frames 200 --streams 16 --compile --no-official --in-flight 0,1 --encoder-region 0 \
-        --region-units $k --json "$OUT/streams16_region$k.json" 2>&1 | tee "$OUT/streams16_region$k.log" || exit 1
+  targets)  # the encoder targets, tiny @1024 bf16 keep 0.3, 200 frames, compiled: 16 streams and one
+    # stream on whole frames (with the official bf16 mode), then with the FP8 trunk on a fixed 2 x 2
+    # rectangle of the 5 x 5 grid (--region-units: random weights' masks cover the frame)
+    for s in 16 1; do
+      flight=$([ $s -gt 1 ] && echo "--in-flight 0,1")
+      $bench --keep 0.3 --frames 200 --streams $s --compile --official-dtype bfloat16 $flight \
+        --json "$OUT/streams${s}.json" 2>&1 | tee "$OUT/streams${s}.log" || exit 1
+      $bench --keep 0.3 --frames 200 --streams $s --compile --no-official $flight --precision fp8 \
+        --encoder-region 0 --region-units 2 --json "$OUT/streams${s}_fp8_region2.json" 2>&1 \
+        | tee "$OUT/streams${s}_fp8_region2.log" || exit 1
     done ;;
-  single-regions)  # one stream, one object, compiled: whole frames (with the official bf16 mode), then K x K
-    $bench --keep 0.3 --frames 200 --compile --official-dtype bfloat16 \
-      --json "$OUT/single.json" 2>&1 | tee "$OUT/single.log" || exit 1
-    for k in 2 3; do
-      $bench --keep 0.3 --frames 200 --compile --no-official --encoder-region 0 --region-units $k \
-        --json "$OUT/single_region$k.json" 2>&1 | tee "$OUT/single_region$k.log" || exit 1
+  targets-parts)  # each half of the targets' fastest setting alone: the rectangle without FP8, FP8 whole
+    for s in 16 1; do
+      flight=$([ $s -gt 1 ] && echo "--in-flight 0,1")
+      $bench --keep 0.3 --frames 200 --streams $s --compile --no-official $flight --encoder-region 0 \
+        --region-units 2 --json "$OUT/streams${s}_region2.json" 2>&1 | tee "$OUT/streams${s}_region2.log" || exit 1
+      $bench --keep 0.3 --frames 200 --streams $s --compile --no-official $flight --precision fp8 \
+        --json "$OUT/streams${s}_fp8.json" 2>&1 | tee "$OUT/streams${s}_fp8.log" || exit 1
     done ;;
-  streams-16-fp8)  # sixteen streams with the FP8 trunk: a fixed 2 x 2 rectangle, then whole frames
-    $bench --keep 0.3 --frames 200 --streams 16 --compile --no-official --in-flight 0,1 --precision fp8 \
-      --encoder-region 0 --region-units 2 --json "$OUT/streams16_fp8_region2.json" 2>&1 \
-      | tee "$OUT/streams16_fp8_region2.log" || exit 1
-    $bench --keep 0.3 --frames 200 --streams 16 --compile --no-official --in-flight 0,1 --precision fp8 \
-      --json "$OUT/streams16_fp8.json" 2>&1 | tee "$OUT/streams16_fp8.log" || exit 1 ;;
-  single-fp8)  # one stream with the FP8 trunk: a fixed 2 x 2 rectangle, then whole frames
-    $bench --keep 0.3 --frames 200 --compile --no-official --precision fp8 --encoder-region 0 --region-units 2 \
-      --json "$OUT/single_fp8_region2.json" 2>&1 | tee "$OUT/single_fp8_region2.log" || exit 1
-    $bench --keep 0.3 --frames 200 --compile --no-official --precision fp8 \
-      --json "$OUT/single_fp8.json" 2>&1 | tee "$OUT/single_fp8.log" || exit 1 ;;
   profile)  # where a step's time goes: 8 streams (with a trace of 3 steps) and 1 stream, compiled
     python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
       2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1
