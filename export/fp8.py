@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fastsam2.calibration.qdq import FP8_MAX
+from fastsam2.runtime.errors import UsageError
 
 FP8_STAGES = (3, 4)  # Hiera's stages (1-based) whose linear layers run in FP8
 _ALIGN = 16  # _scaled_mm needs K and N multiples of 16
@@ -59,6 +60,17 @@ class Fp8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3"
+
+
+def check_fp8_device(device: str) -> None:
+    """Refuse a CUDA device without FP8 tensor cores (compute capability below 8.9) in one line;
+    the CPU computes the same arithmetic."""
+    if not str(device).startswith("cuda"):
+        return
+    major, minor = torch.cuda.get_device_capability(torch.device(device))
+    if (major, minor) < (8, 9):
+        raise UsageError(f"--precision fp8: {torch.cuda.get_device_name(torch.device(device))} (compute capability "
+                         f"{major}.{minor}) has no FP8 tensor cores; they start at 8.9 (Ada, Hopper)")
 
 
 def block_stages(trunk: nn.Module) -> list[int]:

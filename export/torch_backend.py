@@ -179,8 +179,9 @@ def build_torch_backend(
 
     precisions = {}
     if precision == "fp8":
-        from .fp8 import FP8_STAGES, fp8_trunk
+        from .fp8 import FP8_STAGES, check_fp8_device, fp8_trunk
 
+        check_fp8_device(device)
         fp8_trunk(model.image_encoder.trunk)
         what = f"fp8 (Hiera stages {', '.join(map(str, FP8_STAGES))})"
         precisions = {IMAGE_ENCODER: what, ENCODER_TRUNK: what}

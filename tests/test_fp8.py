@@ -86,6 +86,19 @@ def test_the_torch_backend_runs_an_fp8_trunk():
         build_torch_backend(build_sam2("synthetic", "synthetic", quiet=True), precision="int8")
 
 
+def test_gpus_without_fp8_tensor_cores_are_refused(monkeypatch):
+    from fastsam2.export.fp8 import check_fp8_device
+    from fastsam2.runtime.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA A100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    with pytest.raises(UsageError, match="compute capability 8.0"):
+        check_fp8_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    check_fp8_device("cuda:0")
+    check_fp8_device("cpu")
+
+
 def test_track_with_an_fp8_trunk_from_the_command_line(tmp_path):
     import json
 

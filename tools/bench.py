@@ -210,6 +210,10 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         raise UsageError("--ort-int8 needs --backend ort")
     if args.precision != "fp32" and args.backend != "torch":
         raise UsageError("--precision fp8 is the torch backend's (ONNX graphs: --ort-int8)")
+    if args.precision == "fp8":  # refuse a GPU without FP8 tensor cores before the official rows run
+        from fastsam2.export.fp8 import check_fp8_device
+
+        check_fp8_device(device)
     if args.backend == "ort" and (args.cuda_graphs or args.dtype != "float32" or args.compile
                                   or args.gpu_attention != "by-shape"):
         raise UsageError("--cuda-graphs, --compile, --gpu-attention and --dtype are torch-backend options")
