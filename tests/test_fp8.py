@@ -104,14 +104,12 @@ def test_track_with_an_fp8_trunk_from_the_command_line(tmp_path):
 
     from PIL import Image
 
-    from fastsam2.runtime.synth import make_clip
+    from fastsam2.runtime.synth import make_clip, write_clip
     from fastsam2.tools import cli
 
     clip = make_clip(4, split="hard", frames=4, size=512, index=2)
-    frames = tmp_path / "clip"
-    frames.mkdir()
-    for t, f in enumerate(clip.frames):
-        Image.fromarray(f).save(frames / f"{t:05d}.png")
+    write_clip(clip, tmp_path)
+    frames = tmp_path / "JPEGImages" / clip.name
     ys, xs = np.nonzero(clip.masks[0] == 1)
     masks = {}
     for precision in ("fp32", "fp8"):
