@@ -67,7 +67,7 @@ def profile_regions(model, batch: int, sizes: list[int], image_size: int, compil
     def run_stage():
         return stage.infer({"image": x})
 
-    (_, _, whole_feats), levels = enc.encode(x, [None] * batch, [None] * batch)
+    (_, _, whole_feats), cache = enc.encode(x, [None] * batch, [None] * batch)
     out = {"unit_px": enc.unit_px, "grid": enc.grid,
            "whole_vs_stage_max_abs": float((whole_feats - run_stage()["vision_feats"]).abs().max()),
            "stage_ms": round(median_us(run_stage, warmup=3, calls=20) / 1e3, 3),
@@ -84,7 +84,7 @@ def profile_regions(model, batch: int, sizes: list[int], image_size: int, compil
         for b in range(batch):
             r0, c0 = (b * 7) % (last + 1), (b * 3) % (last + 1)
             rects.append((r0, r0 + k, c0, c0 + k))
-        out[f"{k}x{k}_ms"] = round(median_us(lambda: enc.encode(x, rects, levels), warmup=3, calls=20) / 1e3, 3)
+        out[f"{k}x{k}_ms"] = round(median_us(lambda: enc.encode(x, rects, cache), warmup=3, calls=20) / 1e3, 3)
         out[f"{k}x{k}_area"] = round(sum((min(r[1] * enc.unit_px, image_size) - r[0] * enc.unit_px)
                                          * (min(r[3] * enc.unit_px, image_size) - r[2] * enc.unit_px)
                                          for r in rects) / (batch * image_size ** 2), 3)

@@ -50,20 +50,36 @@ def _specs(model) -> dict[str, GraphSpec]:
 
 
 class EncoderEmbedStage(nn.Module):
-    """image [B,3,S,S] → tokens [B,S/p,S/p,C0]: Hiera's patch embedding plus its position embedding."""
+    """image [B,3,p*h+k-p,p*w+k-p] (the frame's pixels under an h x w rectangle of patch tokens,
+    with the halo the patch embedding reads: ``SpecDims.region_pixels``), rows [B,h], cols [B,w]
+    (the rectangle's token rows and columns in the frame's grid) → tokens [B,h,w,C0]: Hiera's patch
+    embedding plus its position embedding at those tokens."""
+
+    compile_dynamic = False  # compiled: one graph per rectangle shape
 
     def __init__(self, model):
         super().__init__()
-        self.trunk = model.image_encoder.trunk
+        from sam2.modeling.backbones.utils import PatchEmbed
+
+        trunk = model.image_encoder.trunk
+        conv = trunk.patch_embed.proj
+        # the same convolution without its padding (the crop holds it: zeros beyond the frame),
+        # through sam2's PatchEmbed so that the GPU path's matmul form applies to it too
+        self.patch = PatchEmbed(conv.kernel_size, conv.stride, (0, 0), conv.in_channels, conv.out_channels)
+        self.patch.proj.weight, self.patch.proj.bias = conv.weight, conv.bias
+        self.tokens = model.image_size // conv.stride[0]
+        with torch.no_grad():  # the whole frame's position embedding, one row per token
+            pos = trunk._get_pos_embed((self.tokens, self.tokens))
+        self.register_buffer("pos", pos.reshape(self.tokens * self.tokens, -1), persistent=False)
         self.spec = _specs(model)[ENCODER_EMBED]
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.trunk.patch_embed(image)
-        return x + self.trunk._get_pos_embed(x.shape[1:3])
+    def forward(self, image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        x = self.patch(image)
+        return x + self.pos[rows[:, :, None] * self.tokens + cols[:, None, :]]
 
 
 class EncoderTrunkStage(nn.Module):
-    """tokens [B,h,w,C0] (a unit-aligned rectangle of the embedded frame) → the trunk's levels
+    """tokens [B,h,w,C0] (a unit-aligned rectangle of the frame, embedded) → the trunk's levels
     level_i [B,C_i,h/s_i,w/s_i]: Hiera's blocks, without its embeddings."""
 
     compile_dynamic = False  # compiled: one graph per rectangle shape (few: rectangles are whole units)
@@ -83,13 +99,26 @@ class EncoderTrunkStage(nn.Module):
         return tuple(outs)
 
 
+def neck_is_local(neck: Any) -> bool:
+    """Whether SAM2's FPN ``neck`` maps each position of its levels on its own: 1x1 lateral
+    convolutions and nearest top-down upsampling (every SAM2 config), so that it runs on a
+    unit-aligned rectangle of the levels exactly as on the whole frame."""
+    pointwise = all(m.kernel_size == (1, 1) for m in neck.modules() if isinstance(m, nn.Conv2d))
+    return pointwise and (neck.fpn_interp_model == "nearest" or not list(neck.fpn_top_down_levels))
+
+
 class EncoderHeadStage(nn.Module):
-    """The trunk's levels of whole frames → (fpn_s0, fpn_s1, vision_feats), as ``image_encoder``:
-    SAM2's FPN neck and the mask decoder's conv_s0 / conv_s1."""
+    """The trunk's levels level_i [B,C_i,h/s_i,w/s_i] (a whole frame or a unit-aligned rectangle of
+    it) → (fpn_s0 [B,C/8,h,w], fpn_s1 [B,C/4,h/2,w/2], vision_feats [B,C,h/4,w/4]), as
+    ``image_encoder`` on a whole frame: SAM2's FPN neck and the mask decoder's conv_s0 / conv_s1."""
+
+    compile_dynamic = False  # compiled: one graph per rectangle shape, as the trunk
 
     def __init__(self, model):
         super().__init__()
         enc = model.image_encoder
+        if not neck_is_local(enc.neck):
+            raise ValueError("encoder regions need SAM2's FPN neck with 1x1 convolutions and nearest upsampling")
         self.neck, self.scalp = enc.neck, enc.scalp
         self.conv_s0, self.conv_s1 = model.sam_mask_decoder.conv_s0, model.sam_mask_decoder.conv_s1
         self.spec = _specs(model)[ENCODER_HEAD]

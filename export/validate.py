@@ -74,7 +74,7 @@ def region_sizes(config) -> list[dict[str, int]]:
     """Shape sets of the encoder trunk: every side a rectangle can have, rows and columns paired in
     opposite orders (each side, and wide and tall rectangles), one object."""
     sides = config.spec_dims().region_sides
-    return [{BATCH: 1, **region_axes(r, c, config.trunk_scales)} for r, c in zip(sides, reversed(sides))]
+    return [{BATCH: 1, **region_axes(r, c, config.spec_dims())} for r, c in zip(sides, reversed(sides))]
 
 
 def default_sizes(num_tokens: int) -> list[dict[str, int]]:
@@ -166,7 +166,13 @@ class RealInputs:
         self.by_name = {}
         if ENCODER_EMBED in stages and ENCODER_TRUNK in stages:  # the region graphs' real inputs
             with torch.inference_mode():
-                (self.tokens,) = run(ENCODER_EMBED, image=self.image)
+                dims, t = config.spec_dims(), config.image_size // config.patch_stride
+                pad = config.patch_padding
+                side = dims.region_pixels(t)  # the frame with the patch embedding's halo (zeros)
+                crop = np.zeros((*self.image.shape[:2], side, side), np.float32)
+                crop[..., pad:pad + config.image_size, pad:pad + config.image_size] = self.image
+                grid = np.tile(np.arange(t, dtype=np.int64), (self.image.shape[0], 1))
+                (self.tokens,) = run(ENCODER_EMBED, image=crop, rows=grid, cols=grid)
                 levels = run(ENCODER_TRUNK, tokens=self.tokens)
             self.by_name.update({"tokens": self.tokens}, **{f"level{i}": v for i, v in enumerate(levels)})
         self.by_name.update({
@@ -208,6 +214,8 @@ class RealInputs:
                 feed[name] = self._batch(self.by_name[name], B)
             elif name == "tokens" and "tokens" in self.by_name:  # a rectangle of the frame's tokens
                 feed[name] = self._batch(self.by_name[name][:, -shape[1]:, :shape[2]], B)
+            elif name.startswith("level") and name in self.by_name:  # the trunk's levels on a rectangle
+                feed[name] = self._batch(self.by_name[name][:, :, -shape[2]:, :shape[3]], B)
             elif name == "multimask_output":  # the two shape sets (B = 1, 2) take both branches
                 feed[name] = np.asarray([float(B % 2 == 0)], np.float32)
         if "memory_pos_idx" in spec.input_names:

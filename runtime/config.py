@@ -154,6 +154,8 @@ class ModelConfig:
     img_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # Hiera's trunk, for encoder regions (see SpecDims)
     patch_stride: int = 4
+    patch_kernel: int = 7
+    patch_padding: int = 3
     trunk_channels: tuple[int, ...] = (96, 192, 384, 768)
     trunk_scales: tuple[int, ...] = (1, 2, 4, 8)
     encoder_align: int = 56
@@ -179,6 +181,8 @@ class ModelConfig:
             text_dim=text_dim,
             num_maskmem=self.num_maskmem,
             patch_stride=self.patch_stride,
+            patch_kernel=self.patch_kernel,
+            patch_padding=self.patch_padding,
             trunk_channels=self.trunk_channels,
             trunk_scales=self.trunk_scales,
             encoder_align=self.encoder_align,

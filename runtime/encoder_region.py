@@ -2,25 +2,31 @@
 
 Pruning after the encoder leaves the encoder whole, and at batch the encoder is most of a step. A
 tracked object usually covers a small part of the frame, and the frame changes little between
-steps; :class:`RegionEncoder` runs the trunk only on a rectangle around where the objects were and
-keeps the rest of its feature maps from the stream's previous frame.
+steps; :class:`RegionEncoder` runs the trunk and the head only on a rectangle around where the
+objects were and keeps the rest of the encoder's outputs from the stream's previous frame.
 
 It drives three graphs (``runtime/specs.py``: ``REGION_GRAPHS``) through any backend's runners, so
 the torch, ONNX Runtime and TensorRT backends share it: ``encoder_embed`` (patch + position
-embedding of the whole frame), ``encoder_trunk`` (Hiera's blocks on a rectangle of those tokens,
+embedding of a rectangle of the frame), ``encoder_trunk`` (Hiera's blocks on a rectangle of those tokens,
 dynamic rows and columns) and ``encoder_head`` (the FPN neck and the decoder's high-res projections
-of the reassembled levels). Together, on a whole frame, they compute what ``image_encoder`` does.
+of the trunk's levels on the same rectangle). Together, on a whole frame, they compute what
+``image_encoder`` does.
 
 What is exact and what is approximate:
 
 * The rectangle is aligned to the trunk's *alignment unit* (``ModelConfig.encoder_align``, from
   :func:`fastsam2.export.encoder_region.trunk_alignment`): a multiple of every windowed block's window
   span and of every pooling stride, so each windowed attention inside the rectangle sees exactly the
-  window (and the zero padding at the frame's border) it sees in the whole-frame pass. Patch and
-  position embedding are computed on the whole frame and cropped, so the crop's inputs are exact.
-* Global-attention blocks attend within the rectangle only, and outside the rectangle the feature
-  maps are those of the stream's last encoded frame: both are approximations, judged by J&F
-  (``bench/RESULTS.md``, "Encoder regions: J&F").
+  window (and the zero padding at the frame's border) it sees in the whole-frame pass. The patch
+  embedding reads the rectangle's pixels plus the few its kernel reaches beyond them, and the
+  position embedding is the whole frame's at the rectangle's tokens, so the trunk's inputs are exact.
+* The head maps each position on its own (1x1 convolutions, nearest top-down upsampling:
+  :func:`fastsam2.export.encoder_region.neck_is_local`), so on the rectangle it computes what it
+  would compute there on the whole frame.
+* Global-attention blocks attend within the rectangle only, and outside the rectangle the encoder's
+  outputs are those of the stream's last encoded frame: both are approximations, judged by J&F
+  (``bench/RESULTS.md``, "Encoder regions: J&F"). A stream keeps one frame's outputs (tiny at
+  1024 px: 4.2 M values).
 * A frame without a rectangle (``None``: a prompted frame, a lost object, a refresh, a rectangle that
   covers the frame) runs the same blocks on the whole frame and equals the image-encoder stage.
 """
@@ -30,10 +36,13 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from .config import ModelConfig
 from .specs import ENCODER_EMBED, ENCODER_HEAD, ENCODER_TRUNK, REGION_GRAPHS, region_units
 
 Rect = tuple[int, int, int, int]  # rows r0:r1, columns c0:c1, in alignment units (end exclusive)
+Features = tuple[Any, Any, Any]  # fpn_s0, fpn_s1, vision_feats of one frame [1,...] (or a batch)
 
 
 def has_region_graphs(runners: Mapping[str, Any]) -> bool:
@@ -55,14 +64,18 @@ class RegionEncoder:
         if missing:
             raise ValueError(f"encoder regions need the graphs {list(REGION_GRAPHS)}; missing {missing}")
         self.embed, self.trunk, self.head = (runners[n] for n in (ENCODER_EMBED, ENCODER_TRUNK, ENCODER_HEAD))
+        if "rows" not in self.embed.spec.input_names:
+            raise ValueError("these region graphs embed whole frames only (an older export): export them again")
         self.ops = ops
+        self.dims = config.spec_dims()
         self.align = config.encoder_align
-        self.stride = config.patch_stride
+        self.stride, self.pad = config.patch_stride, config.patch_padding
         self.tokens = config.image_size // self.stride
         self.grid = region_grid(config)
         self.unit_px = self.align * self.stride
-        self.levels = self.trunk.spec.output_names
-        self.scales = dict(zip(self.levels, config.trunk_scales))
+        # the head's outputs, each at the scale of the trunk level it comes from
+        self.outputs = self.head.spec.output_names
+        self.scales = dict(zip(self.outputs, config.trunk_scales))
 
     def rect_for(self, box: tuple[float, float, float, float], margin: int, previous: Rect | None = None,
                  edge_px: float = 0.0) -> Rect | None:
@@ -104,45 +117,67 @@ class RegionEncoder:
         a, n = self.align, self.tokens
         return r0 * a, min(r1 * a, n), c0 * a, min(c1 * a, n)
 
-    def encode(self, image: Any, rects: Sequence[Rect | None], caches: Sequence[list[Any] | None]
-               ) -> tuple[tuple[Any, Any, Any], list[list[Any]]]:
-        """image [B,3,S,S] (normalized) → ((fpn_s0 [B,C/8,4H,4W], fpn_s1 [B,C/4,2H,2W], vision_feats
-        [B,C,H,W]) as float32, the trunk levels to pass back as ``caches`` on the next frame).
+    def _embed(self, image: Any, members: list[int], spans: list[tuple[int, int, int, int]]) -> Any:
+        """Patch + position embedding of ``image[b]`` [3,S,S] on its token span, for each b of
+        ``members`` (spans of one shape) → tokens [n,h,w,C0]: each crop holds the pixels the patch
+        embedding reads for its tokens, zeros beyond the frame (where the whole frame's padding is)."""
+        t0, t1, u0, u1 = spans[0]
+        h, w, p, side = t1 - t0, u1 - u0, self.stride, image.shape[-1]
+        ph, pw = self.dims.region_pixels(h), self.dims.region_pixels(w)
+        crops = self.ops.full((len(members), image.shape[1], ph, pw), 0.0)
+        for j, (b, (t0, _, u0, _)) in enumerate(zip(members, spans)):
+            y0, x0 = p * t0 - self.pad, p * u0 - self.pad  # the crop's first pixel in the frame
+            ya, yb, xa, xb = max(y0, 0), min(y0 + ph, side), max(x0, 0), min(x0 + pw, side)
+            self.ops.paste(crops[j:j + 1], image[b, :, ya:yb, xa:xb], slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+        rows = np.stack([np.arange(s[0], s[1]) for s in spans]).astype(np.int64)
+        cols = np.stack([np.arange(s[2], s[3]) for s in spans]).astype(np.int64)
+        return self.embed.infer({"image": crops, "rows": self.ops.asarray(rows), "cols": self.ops.asarray(cols)})["tokens"]
 
-        ``rects[b]`` None: frame b is encoded whole. Otherwise only its rectangle is, and
-        ``caches[b]`` (the levels this method returned for that stream's last frame) supplies the
-        rest; it is updated in place.
+    def _features(self, image: Any, members: list[int], spans: list[tuple[int, int, int, int]]) -> dict[str, Any]:
+        """The three graphs on the token span of each frame b of ``members`` (spans of one shape)."""
+        return self.head.infer(self.trunk.infer({"tokens": self._embed(image, members, spans)}))
+
+    def encode(self, image: Any, rects: Sequence[Rect | None], caches: Sequence[Features | None]
+               ) -> tuple[Features, list[Features]]:
+        """image [B,3,S,S] (normalized) → ((fpn_s0 [B,C/8,4H,4W], fpn_s1 [B,C/4,2H,2W], vision_feats
+        [B,C,H,W]) as float32, each frame's own (fpn_s0, fpn_s1, vision_feats) [1,...] to pass back as
+        its stream's ``caches`` entry on the next frame).
+
+        ``rects[b]`` None: frame b is encoded whole. Otherwise the three graphs run on its rectangle
+        only, and ``caches[b]`` (what this method returned for that stream's last frame) supplies the
+        rest. Nothing passed in is written to: the returned maps are new arrays.
         """
-        if len(rects) != image.shape[0] or len(caches) != image.shape[0]:
-            raise ValueError(f"{image.shape[0]} frames, {len(rects)} rectangles, {len(caches)} caches")
+        n = len(rects)
+        if n != image.shape[0] or len(caches) != n:
+            raise ValueError(f"{image.shape[0]} frames, {n} rectangles, {len(caches)} caches")
         for b, rect in enumerate(rects):
             if rect is not None and caches[b] is None:
-                raise ValueError(f"frame {b}: a rectangle needs the stream's last levels (cache)")
-        x = self.embed.infer({"image": image})["tokens"]  # [B, T, T, C0]
-        levels: list[list[Any] | None] = [None] * len(rects)
-        # one trunk call per rectangle shape: equal shapes batch
+                raise ValueError(f"frame {b}: a rectangle needs the stream's last features (cache)")
+        # one call of each graph per rectangle shape: equal shapes batch
+        whole_span = (0, self.tokens, 0, self.tokens)
+        spans = [whole_span if r is None else self.token_span(r) for r in rects]
         groups: dict[tuple[int, int] | None, list[int]] = {}
         for b, rect in enumerate(rects):
-            key = None
-            if rect is not None:
-                t0, t1, u0, u1 = self.token_span(rect)
-                key = (t1 - t0, u1 - u0)
-            groups.setdefault(key, []).append(b)
-        for key, members in groups.items():
-            if key is None:
-                outs = self.trunk.infer({"tokens": x if len(members) == len(rects) else x[members]})
-                for j, b in enumerate(members):
-                    levels[b] = [outs[n][j:j + 1] for n in self.levels]
-                continue
-            spans = [self.token_span(rects[b]) for b in members]
-            crops = self.ops.cat([x[b:b + 1, t0:t1, u0:u1] for b, (t0, t1, u0, u1) in zip(members, spans)])
-            outs = self.trunk.infer({"tokens": crops})
-            for j, (b, (t0, t1, u0, u1)) in enumerate(zip(members, spans)):
-                cache = caches[b]
-                for lvl, name in enumerate(self.levels):
+            t0, t1, u0, u1 = spans[b]
+            groups.setdefault(None if rect is None else (t1 - t0, u1 - u0), []).append(b)
+        whole = groups.pop(None, [])
+        if len(whole) == n:  # every frame whole: the head's outputs as they are
+            out = self._features(image, whole, spans)
+            feats = tuple(out[name] for name in self.outputs)
+            return feats, [tuple(f[b:b + 1] for f in feats) for b in range(n)]
+        base: list[Features] = list(caches)  # type: ignore[arg-type]
+        if whole:
+            out = self._features(image, whole, [spans[b] for b in whole])
+            for j, b in enumerate(whole):
+                base[b] = tuple(out[name][j:j + 1] for name in self.outputs)
+        # the rectangles' features are pasted into a copy of the stream's last ones
+        feats = tuple(self.ops.cat([base[b][i] for b in range(n)]) if n > 1 else self.ops.copy(base[0][i])
+                      for i in range(len(self.outputs)))
+        for members in groups.values():
+            out = self._features(image, members, [spans[b] for b in members])
+            for j, b in enumerate(members):
+                t0, t1, u0, u1 = spans[b]
+                for f, name in zip(feats, self.outputs):
                     s = self.scales[name]
-                    self.ops.paste(cache[lvl], outs[name][j], slice(t0 // s, t1 // s), slice(u0 // s, u1 // s))
-                levels[b] = cache
-        stacked = {n: self.ops.cat([lv[i] for lv in levels]) for i, n in enumerate(self.levels)}
-        out = self.head.infer(stacked)
-        return (out["fpn_s0"], out["fpn_s1"], out["vision_feats"]), levels  # type: ignore[return-value]
+                    self.ops.paste(f[b:b + 1], out[name][j], slice(t0 // s, t1 // s), slice(u0 // s, u1 // s))
+        return feats, [tuple(f[b:b + 1] for f in feats) for b in range(n)]

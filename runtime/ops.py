@@ -59,6 +59,10 @@ class NumpyOps:
     def arange(self, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
 
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        """A new array equal to x."""
+        return x.copy()
+
     def paste(self, dst: np.ndarray, src: np.ndarray, rows: slice, cols: slice) -> None:
         """dst[..., rows, cols] = src, in place (dst [1,C,h,w], src [C,h',w'])."""
         dst[..., rows, cols] = src

@@ -36,10 +36,19 @@ def region_symbol(axis: str, scale: int) -> str:
     return axis if scale == 1 else f"{axis}_{scale}"
 
 
-def region_axes(rows: int, cols: int, scales: tuple[int, ...]) -> dict[str, int]:
-    """{symbol: size} of every region axis of a ``rows`` x ``cols``-token rectangle, at each level scale."""
-    return {region_symbol(axis, s): side // s for axis, side in ((REGION_ROWS, rows), (REGION_COLS, cols))
-            for s in scales}
+def region_pixels_symbol(axis: str) -> str:
+    """The dynamic-axis name of the pixels the patch embedding reads for ``axis``'s tokens."""
+    return f"{axis}_px"
+
+
+def region_axes(rows: int, cols: int, dims: "SpecDims") -> dict[str, int]:
+    """{symbol: size} of every region axis of a ``rows`` x ``cols``-token rectangle: at each level
+    scale, and in pixels with the patch embedding's halo (:meth:`SpecDims.region_pixels`)."""
+    axes = {region_symbol(axis, s): side // s for axis, side in ((REGION_ROWS, rows), (REGION_COLS, cols))
+            for s in dims.trunk_scales}
+    axes.update({region_pixels_symbol(axis): dims.region_pixels(side)
+                 for axis, side in ((REGION_ROWS, rows), (REGION_COLS, cols))})
+    return axes
 
 
 def region_units(tokens: int, align: int) -> int:
@@ -263,6 +272,8 @@ class SpecDims:
     # Hiera's trunk: patch-embedding stride, channels and token-grid scale of each level it returns,
     # and the alignment unit of encoder regions in patch tokens (export/encoder_region.py)
     patch_stride: int = 4
+    patch_kernel: int = 7
+    patch_padding: int = 3
     trunk_channels: tuple[int, ...] = (96, 192, 384, 768)
     trunk_scales: tuple[int, ...] = (1, 2, 4, 8)
     encoder_align: int = 56
@@ -270,6 +281,11 @@ class SpecDims:
     @property
     def feat_size(self) -> int:
         return self.image_size // self.backbone_stride
+
+    def region_pixels(self, tokens: int) -> int:
+        """Pixels the patch embedding reads for ``tokens`` consecutive tokens (a stride each, plus
+        the rest of the last one's kernel): the side of a rectangle's image crop."""
+        return self.patch_stride * tokens + self.patch_kernel - self.patch_stride
 
     @property
     def mask_size(self) -> int:
@@ -295,9 +311,10 @@ MEMORY_ENCODER = "memory_encoder"
 GRAPH_NAMES = (IMAGE_ENCODER, ROUTER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)
 REQUIRED_GRAPHS = (IMAGE_ENCODER, MEMORY_ATTENTION, MASK_DECODER, MEMORY_ENCODER)  # the router is optional
 # The image encoder in three graphs, for frames encoded on a rectangle (TrackerOptions.encoder_region):
-# patch + position embedding of the whole frame, the trunk's blocks on any unit-aligned rectangle of
-# its tokens, and the neck + the decoder's high-res projections of the reassembled levels. Optional
-# (fastsam2-export --encoder-region); together they compute what IMAGE_ENCODER computes.
+# patch + position embedding of any unit-aligned rectangle of the frame's tokens, the trunk's blocks
+# on those tokens, and the neck + the decoder's high-res projections of the trunk's levels on that
+# rectangle. Optional (fastsam2-export --encoder-region); on a whole frame they compute what
+# IMAGE_ENCODER computes.
 ENCODER_EMBED = "encoder_embed"
 ENCODER_TRUNK = "encoder_trunk"
 ENCODER_HEAD = "encoder_head"
@@ -406,15 +423,23 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
     levels = list(zip(dims.trunk_channels, dims.trunk_scales))
     level_names = [f"level{i}" for i in range(len(levels))]
     encoder_outputs = image_encoder.outputs
+    rows, cols = region_trace_sizes(T, dims.encoder_align)
+    region_trace = {B: 2, **region_axes(rows, cols, dims)}
     encoder_embed = GraphSpec(
         name=ENCODER_EMBED,
-        inputs=(TensorSpec("image", f32, (B, 3, S, S)),),
+        inputs=(
+            # the frame's pixels under a rectangle of tokens, with the patch embedding's halo (its
+            # padding before the first token, zeros beyond the frame: SpecDims.region_pixels)
+            TensorSpec("image", f32, (B, 3, *(region_pixels_symbol(a) for a in (REGION_ROWS, REGION_COLS)))),
+            # the rectangle's token rows and columns in the frame's grid (its position embedding)
+            TensorSpec("rows", i64, (B, REGION_ROWS), Values("ints", 0, T)),
+            TensorSpec("cols", i64, (B, REGION_COLS), Values("ints", 0, T)),
+        ),
         # patch-embedded tokens plus Hiera's position embedding, channels last as its blocks take them
-        outputs=(TensorSpec("tokens", f32, (B, T, T, C0)),),
+        outputs=(TensorSpec("tokens", f32, (B, REGION_ROWS, REGION_COLS, C0)),),
         atol={"tokens": 1e-4},
-        trace_sizes={B: 2},
+        trace_sizes=region_trace,
     )
-    rows, cols = region_trace_sizes(T, dims.encoder_align)
     encoder_trunk = GraphSpec(
         name=ENCODER_TRUNK,
         inputs=(TensorSpec("tokens", f32, (B, REGION_ROWS, REGION_COLS, C0)),),
@@ -425,12 +450,16 @@ def graph_specs(dims: SpecDims = SpecDims()) -> dict[str, GraphSpec]:
         atol={n: 2e-3 for n in level_names},
         trace_sizes={B: 2, REGION_ROWS: rows, REGION_COLS: cols},
     )
+    # the head is pointwise but for the neck's nearest top-down upsampling (one level to the next),
+    # so it runs on the trunk's rectangle as well as on whole frames; its outputs are at the scales
+    # of the first three levels (image_encoder's fpn_s0, fpn_s1, vision_feats on a whole frame)
+    region = [tuple(region_symbol(a, sc) for a in (REGION_ROWS, REGION_COLS)) for _, sc in levels]
     encoder_head = GraphSpec(
         name=ENCODER_HEAD,
-        inputs=tuple(TensorSpec(n, f32, (B, c, T // sc, T // sc)) for n, (c, sc) in zip(level_names, levels)),
-        outputs=encoder_outputs,
+        inputs=tuple(TensorSpec(n, f32, (B, c, *hw)) for n, (c, _), hw in zip(level_names, levels, region)),
+        outputs=tuple(TensorSpec(t.name, t.dtype, (*t.shape[:2], *hw)) for t, hw in zip(encoder_outputs, region)),
         atol=dict(image_encoder.atol),
-        trace_sizes={B: 2},
+        trace_sizes=region_trace,
     )
     return {
         s.name: s for s in (image_encoder, router, memory_attention, mask_decoder, memory_encoder,

@@ -125,10 +125,10 @@ class VideoState:
     cached: FrameFeatures | None = None
     source: Any = None  # a FrameSource for the offline API
     last_frame_idx: int = -1  # streaming: index of the last frame passed to track()
-    # TrackerOptions.encoder_region: the image encoder's trunk levels of the last encoded frame (the
-    # backend's region encoder reuses them outside a frame's rectangle; four maps, at most a frame's
-    # worth) and the index of the last frame encoded whole
-    encoder_levels: Any = None
+    # TrackerOptions.encoder_region: the image encoder's outputs on the last encoded frame (fpn_s0,
+    # fpn_s1, vision_feats: the backend's region encoder reuses them outside a frame's rectangle)
+    # and the index of the last frame encoded whole
+    encoder_cache: Any = None
     encoder_whole_idx: int | None = None
     encoder_rect: Any = None  # the rectangle the last encoded frame was computed on (None: whole)
     encoder_area: float = 0.0  # the shares of a frame the trunk computed, summed over encoded frames

@@ -341,7 +341,7 @@ class SAM2Tracker:
         its objects' masks on the last encoded frame, when every object has one there."""
         enc, opt = self.backend.region_encoder, self.options
         last = state.cached.frame_idx if state.cached is not None else None
-        if state.encoder_levels is None or last is None or not state.objects:
+        if state.encoder_cache is None or last is None or not state.objects:
             return None
         if opt.encoder_refresh and state.encoder_whole_idx is not None \
                 and abs(frame_idx - state.encoder_whole_idx) >= opt.encoder_refresh:
@@ -371,11 +371,11 @@ class SAM2Tracker:
             if id(st) in seen:
                 rects[i] = None
             seen.add(id(st))
-        caches = [st.encoder_levels if r is not None else None for st, r in zip(states, rects)]
-        (fpn0, fpn1, feats), levels = self.backend.region_encoder.encode(self.ops.cat(xs), rects, caches)
+        caches = [st.encoder_cache if r is not None else None for st, r in zip(states, rects)]
+        (fpn0, fpn1, feats), cache = self.backend.region_encoder.encode(self.ops.cat(xs), rects, caches)
         out = []
         for i, ((_, t), st, r) in enumerate(zip(frames, states, rects)):
-            st.encoder_levels, st.encoder_rect = levels[i], r
+            st.encoder_cache, st.encoder_rect = cache[i], r
             st.encoder_area += self.backend.region_encoder.area(r)
             st.encoder_frames += 1
             if r is None:

@@ -42,20 +42,31 @@ def test_whole_frames_equal_the_image_encoder_stage(synthetic):
     x = torch.randn(2, 3, 512, 512, generator=torch.Generator().manual_seed(0))
     ref = backend.runners["image_encoder"].infer({"image": x})
     enc = backend.region_encoder
-    (fpn0, fpn1, feats), levels = enc.encode(x, [None, None], [None, None])
+    (fpn0, fpn1, feats), cache = enc.encode(x, [None, None], [None, None])
     for ours, name in ((fpn0, "fpn_s0"), (fpn1, "fpn_s1"), (feats, "vision_feats")):
         assert torch.equal(ours, ref[name]), name
-    # a rectangle covering the frame computes the same thing through the crop path
+    assert all(torch.equal(c[2], feats[b:b + 1]) for b, c in enumerate(cache))
+    # a rectangle covering the frame computes the same thing through the crop path, and leaves the
+    # cache it was given as it was
     g = enc.grid
-    (_, _, feats2), _ = enc.encode(x, [(0, g, 0, g)] * 2, [[t.clone() for t in lv] for lv in levels])
+    before = [[t.clone() for t in c] for c in cache]
+    (_, _, feats2), _ = enc.encode(x, [(0, g, 0, g)] * 2, cache)
     assert torch.equal(feats2, feats)
+    assert all(torch.equal(a, b) for c, k in zip(cache, before) for a, b in zip(c, k))
 
 
-def _levels_err(enc, x_new, rect, cache):
-    """The levels of x_new encoded on rect over cache, and those of x_new encoded whole."""
+def _encoder_err(enc, x_new, rect, cache):
+    """x_new's encoder outputs on rect over cache, and those of x_new encoded whole."""
     _, whole = enc.encode(x_new, [None], [None])
-    _, part = enc.encode(x_new, [rect], [[t.clone() for t in cache]])
+    _, part = enc.encode(x_new, [rect], [cache])
     return whole[0], part[0]
+
+
+def _inside(enc, x, rect):
+    """The part of x [1,C,h,w] (an encoder output at any scale) that ``rect`` covers."""
+    s = enc.tokens // x.shape[-1]
+    t0, t1, u0, u1 = (v // s for v in enc.token_span(rect))
+    return x[..., t0:t1, u0:u1]
 
 
 def test_a_rectangle_is_exact_where_only_windows_reach(windowed_only):
@@ -65,25 +76,35 @@ def test_a_rectangle_is_exact_where_only_windows_reach(windowed_only):
     x_old, x_new = torch.randn(1, 3, 1024, 1024, generator=gen), torch.randn(1, 3, 1024, 1024, generator=gen)
     _, old = enc.encode(x_old, [None], [None])
     rect = (1, 3, 2, 4)  # rows 1-2, columns 2-3 (touching the right border)
-    whole, part = _levels_err(enc, x_new, rect, old[0])
-    for lvl, (w, p, o) in enumerate(zip(whole, part, old[0])):
-        s = enc.tokens // w.shape[-1]
-        t0, t1, u0, u1 = (v // s for v in enc.token_span(rect))
+    whole, part = _encoder_err(enc, x_new, rect, old[0])
+    for name, w, p, o in zip(("fpn_s0", "fpn_s1", "vision_feats"), whole, part, old[0]):
         atol = reduction_atol(magnitude(w.numpy()), terms=4 * w.shape[1])
-        inside = (p[..., t0:t1, u0:u1] - w[..., t0:t1, u0:u1]).abs().max().item()
-        assert inside <= atol, f"level {lvl}: inside the rectangle {inside:.3g} > {atol:.3g}"
+        inside = (_inside(enc, p, rect) - _inside(enc, w, rect)).abs().max().item()
+        assert inside <= atol, f"{name}: inside the rectangle {inside:.3g} > {atol:.3g}"
         outside = p.clone()
-        outside[..., t0:t1, u0:u1] = o[..., t0:t1, u0:u1]
-        assert torch.equal(outside, o), f"level {lvl}: outside the rectangle is not the previous frame's"
+        _inside(enc, outside, rect)[...] = _inside(enc, o, rect)
+        assert torch.equal(outside, o), f"{name}: outside the rectangle is not the previous frame's"
+        assert not torch.equal(_inside(enc, p, rect), _inside(enc, o, rect)), f"{name}: the rectangle was not pasted"
 
     # teeth: the same check with rectangles off the window grid by half a unit fails
     enc.align //= 2
-    whole, part = _levels_err(enc, x_new, (3, 5, 5, 7), old[0])
+    rect = (3, 5, 5, 7)
+    whole, part = _encoder_err(enc, x_new, rect, old[0])
     w, p = whole[2], part[2]
-    s = enc.tokens // w.shape[-1]
-    t0, t1, u0, u1 = (v // s for v in enc.token_span((3, 5, 5, 7)))
     atol = reduction_atol(magnitude(w.numpy()), terms=4 * w.shape[1])
-    assert (p[..., t0:t1, u0:u1] - w[..., t0:t1, u0:u1]).abs().max().item() > 100 * atol
+    assert (_inside(enc, p, rect) - _inside(enc, w, rect)).abs().max().item() > 10 * atol
+
+
+def test_the_head_on_a_rectangle_needs_a_pointwise_neck(synthetic, monkeypatch):
+    from fastsam2.export.encoder_region import EncoderHeadStage, neck_is_local
+
+    neck = synthetic.image_encoder.neck
+    assert neck_is_local(neck)
+    # teeth: bilinear top-down upsampling mixes neighbours across the rectangle's side
+    monkeypatch.setattr(neck, "fpn_interp_model", "bilinear")
+    assert not neck_is_local(neck)
+    with pytest.raises(ValueError, match="nearest upsampling"):
+        EncoderHeadStage(synthetic)
 
 
 def test_rect_for_grows_by_the_margin_and_covers_whole_frames(synthetic):
@@ -215,16 +236,17 @@ def test_the_exported_region_graphs_compute_what_the_torch_stages_do(tiny256, re
     assert ours is not None and (ours.grid, ours.align) == (ref.grid, ref.align) == (2, 56)
     gen = torch.Generator().manual_seed(4)
     x_old, x_new = torch.randn(2, 3, 256, 256, generator=gen), torch.randn(2, 3, 256, 256, generator=gen)
-    (_, _, f_ref), lv_ref = ref.encode(x_old, [None, None], [None, None])
-    (_, _, f_ort), lv_ort = ours.encode(x_old.numpy(), [None, None], [None, None])
-    atol = reduction_atol(magnitude(f_ref.numpy()), terms=4096)
-    assert np.abs(f_ort - f_ref.numpy()).max() <= atol
-    # wide, tall and corner rectangles (one per frame: two trunk calls of different shapes)
+    out_ref, c_ref = ref.encode(x_old, [None, None], [None, None])
+    out_ort, c_ort = ours.encode(x_old.numpy(), [None, None], [None, None])
+    atol = reduction_atol(magnitude(out_ref[2].numpy()), terms=4096)
+    assert all(np.abs(a - b.numpy()).max() <= atol for a, b in zip(out_ort, out_ref))
+    # wide, tall and corner rectangles (one per frame: two trunk and head calls of different shapes)
     for rects in (((0, 1, 0, 2), (1, 2, 0, 2)), ((0, 2, 1, 2), (1, 2, 1, 2))):
-        (_, _, f_ref), lv_ref = ref.encode(x_new, list(rects), lv_ref)
-        (_, _, f_ort), lv_ort = ours.encode(x_new.numpy(), list(rects), lv_ort)
-        assert np.abs(f_ort - f_ref.numpy()).max() <= atol, rects
-        for a, b in zip(lv_ort[1], lv_ref[1]):
+        out_ref, c_ref = ref.encode(x_new, list(rects), c_ref)
+        out_ort, c_ort = ours.encode(x_new.numpy(), list(rects), c_ort)
+        for name, a, b in zip(("fpn_s0", "fpn_s1", "vision_feats"), out_ort, out_ref):
+            assert np.abs(a - b.numpy()).max() <= atol, (name, rects)
+        for a, b in zip(c_ort[1], c_ref[1]):
             assert np.abs(a - b.numpy()).max() <= atol, rects
 
 

@@ -273,6 +273,9 @@ def test_region_graphs_build_with_profiles_over_every_rectangle_side(tmp_path):
         assert meta.precision == "fp32" and meta.graph == name
     (profile,) = EngineMetadata.load(metadata_path(out / "encoder_trunk.engine")).profiles
     assert profile["tokens"]["min"][1:3] == [8, 8] and profile["tokens"]["max"][1:3] == [64, 64]
+    # the head runs on the same rectangles: its levels from 8 / s to 64 / s a side
+    (profile,) = EngineMetadata.load(metadata_path(out / "encoder_head.engine")).profiles
+    assert profile["level3"]["min"][2:4] == [1, 1] and profile["level3"]["max"][2:4] == [8, 8]
 
 
 def test_fp8_fp16_network_of_a_small_graph(tmp_path):

@@ -52,6 +52,10 @@ class TorchOps:
     def cat(self, xs: Sequence[Any], axis: int = 0):
         return xs[0] if len(xs) == 1 else self.torch.cat(list(xs), dim=axis)
 
+    def copy(self, x):
+        """A new tensor equal to x."""
+        return x.clone()
+
     def paste(self, dst, src, rows: slice, cols: slice) -> None:
         """dst[..., rows, cols] = src, in place (the stages' outputs are inference tensors)."""
         with self.torch.inference_mode():

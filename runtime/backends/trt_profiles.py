@@ -171,7 +171,7 @@ def symbol_ranges(
     # the encoder trunk on a rectangle: from its smallest side to the whole grid, opt the middle side
     sides = config.spec_dims().region_sides
     side = (sides[0], sides[len(sides) // 2], sides[-1])
-    axes = [region_axes(v, v, config.trunk_scales) for v in side]
+    axes = [region_axes(v, v, config.spec_dims()) for v in side]
     ranges.update({sym: (axes[0][sym], axes[1][sym], axes[2][sym]) for sym in axes[0]})
     return ProfileLimits(ranges=ranges, max_memory_frames=max_frames, max_cond_frames=cond)
 
