@@ -42,7 +42,7 @@ for mode in "${@:-smoke}"; do
   gpu-tests)  # the tests marked gpu
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_attention.py tests/test_device_preprocess.py \
       tests/test_trt_standin.py -rs 2>&1 \
-      | tee "$OUT/gpu_tests.log" || exit 1 ;;
+      | tee -a "$OUT/run.log" || exit 1 ;;
   ort-bench)  # ONNX Runtime's CUDA provider vs the torch backend, fp32/fp16/int8 graphs, with ORT's profile
     # (a failed stage is in the JSON; the next mode still runs)
     python3 bench/ort_gpu.py --profile --frames-dir $frames --out "$OUT/ort_gpu.json" 2>&1 | tee "$OUT/ort_gpu.log" ;;
@@ -89,10 +89,11 @@ for mode in "${@:-smoke}"; do
       $bench --keep 0.3 --frames 200 --streams $1 --compile --no-official --in-flight 0,1 --encoder-region 0 \
         --region-units 2 ${@:3} --json "$OUT/streams$1_$2.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
     done ;;
-  baselines)  # whole frames, 16 streams and one stream, each step finished and one in flight, with the official bf16 mode
-    for s in 16 1; do
-      $bench --keep 0.3 --frames 200 --streams $s --compile --official-dtype bfloat16 --in-flight 0,1 \
-        --json "$OUT/streams${s}.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
+  baselines)  # whole frames, 16 streams and one stream (with the official bf16 mode), each step finished and one in flight
+    for args in "16 --no-official" "1 --official-dtype bfloat16"; do
+      set -- $args
+      $bench --keep 0.3 --frames 200 --streams $1 --compile ${@:2} --in-flight 0,1 \
+        --json "$OUT/streams$1.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
     done ;;
   regions-encoder)  # the image encoder against the region encoder on whole frames and k x k rectangles
     python3 bench/encoder_profile.py --batch 16,8 --regions 1,2,3 --skip-blocks --compile \
