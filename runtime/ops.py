@@ -59,6 +59,11 @@ class NumpyOps:
     def arange(self, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
 
+    def mask_boxes(self, masks: np.ndarray) -> np.ndarray:
+        """Bounding boxes of mask logits [N,1,h,w] > 0 → int64 [N,4] (x0, y0, x1, y1; x1, y1
+        exclusive), all -1 for an empty mask. On the host here; device ops copy back only the boxes."""
+        return mask_boxes(np.asarray(masks)[:, 0] > 0)
+
     def copy(self, x: np.ndarray) -> np.ndarray:
         """A new array equal to x."""
         return x.copy()
@@ -106,3 +111,12 @@ class NumpyOps:
 
     def nbytes(self, x: np.ndarray) -> int:
         return int(x.nbytes)
+
+
+def mask_boxes(m: np.ndarray) -> np.ndarray:
+    """Boolean masks [N,h,w] → int64 [N,4] bounding boxes (x0, y0, x1, y1 exclusive; -1: empty)."""
+    n, h, w = m.shape
+    rows, cols = m.any(2), m.any(1)
+    boxes = np.stack([cols.argmax(1), rows.argmax(1), w - cols[:, ::-1].argmax(1), h - rows[:, ::-1].argmax(1)], 1)
+    boxes[~rows.any(1)] = -1
+    return boxes.astype(np.int64)

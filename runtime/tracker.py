@@ -336,35 +336,41 @@ class SAM2Tracker:
             for (_, t), out in zip(frames, outs)
         ]
 
-    def _region(self, state: VideoState, frame_idx: int) -> Any:
-        """The rectangle ``frame_idx`` of ``state`` is encoded on (None: whole): around the union of
-        its objects' masks on the last encoded frame, when every object has one there."""
+    def _regions(self, frames: list[tuple[np.ndarray, int]], states: list[VideoState], whole: list[bool]) -> list[Any]:
+        """The rectangle each frame is encoded on (None: whole): around the union of its session's
+        objects' masks on the last encoded frame, when every object has one there. The boxes of
+        all of them are computed in one batch, where the masks are (one small copy back)."""
         enc, opt = self.backend.region_encoder, self.options
-        last = state.cached.frame_idx if state.cached is not None else None
-        if state.encoder_cache is None or last is None or not state.objects:
-            return None
-        if opt.encoder_refresh and state.encoder_whole_idx is not None \
-                and abs(frame_idx - state.encoder_whole_idx) >= opt.encoder_refresh:
-            return None
-        box = None
-        for obj in state.objects.values():
-            out = obj.output_at(last)
-            if out is None:
-                return None
-            m = self.ops.to_numpy(out.pred_masks)[0, 0] > 0
-            rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-            if rows.size:
-                b = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-                box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
-        if box is None:  # every object lost: look everywhere
-            return None
+        masks: list[list[Any] | None] = []  # per frame: its objects' last masks, or None: whole
+        for (_, t), st, w in zip(frames, states, whole):
+            last = st.cached.frame_idx if st.cached is not None else None
+            due = bool(opt.encoder_refresh) and st.encoder_whole_idx is not None \
+                and abs(t - st.encoder_whole_idx) >= opt.encoder_refresh
+            outs = [obj.output_at(last) for obj in st.objects.values()] if last is not None else []
+            usable = not w and not due and st.encoder_cache is not None and outs and None not in outs
+            masks.append([o.pred_masks for o in outs] if usable else None)
+        flat = [m for ms in masks if ms for m in ms]
+        if not flat:
+            return [None] * len(frames)
+        boxes = iter(self.ops.mask_boxes(self.ops.cat(flat)))
         scale = self.config.image_size / self.config.mask_size
-        return enc.rect_for(tuple(v * scale for v in box), opt.encoder_region, state.encoder_rect, edge_px=scale)
+        rects: list[Any] = []
+        for st, ms in zip(states, masks):
+            union = None
+            for _ in ms or ():
+                b = next(boxes)
+                if b[0] >= 0:
+                    union = b if union is None else (min(union[0], b[0]), min(union[1], b[1]),
+                                                     max(union[2], b[2]), max(union[3], b[3]))
+            # None: whole (every object lost: look everywhere)
+            rects.append(None if union is None else enc.rect_for(
+                tuple(float(v) * scale for v in union), opt.encoder_region, st.encoder_rect, edge_px=scale))
+        return rects
 
     def _encode_regions(
         self, frames: list[tuple[np.ndarray, int]], xs: list[Any], states: list[VideoState], whole: list[bool]
     ) -> list[FrameFeatures]:
-        rects = [None if w else self._region(st, t) for (_, t), st, w in zip(frames, states, whole)]
+        rects = self._regions(frames, states, whole)
         # a session appearing twice in one call (not done by the tracker's own loops) is encoded whole
         seen: set[int] = set()
         for i, st in enumerate(states):

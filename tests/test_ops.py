@@ -45,3 +45,14 @@ def test_paste_writes_a_window_in_place_also_into_inference_tensors():
     np.testing.assert_array_equal(dst[0, :, 2:5, 3:8], src)
     dst[0, :, 2:5, 3:8] = before[0, :, 2:5, 3:8]
     np.testing.assert_array_equal(dst, before)  # nothing outside the window changed
+
+
+def test_mask_boxes_on_host_and_device_agree_and_mark_empty_masks():
+    logits = np.full((4, 1, 16, 20), -1.0, np.float32)
+    logits[0, 0, 3:7, 5:9] = 2.0  # a block
+    logits[1, 0, 0, 19] = 1.0  # one pixel in a corner
+    logits[3, 0, 15, 0] = 0.5
+    logits[3, 0, 2, 10] = 0.5  # two pixels: the box spans both
+    want = np.array([[5, 3, 9, 7], [19, 0, 20, 1], [-1, -1, -1, -1], [0, 2, 11, 16]])
+    assert np.array_equal(NumpyOps().mask_boxes(logits), want)
+    assert np.array_equal(TorchOps("cpu").mask_boxes(torch.from_numpy(logits)), want)
