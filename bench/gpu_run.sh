@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a CUDA machine, from the repository root, with $OUT the folder the results go to:
-#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, targets, targets-parts, regions, baselines, regions-encoder, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, targets, targets-parts, regions, regions-fp8, regions-encoder, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (a machine without network installs
 # from there) and the bedroom frames in .bench_frames/bedroom (neither is tracked). bench/RESULTS.md
@@ -82,19 +82,18 @@ for mode in "${@:-smoke}"; do
       $bench --keep 0.3 --frames 200 --streams $s --compile --no-official $flight --precision fp8 \
         --json "$OUT/streams${s}_fp8.json" 2>&1 | tee "$OUT/streams${s}_fp8.log" || exit 1
     done ;;
-  regions)  # the rectangle path alone (2 x 2 of 5 x 5 units, bf16 and FP8 trunk), each step finished and one in flight:
-    # 16 streams and one stream (no official run: the baselines mode holds it)
-    for args in "16 region2" "1 region2" "1 fp8_region2 --precision fp8"; do
+  regions)  # the rectangle path (2 x 2 of the 5 x 5 units) against whole frames, 16 streams and one stream, each
+    # step finished and one in flight; the official bf16 mode with one stream
+    region="--encoder-region 0 --region-units 2"
+    for args in "16 region2 --no-official $region" "16 whole --no-official" "1 region2 --no-official $region" \
+                "1 whole --official-dtype bfloat16"; do
       set -- $args
-      $bench --keep 0.3 --frames 200 --streams $1 --compile --no-official --in-flight 0,1 --encoder-region 0 \
-        --region-units 2 ${@:3} --json "$OUT/streams$1_$2.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
+      $bench --keep 0.3 --frames 200 --streams $1 --compile --in-flight 0,1 ${@:3} --json "$OUT/streams$1_$2.json" \
+        2>&1 | tee -a "$OUT/run.log" || exit 1
     done ;;
-  baselines)  # whole frames, 16 streams and one stream (with the official bf16 mode), each step finished and one in flight
-    for args in "16 --no-official" "1 --official-dtype bfloat16"; do
-      set -- $args
-      $bench --keep 0.3 --frames 200 --streams $1 --compile ${@:2} --in-flight 0,1 \
-        --json "$OUT/streams$1.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
-    done ;;
+  regions-fp8)  # one stream on the rectangle with the FP8 trunk
+    $bench --keep 0.3 --frames 200 --streams 1 --compile --in-flight 0,1 --no-official --precision fp8 \
+      --encoder-region 0 --region-units 2 --json "$OUT/streams1_fp8_region2.json" 2>&1 | tee -a "$OUT/run.log" || exit 1 ;;
   regions-encoder)  # the image encoder against the region encoder on whole frames and k x k rectangles
     python3 bench/encoder_profile.py --batch 16,8 --regions 1,2,3 --skip-blocks --compile \
       --json "$OUT/encoder_regions_compiled.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
