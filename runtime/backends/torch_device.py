@@ -8,7 +8,6 @@ drive it through an ONNX Runtime stand-in engine without a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Any, Generic, Hashable, TypeVar
 
@@ -78,15 +77,6 @@ class DeviceTorchOps(TorchOps):
     def pinned(self) -> bool:
         return self.device.type == "cuda"
 
-    def _upload(self) -> Any:
-        """The context frames are uploaded in: on CUDA a stream of their own (its memory stays its
-        own: blocks it frees are reused by later uploads only), else nothing."""
-        if not self.pinned:
-            return contextlib.nullcontext()
-        if getattr(self, "_upload_stream", None) is None:
-            self._upload_stream = self.torch.cuda.Stream(self.device)
-        return self.torch.cuda.stream(self._upload_stream)
-
     def asarray(self, x: Any, dtype: str | None = None):
         if not self.pinned:
             return super().asarray(x, dtype)
@@ -135,19 +125,14 @@ class DeviceTorchOps(TorchOps):
             by_size.setdefault(image.shape[:2], []).append(i)
         for idx in by_size.values():
             # one host copy per frame, straight into pinned memory; each frame's upload starts at
-            # once and runs while the next frame is copied, on a stream of its own (beside the
-            # kernels of a step still in flight)
+            # once and runs while the next frame is copied
             shape = (len(idx), *images[idx[0]].shape)
             host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pinned)
-            with self._upload():
-                x = torch.empty(shape, dtype=torch.uint8, device=self.device)
-                staged = host.numpy()
-                for j, i in enumerate(idx):
-                    staged[j] = images[i]
-                    x[j].copy_(host[j], non_blocking=True)
-            if self.pinned:  # the kernels below wait for the upload; x lives until they have run
-                torch.cuda.current_stream(self.device).wait_stream(self._upload_stream)
-                x.record_stream(torch.cuda.current_stream(self.device))
+            x = torch.empty(shape, dtype=torch.uint8, device=self.device)
+            staged = host.numpy()
+            for j, i in enumerate(idx):
+                staged[j] = images[i]
+                x[j].copy_(host[j], non_blocking=True)
             (h, w), s = x.shape[1:3], image_size
             x = self._normalize(x, *pil_bicubic_taps(w, s, self.device), *pil_bicubic_taps(h, s, self.device),
                                 *self._norm)
