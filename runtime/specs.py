@@ -25,8 +25,9 @@ KEPT = "kept_tokens"  # K: current-frame tokens that go through memory attention
 MEMORY = "memory_tokens"  # M: spatial memory tokens from the memory bank
 POINTERS = "object_pointers"  # P: object pointers from other frames
 POINTS = "num_points"  # N: point prompts (box corners count as two points)
-# The encoder's trunk on a rectangle (TrackerOptions.encoder_region): its rows / columns of patch
-# tokens; a trunk level at scale s has region_rows_s rows (region_rows at scale 1).
+# The encoder on a rectangle (TrackerOptions.encoder_region): its rows / columns of patch tokens; a
+# trunk level at scale s has region_rows_s rows (region_rows at scale 1), and the image crop the
+# patch embedding reads region_rows_px rows (SpecDims.region_pixels).
 REGION_ROWS = "region_rows"
 REGION_COLS = "region_cols"
 
