@@ -166,11 +166,11 @@ class RealInputs:
         self.by_name = {}
         if ENCODER_EMBED in stages and ENCODER_TRUNK in stages:  # the region graphs' real inputs
             with torch.inference_mode():
-                dims, t = config.spec_dims(), config.image_size // config.patch_stride
-                pad = config.patch_padding
-                side = dims.region_pixels(t)  # the frame with the patch embedding's halo (zeros)
+                dims, t, S = config.spec_dims(), config.image_size // config.patch_stride, config.image_size
+                side, y0 = dims.region_pixels(t), dims.region_first_pixel(0)
+                # the whole frame with the patch embedding's halo (zeros beyond the frame)
                 crop = np.zeros((*self.image.shape[:2], side, side), np.float32)
-                crop[..., pad:pad + config.image_size, pad:pad + config.image_size] = self.image
+                crop[..., -y0:min(side, S - y0), -y0:min(side, S - y0)] = self.image[..., :side + y0, :side + y0]
                 grid = np.tile(np.arange(t, dtype=np.int64), (self.image.shape[0], 1))
                 (self.tokens,) = run(ENCODER_EMBED, image=crop, rows=grid, cols=grid)
                 levels = run(ENCODER_TRUNK, tokens=self.tokens)

@@ -69,7 +69,7 @@ class RegionEncoder:
         self.ops = ops
         self.dims = config.spec_dims()
         self.align = config.encoder_align
-        self.stride, self.pad = config.patch_stride, config.patch_padding
+        self.stride = config.patch_stride
         self.tokens = config.image_size // self.stride
         self.grid = region_grid(config)
         self.unit_px = self.align * self.stride
@@ -122,11 +122,11 @@ class RegionEncoder:
         ``members`` (spans of one shape) → tokens [n,h,w,C0]: each crop holds the pixels the patch
         embedding reads for its tokens, zeros beyond the frame (where the whole frame's padding is)."""
         t0, t1, u0, u1 = spans[0]
-        h, w, p, side = t1 - t0, u1 - u0, self.stride, image.shape[-1]
-        ph, pw = self.dims.region_pixels(h), self.dims.region_pixels(w)
+        dims, side = self.dims, image.shape[-1]
+        ph, pw = dims.region_pixels(t1 - t0), dims.region_pixels(u1 - u0)
         crops = self.ops.full((len(members), image.shape[1], ph, pw), 0.0)
         for j, (b, (t0, _, u0, _)) in enumerate(zip(members, spans)):
-            y0, x0 = p * t0 - self.pad, p * u0 - self.pad  # the crop's first pixel in the frame
+            y0, x0 = dims.region_first_pixel(t0), dims.region_first_pixel(u0)  # the crop's first pixel
             ya, yb, xa, xb = max(y0, 0), min(y0 + ph, side), max(x0, 0), min(x0 + pw, side)
             self.ops.paste(crops[j:j + 1], image[b, :, ya:yb, xa:xb], slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
         rows = np.stack([np.arange(s[0], s[1]) for s in spans]).astype(np.int64)

@@ -288,6 +288,10 @@ class SpecDims:
         the rest of the last one's kernel): the side of a rectangle's image crop."""
         return self.patch_stride * tokens + self.patch_kernel - self.patch_stride
 
+    def region_first_pixel(self, token: int) -> int:
+        """The first pixel the patch embedding reads for ``token`` (negative: in its padding)."""
+        return self.patch_stride * token - self.patch_padding
+
     @property
     def mask_size(self) -> int:
         """Side of SAM's low-resolution mask logits (4x the feature grid)."""
