@@ -152,6 +152,39 @@ def test_the_tracker_encodes_on_rectangles_and_whole_where_it_must(synthetic):
     assert tracker.stream_state.encoder_share == pytest.approx(sum(shares) / len(shares))
 
 
+def test_streams_in_one_step_each_get_the_rectangle_of_their_own_masks(synthetic):
+    """The rectangles of a batched step come from one box computation over every object of every
+    stream: each stream gets the rectangle around the union of its own objects' masks."""
+    from fastsam2.runtime.streams import MultiStreamTracker
+
+    clip = make_clip(5, split="hard", frames=1, size=512, index=0)
+    tracker = MultiStreamTracker(build_torch_backend(synthetic), TrackerOptions(fill_hole_area=0, encoder_region=0))
+    # four streams with 1, 2, 2 and 1 objects, tracked one (prompted) frame
+    objects = {"a": (1,), "b": (1, 2), "c": (1, 2), "d": (1,)}
+    tracker.step({s: clip.frames[0] for s in objects},
+                 {s: {o: Prompt(mask=clip.masks[0] == o) for o in objs} for s, objs in objects.items()})
+    hm = tracker.tracker.config.mask_size
+    q = hm // 2  # the 2 x 2 grid's units in mask pixels
+
+    def blob(r, c):  # mask logits with a blob inside unit (r, c), or none (r is None)
+        m = np.full((1, 1, hm, hm), -5.0, np.float32)
+        if r is not None:
+            m[..., r * q + 10:r * q + 30, c * q + 12:c * q + 40] = 3.0
+        return torch.from_numpy(m)
+
+    placed = {"a": [(0, 0)], "b": [(0, 1), (1, 1)], "c": [(None, None), (1, 0)], "d": [(None, None)]}
+    states = [tracker.streams[s] for s in objects]
+    for s, st in zip(objects, states):
+        for obj, (r, c) in zip(st.objects.values(), placed[s]):
+            obj.output_at(st.cached.frame_idx).pred_masks = blob(r, c)
+    frames = [(clip.frames[0], st.cached.frame_idx + 1) for st in states]
+    rects = tracker.tracker._regions(frames, states, [False] * 4)
+    # a: its unit; b: the union of two units of column 1; c: its one found object; d: lost, whole
+    assert rects == [(0, 1, 0, 1), (0, 2, 1, 2), (1, 2, 0, 1), None]
+    assert [tracker.tracker._regions([f], [st], [False])[0] for f, st in zip(frames, states)] == rects
+    assert tracker.tracker._regions(frames, states, [False, True, False, False])[1] is None  # prompted: whole
+
+
 def test_backends_without_a_region_encoder_refuse(synthetic):
     backend = build_torch_backend(synthetic)
     backend.region_encoder = None
