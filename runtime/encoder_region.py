@@ -64,8 +64,6 @@ class RegionEncoder:
         if missing:
             raise ValueError(f"encoder regions need the graphs {list(REGION_GRAPHS)}; missing {missing}")
         self.embed, self.trunk, self.head = (runners[n] for n in (ENCODER_EMBED, ENCODER_TRUNK, ENCODER_HEAD))
-        if "rows" not in self.embed.spec.input_names:
-            raise ValueError("these region graphs embed whole frames only (an older export): export them again")
         self.ops = ops
         self.dims = config.spec_dims()
         self.align = config.encoder_align
