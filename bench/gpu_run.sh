@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a CUDA machine, from the repository root, with $OUT the folder the results go to:
-#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, targets, targets-parts, regions, regions-fp8, regions-encoder, profile, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, targets, targets-parts, regions, regions-fp8, regions-encoder, profile, profile-regions, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (a machine without network installs
 # from there) and the bedroom frames in .bench_frames/bedroom (neither is tracked). bench/RESULTS.md
@@ -103,6 +103,9 @@ for mode in "${@:-smoke}"; do
     python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
       2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1
     python3 bench/gpu_profile.py --frames-dir $frames --streams 1 --compile 2>&1 | tee "$OUT/h200_profile_1streams.log" || exit 1 ;;
+  profile-regions)  # where a 16-stream step's time goes with the rectangle (2 x 2 units), compiled
+    python3 bench/gpu_profile.py --frames-dir $frames --streams 16 --compile --encoder-region 0 --region-units 2 \
+      2>&1 | tee "$OUT/profile_16streams_region2.log" || exit 1 ;;
   profile-8)  # the 8-stream half of profile
     python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
       2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1 ;;

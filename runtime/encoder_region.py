@@ -20,6 +20,7 @@ What is exact and what is approximate:
   window (and the zero padding at the frame's border) it sees in the whole-frame pass. The patch
   embedding reads the rectangle's pixels plus the few its kernel reaches beyond them, and the
   position embedding is the whole frame's at the rectangle's tokens, so the trunk's inputs are exact.
+  Only those pixels (:meth:`RegionEncoder.pixel_window`) need resizing and normalizing.
 * The head maps each position on its own (1x1 convolutions, nearest top-down upsampling:
   :func:`fastsam2.export.encoder_region.neck_is_local`), so on the rectangle it computes what it
   would compute there on the whole frame.
@@ -69,6 +70,7 @@ class RegionEncoder:
         self.align = config.encoder_align
         self.stride = config.patch_stride
         self.tokens = config.image_size // self.stride
+        self.side = config.image_size
         self.grid = region_grid(config)
         self.unit_px = self.align * self.stride
         # the head's outputs, each at the scale of the trunk level it comes from
@@ -115,39 +117,65 @@ class RegionEncoder:
         a, n = self.align, self.tokens
         return r0 * a, min(r1 * a, n), c0 * a, min(c1 * a, n)
 
-    def _embed(self, image: Any, members: list[int], spans: list[tuple[int, int, int, int]]) -> Any:
-        """Patch + position embedding of ``image[b]`` [3,S,S] on its token span, for each b of
-        ``members`` (spans of one shape) → tokens [n,h,w,C0]: each crop holds the pixels the patch
-        embedding reads for its tokens, zeros beyond the frame (where the whole frame's padding is)."""
+    def pixel_window(self, rect: Rect | None) -> tuple[int, int, int, int]:
+        """The pixels of the (resized, S x S) frame the patch embedding reads for ``rect`` (None:
+        the whole frame): rows y0:y1, columns x0:x1, clipped to the frame."""
+        return self._window((0, self.tokens, 0, self.tokens) if rect is None else self.token_span(rect))[1]
+
+    def _window(self, span: tuple[int, int, int, int]) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+        """Token span t0:t1, u0:u1 → (the first pixel (y0, x0) of its crop, which may lie in the
+        padding, and the crop's rows/columns inside the frame (y0:y1, x0:x1))."""
+        t0, t1, u0, u1 = span
+        dims, side = self.dims, self.side
+        y0, x0 = dims.region_first_pixel(t0), dims.region_first_pixel(u0)
+        y1, x1 = y0 + dims.region_pixels(t1 - t0), x0 + dims.region_pixels(u1 - u0)
+        return (y0, x0), (max(y0, 0), min(y1, side), max(x0, 0), min(x1, side))
+
+    def _embed(self, images: Sequence[Any], members: list[int], spans: list[tuple[int, int, int, int]]) -> Any:
+        """Patch + position embedding of frame b (``images[b]``, see :meth:`encode`) on its token
+        span, for each b of ``members`` (spans of one shape) → tokens [n,h,w,C0]: each crop holds the
+        pixels the patch embedding reads for its tokens, zeros beyond the frame (where the whole
+        frame's padding is)."""
         t0, t1, u0, u1 = spans[0]
-        dims, side = self.dims, image.shape[-1]
+        dims, side = self.dims, self.side
         ph, pw = dims.region_pixels(t1 - t0), dims.region_pixels(u1 - u0)
-        crops = self.ops.full((len(members), image.shape[1], ph, pw), 0.0)
-        for j, (b, (t0, _, u0, _)) in enumerate(zip(members, spans)):
-            y0, x0 = dims.region_first_pixel(t0), dims.region_first_pixel(u0)  # the crop's first pixel
-            ya, yb, xa, xb = max(y0, 0), min(y0 + ph, side), max(x0, 0), min(x0 + pw, side)
-            self.ops.paste(crops[j:j + 1], image[b, :, ya:yb, xa:xb], slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+        crops = self.ops.full((len(members), 3, ph, pw), 0.0)
+        for j, b in enumerate(members):
+            (y0, x0), (ya, yb, xa, xb) = self._window(spans[j])
+            image = images[b]
+            h, w = image.shape[-2:]
+            if (h, w) == (side, side):
+                src = image[0, :, ya:yb, xa:xb]
+            elif (h, w) == (yb - ya, xb - xa):
+                src = image[0]
+            else:
+                raise ValueError(f"frame {b}: pixels of {h} x {w}: neither the frame ({side} x {side}) nor "
+                                 f"its rectangle's window ({yb - ya} x {xb - xa})")
+            self.ops.paste(crops[j:j + 1], src, slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
         rows = np.stack([np.arange(s[0], s[1]) for s in spans]).astype(np.int64)
         cols = np.stack([np.arange(s[2], s[3]) for s in spans]).astype(np.int64)
         return self.embed.infer({"image": crops, "rows": self.ops.asarray(rows), "cols": self.ops.asarray(cols)})["tokens"]
 
-    def _features(self, image: Any, members: list[int], spans: list[tuple[int, int, int, int]]) -> dict[str, Any]:
+    def _features(self, images: Sequence[Any], members: list[int], spans: list[tuple[int, int, int, int]]
+                  ) -> dict[str, Any]:
         """The three graphs on the token span of each frame b of ``members`` (spans of one shape)."""
-        return self.head.infer(self.trunk.infer({"tokens": self._embed(image, members, spans)}))
+        return self.head.infer(self.trunk.infer({"tokens": self._embed(images, members, spans)}))
 
-    def encode(self, image: Any, rects: Sequence[Rect | None], caches: Sequence[Features | None]
+    def encode(self, images: Sequence[Any], rects: Sequence[Rect | None], caches: Sequence[Features | None]
                ) -> tuple[Features, list[Features]]:
-        """image [B,3,S,S] (normalized) → ((fpn_s0 [B,C/8,4H,4W], fpn_s1 [B,C/4,2H,2W], vision_feats
+        """B frames' normalized pixels → ((fpn_s0 [B,C/8,4H,4W], fpn_s1 [B,C/4,2H,2W], vision_feats
         [B,C,H,W]) as float32, each frame's own (fpn_s0, fpn_s1, vision_feats) [1,...] to pass back as
         its stream's ``caches`` entry on the next frame).
 
+        ``images[b]``: frame b [1,3,S,S], or, when it has a rectangle, only the pixels the rectangle
+        reads, ``pixel_window(rects[b])`` of it [1,3,y1-y0,x1-x0] (so only they need preprocessing).
         ``rects[b]`` None: frame b is encoded whole. Otherwise the three graphs run on its rectangle
         only, and ``caches[b]`` (what this method returned for that stream's last frame) supplies the
         rest. Nothing passed in is written to: the returned maps are new arrays.
         """
         n = len(rects)
-        if n != image.shape[0] or len(caches) != n:
-            raise ValueError(f"{image.shape[0]} frames, {n} rectangles, {len(caches)} caches")
+        if n != len(images) or len(caches) != n:
+            raise ValueError(f"{len(images)} frames, {n} rectangles, {len(caches)} caches")
         for b, rect in enumerate(rects):
             if rect is not None and caches[b] is None:
                 raise ValueError(f"frame {b}: a rectangle needs the stream's last features (cache)")
@@ -160,19 +188,19 @@ class RegionEncoder:
             groups.setdefault(None if rect is None else (t1 - t0, u1 - u0), []).append(b)
         whole = groups.pop(None, [])
         if len(whole) == n:  # every frame whole: the head's outputs as they are
-            out = self._features(image, whole, spans)
+            out = self._features(images, whole, spans)
             feats = tuple(out[name] for name in self.outputs)
             return feats, [tuple(f[b:b + 1] for f in feats) for b in range(n)]
         base: list[Features] = list(caches)  # type: ignore[arg-type]
         if whole:
-            out = self._features(image, whole, [spans[b] for b in whole])
+            out = self._features(images, whole, [spans[b] for b in whole])
             for j, b in enumerate(whole):
                 base[b] = tuple(out[name][j:j + 1] for name in self.outputs)
         # the rectangles' features are pasted into a copy of the stream's last ones
         feats = tuple(self.ops.cat([base[b][i] for b in range(n)]) if n > 1 else self.ops.copy(base[0][i])
                       for i in range(len(self.outputs)))
         for members in groups.values():
-            out = self._features(image, members, [spans[b] for b in members])
+            out = self._features(images, members, [spans[b] for b in members])
             for j, b in enumerate(members):
                 t0, t1, u0, u1 = spans[b]
                 for f, name in zip(feats, self.outputs):

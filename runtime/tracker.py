@@ -319,35 +319,54 @@ class SAM2Tracker:
 
         ``states``: the session of each frame, for ``TrackerOptions.encoder_region`` (without it
         frames are encoded whole); ``whole[i]``: frame i must be encoded whole (it is prompted)."""
-        cfg = self.config
+        regions = self.options.encoder_region is not None and states is not None
         t0 = time.perf_counter()
-        if self.device_preprocess:  # frames of one size resized as one batch
-            xs = self.ops.preprocess_frames([im for im, _ in frames], cfg.image_size, cfg.img_mean, cfg.img_std)
-        else:
-            xs = [self.ops.asarray(preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std)) for im, _ in frames]
+        # on a rectangle only the pixels it reads are preprocessed; choosing it is counted here
+        rects = self._regions(frames, states, whole or [False] * len(frames)) if regions else None
+        windows = [None if r is None else self.backend.region_encoder.pixel_window(r) for r in rects] \
+            if rects is not None else [None] * len(frames)
+        xs = self._preprocess([im for im, _ in frames], windows)
         if self.options.profile_stages:
             self.ops.synchronize()
             self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
-        if self.options.encoder_region is not None and states is not None:
-            return self._timed(IMAGE_ENCODER, self._encode_regions, frames, xs, states, whole or [False] * len(xs))
+        if rects is not None:
+            return self._timed(IMAGE_ENCODER, self._encode_regions, frames, xs, states, rects)
         outs = self._run_rows(IMAGE_ENCODER, [{"image": x} for x in xs])
         return [
             FrameFeatures(t, out["vision_feats"], out["fpn_s0"], out["fpn_s1"])
             for (_, t), out in zip(frames, outs)
         ]
 
+    def _preprocess(self, images: list[np.ndarray], windows: list[tuple[int, int, int, int] | None]) -> list[Any]:
+        """RGB uint8 [H,W,3] frames → normalized float32 [1,3,S,S] each on the backend's device, or
+        only rows y0:y1, columns x0:x1 of it where ``windows[i]`` is (y0, y1, x0, x1)."""
+        cfg = self.config
+        if self.device_preprocess:  # frames of one size resized as one batch
+            return self.ops.preprocess_frames(images, cfg.image_size, cfg.img_mean, cfg.img_std, windows)
+        xs = []
+        for im, win in zip(images, windows):
+            x = preprocess_frame(im, cfg.image_size, cfg.img_mean, cfg.img_std)
+            if win is not None:
+                x = np.ascontiguousarray(x[:, :, win[0]:win[1], win[2]:win[3]])
+            xs.append(self.ops.asarray(x))
+        return xs
+
     def _regions(self, frames: list[tuple[np.ndarray, int]], states: list[VideoState], whole: list[bool]) -> list[Any]:
         """The rectangle each frame is encoded on (None: whole): around the union of its session's
         objects' masks on the last encoded frame, when every object has one there. The boxes of
-        all of them are computed in one batch, where the masks are (one small copy back)."""
+        all of them are computed in one batch, where the masks are (one small copy back). A session
+        appearing twice in one call (not done by the tracker's own loops) is encoded whole."""
         enc, opt = self.backend.region_encoder, self.options
         masks: list[list[Any] | None] = []  # per frame: its objects' last masks, or None: whole
+        seen: set[int] = set()
         for (_, t), st, w in zip(frames, states, whole):
             last = st.cached.frame_idx if st.cached is not None else None
             due = bool(opt.encoder_refresh) and st.encoder_whole_idx is not None \
                 and abs(t - st.encoder_whole_idx) >= opt.encoder_refresh
             outs = [obj.output_at(last) for obj in st.objects.values()] if last is not None else []
-            usable = not w and not due and st.encoder_cache is not None and outs and None not in outs
+            usable = not w and not due and st.encoder_cache is not None and outs and None not in outs \
+                and id(st) not in seen
+            seen.add(id(st))
             masks.append([o.pred_masks for o in outs] if usable else None)
         flat = [m for ms in masks if ms for m in ms]
         if not flat:
@@ -368,17 +387,11 @@ class SAM2Tracker:
         return rects
 
     def _encode_regions(
-        self, frames: list[tuple[np.ndarray, int]], xs: list[Any], states: list[VideoState], whole: list[bool]
+        self, frames: list[tuple[np.ndarray, int]], xs: list[Any], states: list[VideoState], rects: list[Any]
     ) -> list[FrameFeatures]:
-        rects = self._regions(frames, states, whole)
-        # a session appearing twice in one call (not done by the tracker's own loops) is encoded whole
-        seen: set[int] = set()
-        for i, st in enumerate(states):
-            if id(st) in seen:
-                rects[i] = None
-            seen.add(id(st))
+        """Frames' pixels (``xs``: whole, or the window of their rectangle ``rects[i]``) → features."""
         caches = [st.encoder_cache if r is not None else None for st, r in zip(states, rects)]
-        (fpn0, fpn1, feats), cache = self.backend.region_encoder.encode(self.ops.cat(xs), rects, caches)
+        (fpn0, fpn1, feats), cache = self.backend.region_encoder.encode(xs, rects, caches)
         out = []
         for i, ((_, t), st, r) in enumerate(zip(frames, states, rects)):
             st.encoder_cache, st.encoder_rect = cache[i], r

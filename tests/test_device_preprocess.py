@@ -84,3 +84,52 @@ def test_device_preprocess_equals_cpu_arithmetic(bedroom, compile):
         diff = (g.cpu() - _cpu_reference(torch.from_numpy(im[None]), 1024)).abs()
         assert diff.max().item() <= LEVEL * 1.001
         assert (diff > SAME).float().mean().item() < 1e-4
+    # windows (a frame encoded on a rectangle): the whole frame's values there
+    windows = [(221, 675, 445, 899), (0, 227, 0, 451), None, (797, 1024, 573, 1024)]
+    for g, win, full in zip(ops.preprocess_frames(images, 1024, MEAN, STD, windows), windows, got):
+        y0, y1, x0, x1 = win or (0, 1024, 0, 1024)
+        diff = (g - full[..., y0:y1, x0:x1]).abs()
+        assert diff.max().item() <= LEVEL * 1.001 and (diff > SAME).float().mean().item() < 1e-4, win
+
+
+def test_a_window_equals_that_part_of_the_whole_frame_and_reads_only_its_pixels(bedroom):
+    """preprocess_frames(windows=...) (what a frame encoded on a rectangle needs): the window's values
+    are the whole frame's there, bit for bit, and input pixels its taps do not read change nothing."""
+    from fastsam2.runtime.backends.torch_device import DeviceTorchOps, window_taps
+
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(bedroom.glob("*.jpg"))[:3]]
+    ops = DeviceTorchOps("cpu")
+    whole = ops.preprocess_frames(images, 1024, MEAN, STD)
+    # an inner window, one on the top-left corner, one on the bottom-right, and a whole frame
+    windows = [(221, 675, 445, 899), (0, 227, 0, 451), None]
+    got = ops.preprocess_frames(images, 1024, MEAN, STD, windows)
+    for w, g, win in zip(whole, got, windows):
+        y0, y1, x0, x1 = win or (0, 1024, 0, 1024)
+        assert g.shape == (1, 3, y1 - y0, x1 - x0)
+        assert torch.equal(g, w[..., y0:y1, x0:x1]), win
+    # two frames with one window share a batch; frames with the corner windows too
+    corner = (797, 1024, 573, 1024)
+    got = ops.preprocess_frames(images, 1024, MEAN, STD, [corner, windows[0], corner])
+    assert torch.equal(got[0], whole[0][..., 797:, 573:]) and torch.equal(got[2], whole[2][..., 797:, 573:])
+    assert torch.equal(got[1], whole[1][..., 221:675, 445:899])
+
+    # only the input pixels the window's taps read are copied up: the crop is as tight as the taps
+    # (its first and last pixels carry weight), and changing any pixel outside it changes nothing
+    h, w = images[0].shape[:2]
+    for n_in, (a, b) in ((w, (445, 899)), (h, (221, 675))):
+        (lo, hi), idx, wt = window_taps(n_in, 1024, a, b, "cpu")
+        read = (idx + lo)[wt != 0]
+        assert (int(read.min()), int(read.max()) + 1) == (lo, hi)
+        assert hi - lo <= (b - a) * n_in / 1024 + 4  # the window's share of the input, plus the taps
+    (c0, c1), _, _ = window_taps(w, 1024, 445, 899, "cpu")
+    (r0, r1), _, _ = window_taps(h, 1024, 221, 675, "cpu")
+    outside = images[0].copy()
+    outside[:r0] = outside[r1:] = 255 - outside[r1:].max()
+    outside[:, :c0] = outside[:, c1:] = 0
+    (same,) = ops.preprocess_frames([outside], 1024, MEAN, STD, [windows[0]])
+    assert torch.equal(same, whole[0][..., 221:675, 445:899])
+    outside[r0:r1, c0:c1] = 255 - outside[r0:r1, c0:c1]
+    (moved,) = ops.preprocess_frames([outside], 1024, MEAN, STD, [windows[0]])
+    assert not torch.equal(moved, same)
+    with pytest.raises(ValueError, match="not inside"):
+        ops.preprocess_frames(images[:1], 1024, MEAN, STD, [(0, 1025, 0, 10)])

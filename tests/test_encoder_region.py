@@ -17,6 +17,11 @@ from fastsam2.runtime.synth import make_clip
 from fastsam2.runtime.tracker import Prompt, SAM2Tracker, TrackerError, TrackerOptions
 
 
+def _frames(x):
+    """A batch [B,3,S,S] → each frame's pixels [1,3,S,S] (what RegionEncoder.encode takes)."""
+    return [x[b:b + 1] for b in range(x.shape[0])]
+
+
 @pytest.fixture(scope="module")
 def synthetic():
     return build_sam2("synthetic", "synthetic", quiet=True)
@@ -42,7 +47,7 @@ def test_whole_frames_equal_the_image_encoder_stage(synthetic):
     x = torch.randn(2, 3, 512, 512, generator=torch.Generator().manual_seed(0))
     ref = backend.runners["image_encoder"].infer({"image": x})
     enc = backend.region_encoder
-    (fpn0, fpn1, feats), cache = enc.encode(x, [None, None], [None, None])
+    (fpn0, fpn1, feats), cache = enc.encode(_frames(x), [None, None], [None, None])
     for ours, name in ((fpn0, "fpn_s0"), (fpn1, "fpn_s1"), (feats, "vision_feats")):
         assert torch.equal(ours, ref[name]), name
     assert all(torch.equal(c[2], feats[b:b + 1]) for b, c in enumerate(cache))
@@ -50,15 +55,15 @@ def test_whole_frames_equal_the_image_encoder_stage(synthetic):
     # cache it was given as it was
     g = enc.grid
     before = [[t.clone() for t in c] for c in cache]
-    (_, _, feats2), _ = enc.encode(x, [(0, g, 0, g)] * 2, cache)
+    (_, _, feats2), _ = enc.encode(_frames(x), [(0, g, 0, g)] * 2, cache)
     assert torch.equal(feats2, feats)
     assert all(torch.equal(a, b) for c, k in zip(cache, before) for a, b in zip(c, k))
 
 
 def _encoder_err(enc, x_new, rect, cache):
     """x_new's encoder outputs on rect over cache, and those of x_new encoded whole."""
-    _, whole = enc.encode(x_new, [None], [None])
-    _, part = enc.encode(x_new, [rect], [cache])
+    _, whole = enc.encode(_frames(x_new), [None], [None])
+    _, part = enc.encode(_frames(x_new), [rect], [cache])
     return whole[0], part[0]
 
 
@@ -74,7 +79,7 @@ def test_a_rectangle_is_exact_where_only_windows_reach(windowed_only):
     assert enc.grid == 4
     gen = torch.Generator().manual_seed(1)
     x_old, x_new = torch.randn(1, 3, 1024, 1024, generator=gen), torch.randn(1, 3, 1024, 1024, generator=gen)
-    _, old = enc.encode(x_old, [None], [None])
+    _, old = enc.encode(_frames(x_old), [None], [None])
     rect = (1, 3, 2, 4)  # rows 1-2, columns 2-3 (touching the right border)
     whole, part = _encoder_err(enc, x_new, rect, old[0])
     for name, w, p, o in zip(("fpn_s0", "fpn_s1", "vision_feats"), whole, part, old[0]):
@@ -269,14 +274,14 @@ def test_the_exported_region_graphs_compute_what_the_torch_stages_do(tiny256, re
     assert ours is not None and (ours.grid, ours.align) == (ref.grid, ref.align) == (2, 56)
     gen = torch.Generator().manual_seed(4)
     x_old, x_new = torch.randn(2, 3, 256, 256, generator=gen), torch.randn(2, 3, 256, 256, generator=gen)
-    out_ref, c_ref = ref.encode(x_old, [None, None], [None, None])
-    out_ort, c_ort = ours.encode(x_old.numpy(), [None, None], [None, None])
+    out_ref, c_ref = ref.encode(_frames(x_old), [None, None], [None, None])
+    out_ort, c_ort = ours.encode(_frames(x_old.numpy()), [None, None], [None, None])
     atol = reduction_atol(magnitude(out_ref[2].numpy()), terms=4096)
     assert all(np.abs(a - b.numpy()).max() <= atol for a, b in zip(out_ort, out_ref))
     # wide, tall and corner rectangles (one per frame: two trunk and head calls of different shapes)
     for rects in (((0, 1, 0, 2), (1, 2, 0, 2)), ((0, 2, 1, 2), (1, 2, 1, 2))):
-        out_ref, c_ref = ref.encode(x_new, list(rects), c_ref)
-        out_ort, c_ort = ours.encode(x_new.numpy(), list(rects), c_ort)
+        out_ref, c_ref = ref.encode(_frames(x_new), list(rects), c_ref)
+        out_ort, c_ort = ours.encode(_frames(x_new.numpy()), list(rects), c_ort)
         for name, a, b in zip(("fpn_s0", "fpn_s1", "vision_feats"), out_ort, out_ref):
             assert np.abs(a - b.numpy()).max() <= atol, (name, rects)
         for a, b in zip(c_ort[1], c_ref[1]):

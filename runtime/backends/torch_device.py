@@ -96,9 +96,15 @@ class DeviceTorchOps(TorchOps):
         """RGB uint8 [H,W,3] → normalized float32 [1,3,S,S] on the device (see :meth:`preprocess_frames`)."""
         return self.preprocess_frames([image], image_size, mean, std)[0]
 
-    def preprocess_frames(self, images: list[np.ndarray], image_size: int, mean, std) -> list:
+    def preprocess_frames(self, images: list[np.ndarray], image_size: int, mean, std,
+                          windows: list[tuple[int, int, int, int] | None] | None = None) -> list:
         """RGB uint8 [H,W,3] frames → normalized float32 [1,3,S,S] each, on the device; frames of one
         size are uploaded and resized as one batch (several camera streams: one launch chain).
+
+        ``windows[i]`` (y0, y1, x0, x1): frame i's output is only those rows and columns of the S x S
+        frame, [1,3,y1-y0,x1-x0], equal to that part of the whole frame's: each output takes the same
+        taps, and only the input pixels the window's taps read are copied up (frames with one size and
+        window share a batch).
 
         PIL's default resize (bicubic, a=-0.5), done as PIL does it: horizontal pass, rounded to
         uint8 levels, then vertical pass, rounded (:func:`normalize_frames`): equal to the host path
@@ -112,6 +118,10 @@ class DeviceTorchOps(TorchOps):
                 raise ValueError(
                     f"frames must be RGB uint8 arrays of shape [H, W, 3], got {image.dtype} {image.shape}"
                 )
+        s = int(image_size)
+        windows = list(windows) if windows is not None else [None] * len(images)
+        if len(windows) != len(images):
+            raise ValueError(f"{len(images)} frames, {len(windows)} windows")
         key = (tuple(mean), tuple(std))
         if getattr(self, "_norm_key", None) != key:
             self._norm = (
@@ -120,25 +130,49 @@ class DeviceTorchOps(TorchOps):
             )
             self._norm_key = key
         out: list = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, image in enumerate(images):
-            by_size.setdefault(image.shape[:2], []).append(i)
-        for idx in by_size.values():
+        groups: dict[tuple, list[int]] = {}
+        for i, (image, win) in enumerate(zip(images, windows)):
+            win = (0, s, 0, s) if win is None else tuple(int(v) for v in win)
+            if not (0 <= win[0] < win[1] <= s and 0 <= win[2] < win[3] <= s):
+                raise ValueError(f"frame {i}: window {win} is not inside the {s} x {s} frame")
+            groups.setdefault((image.shape[:2], win), []).append(i)
+        for ((h, w), (y0, y1, x0, x1)), idx in groups.items():
+            (c0, c1), *taps_w = window_taps(w, s, x0, x1, self.device)
+            (r0, r1), *taps_h = window_taps(h, s, y0, y1, self.device)
             # one host copy per frame, straight into pinned memory; each frame's upload starts at
             # once and runs while the next frame is copied
-            shape = (len(idx), *images[idx[0]].shape)
+            shape = (len(idx), r1 - r0, c1 - c0, 3)
             host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pinned)
             x = torch.empty(shape, dtype=torch.uint8, device=self.device)
             staged = host.numpy()
             for j, i in enumerate(idx):
-                staged[j] = images[i]
+                staged[j] = images[i][r0:r1, c0:c1]
                 x[j].copy_(host[j], non_blocking=True)
-            (h, w), s = x.shape[1:3], image_size
-            x = self._normalize(x, *pil_bicubic_taps(w, s, self.device), *pil_bicubic_taps(h, s, self.device),
-                                *self._norm)
+            x = self._normalize(x, *taps_w, *taps_h, *self._norm)
             for j, i in enumerate(idx):
                 out[i] = x[j : j + 1]
         return out
+
+
+def window_taps(n_in: int, n_out: int, a: int, b: int, device: Any) -> tuple[tuple[int, int], Any, Any]:
+    """Outputs a:b of :func:`pil_bicubic_taps` (n_in → n_out) → ((lo, hi): the input positions
+    their taps read, their taps' indices into input[lo:hi], their weights), the weights (and so the
+    arithmetic) those outputs have in the whole resize. Cached per sizes and window."""
+    return _window_taps(int(n_in), int(n_out), int(a), int(b), str(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _window_taps(n_in: int, n_out: int, a: int, b: int, device: str) -> tuple[tuple[int, int], Any, Any]:
+    import torch
+
+    idx, w = _taps(n_in, n_out, device)
+    if (a, b) == (0, n_out):
+        return (0, n_in), idx, w
+    used = w[a:b].cpu() != 0
+    pos = idx[a:b].cpu()[used]
+    lo, hi = int(pos.min()), int(pos.max()) + 1
+    local = torch.where(used.to(idx.device), idx[a:b] - lo, 0)
+    return (lo, hi), local.contiguous(), w[a:b].contiguous()
 
 
 def pil_bicubic_taps(n_in: int, n_out: int, device: Any) -> tuple[Any, Any]:
