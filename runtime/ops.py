@@ -61,7 +61,7 @@ class NumpyOps:
 
     def mask_boxes(self, masks: np.ndarray) -> np.ndarray:
         """Bounding boxes of mask logits [N,1,h,w] > 0 → int64 [N,4] (x0, y0, x1, y1; x1, y1
-        exclusive), all -1 for an empty mask. On the host here; device ops copy back only the boxes."""
+        exclusive), all -1 for an empty mask, where the masks are (device ops leave them there)."""
         return mask_boxes(np.asarray(masks)[:, 0] > 0)
 
     def copy(self, x: np.ndarray) -> np.ndarray:

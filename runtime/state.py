@@ -5,6 +5,7 @@ Arrays are whatever the backend's ops use (numpy on the host, torch tensors on a
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,19 @@ class ObjectState:
 
 
 @dataclass
+class MaskBoxes:
+    """The bounding boxes of every object's mask on one encoded frame, on their way to the host
+    (TrackerOptions.encoder_region: the rectangle of a later frame is chosen from them)."""
+
+    frame_idx: int
+    rect: Any  # the rectangle that frame was encoded on (None: whole)
+    obj_ids: tuple[int, ...]  # the session's objects then, in order
+    boxes: Array | None  # host int64 [N,4] for those objects (x0, y0, x1, y1 in mask pixels, -1: empty),
+    # valid once ``ready`` is reached; None: some object had no mask on that frame
+    ready: Any = None  # a marker after the copy (ops.marker())
+
+
+@dataclass
 class VideoState:
     """A tracking session: the video's size, its objects (in insertion order) and a feature cache."""
 
@@ -133,6 +147,8 @@ class VideoState:
     encoder_rect: Any = None  # the rectangle the last encoded frame was computed on (None: whole)
     encoder_area: float = 0.0  # the shares of a frame the trunk computed, summed over encoded frames
     encoder_frames: int = 0  # frames encoded through the region encoder
+    # the masks' boxes of the last encoder_lag + 1 encoded frames, oldest first
+    encoder_boxes: deque[MaskBoxes] = field(default_factory=deque)
 
     @property
     def encoder_share(self) -> float | None:

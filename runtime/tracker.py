@@ -32,6 +32,7 @@ from .specs import IMAGE_ENCODER, MASK_DECODER, MEMORY_ATTENTION, MEMORY_ENCODER
 from .state import (
     FrameFeatures,
     FrameOutput,
+    MaskBoxes,
     ObjectState,
     PendingMemory,
     PointPrompt,
@@ -76,6 +77,10 @@ class TrackerOptions:
     # Prompted frames, frames after a lost object and the first frame are encoded whole.
     encoder_region: int | None = None
     encoder_refresh: int = 0  # with encoder_region: encode whole every this many frames (0: never)
+    # with encoder_region: the rectangle follows the masks this many encoded frames before the last
+    # (0: the last frame's). 1 lets a step be issued while the one before computes (in flight)
+    # without waiting for its masks: on a GPU the steps overlap (another approximation: J&F decides).
+    encoder_lag: int = 0
 
     def __post_init__(self):
         if not 0.0 < self.keep_ratio <= 1.0:
@@ -88,6 +93,8 @@ class TrackerOptions:
             raise TrackerError(f"encoder_region must be None or a margin >= 0 (units), got {self.encoder_region!r}")
         if self.encoder_refresh < 0:
             raise TrackerError(f"encoder_refresh must be >= 0, got {self.encoder_refresh}")
+        if isinstance(self.encoder_lag, bool) or not isinstance(self.encoder_lag, int) or self.encoder_lag < 0:
+            raise TrackerError(f"encoder_lag must be an int >= 0, got {self.encoder_lag!r}")
 
 
 def tracker_setup(
@@ -353,38 +360,67 @@ class SAM2Tracker:
 
     def _regions(self, frames: list[tuple[np.ndarray, int]], states: list[VideoState], whole: list[bool]) -> list[Any]:
         """The rectangle each frame is encoded on (None: whole): around the union of its session's
-        objects' masks on the last encoded frame, when every object has one there. The boxes of
-        all of them are computed in one batch, where the masks are (one small copy back). A session
-        appearing twice in one call (not done by the tracker's own loops) is encoded whole."""
+        objects' masks on the encoded frame ``encoder_lag`` frames before the last one (the oldest
+        kept, early in a session), when every object has one there. A session appearing twice in
+        one call (not done by the tracker's own loops) is encoded whole.
+
+        The boxes of every session's last frame are computed in one batch where the masks are and
+        start their way to the host behind the work issued so far (:meth:`_issue_boxes`); only the
+        boxes used here are waited for: with a lag of 1 those of a step that has already finished."""
         enc, opt = self.backend.region_encoder, self.options
-        masks: list[list[Any] | None] = []  # per frame: its objects' last masks, or None: whole
+        scale = self.config.image_size / self.config.mask_size
+        self._issue_boxes(states)
+        rects: list[Any] = []
         seen: set[int] = set()
         for (_, t), st, w in zip(frames, states, whole):
-            last = st.cached.frame_idx if st.cached is not None else None
             due = bool(opt.encoder_refresh) and st.encoder_whole_idx is not None \
                 and abs(t - st.encoder_whole_idx) >= opt.encoder_refresh
-            outs = [obj.output_at(last) for obj in st.objects.values()] if last is not None else []
-            usable = not w and not due and st.encoder_cache is not None and outs and None not in outs \
-                and id(st) not in seen
+            entry = st.encoder_boxes[0] if st.encoder_boxes else None
+            usable = not w and not due and st.encoder_cache is not None and id(st) not in seen \
+                and entry is not None and entry.boxes is not None and entry.obj_ids == tuple(st.objects)
             seen.add(id(st))
-            masks.append([o.pred_masks for o in outs] if usable else None)
-        flat = [m for ms in masks if ms for m in ms]
-        if not flat:
-            return [None] * len(frames)
-        boxes = iter(self.ops.mask_boxes(self.ops.cat(flat)))
-        scale = self.config.image_size / self.config.mask_size
-        rects: list[Any] = []
-        for st, ms in zip(states, masks):
+            if not usable:
+                rects.append(None)
+                continue
+            entry.ready.synchronize()
             union = None
-            for _ in ms or ():
-                b = next(boxes)
+            for b in self.ops.to_numpy(entry.boxes):
                 if b[0] >= 0:
                     union = b if union is None else (min(union[0], b[0]), min(union[1], b[1]),
                                                      max(union[2], b[2]), max(union[3], b[3]))
             # None: whole (every object lost: look everywhere)
             rects.append(None if union is None else enc.rect_for(
-                tuple(float(v) * scale for v in union), opt.encoder_region, st.encoder_rect, edge_px=scale))
+                tuple(float(v) * scale for v in union), opt.encoder_region, entry.rect, edge_px=scale))
         return rects
+
+    def _issue_boxes(self, states: list[VideoState]) -> None:
+        """Start the boxes of every object's mask on each session's last encoded frame on their way
+        to the host (one batched computation, one copy), and keep the last ``encoder_lag + 1``
+        frames' per session. A frame encoded again (a prompt) replaces its entry."""
+        issued: list[tuple[VideoState, MaskBoxes, int, int]] = []
+        masks: list[Any] = []
+        seen: set[int] = set()
+        for st in states:
+            if st.cached is None or id(st) in seen:
+                continue
+            seen.add(id(st))
+            f = st.cached.frame_idx
+            outs = [obj.output_at(f) for obj in st.objects.values()]
+            entry = MaskBoxes(f, st.encoder_rect, tuple(st.objects), None)
+            if outs and None not in outs:
+                issued.append((st, entry, len(masks), len(outs)))
+                masks.extend(o.pred_masks for o in outs)
+            if st.encoder_boxes and st.encoder_boxes[-1].frame_idx == f:
+                st.encoder_boxes.pop()
+            st.encoder_boxes.append(entry)
+            while len(st.encoder_boxes) > self.options.encoder_lag + 1:
+                st.encoder_boxes.popleft()
+        if not masks:
+            return
+        boxes = self.ops.to_host_async(self.ops.mask_boxes(self.ops.cat(masks)))
+        ready = self.ops.marker()
+        for _, entry, i, n in issued:
+            entry.boxes, entry.ready = boxes[i:i + n], ready
 
     def _encode_regions(
         self, frames: list[tuple[np.ndarray, int]], xs: list[Any], states: list[VideoState], rects: list[Any]

@@ -190,6 +190,72 @@ def test_streams_in_one_step_each_get_the_rectangle_of_their_own_masks(synthetic
     assert tracker.tracker._regions(frames, states, [False, True, False, False])[1] is None  # prompted: whole
 
 
+def test_with_a_lag_the_rectangle_follows_older_masks_and_waits_only_for_them(synthetic, monkeypatch):
+    """encoder_lag=1: frame t's rectangle comes from the masks of frame t-2, and choosing it waits
+    only for those boxes (a step issued behind the one still computing does not wait for it)."""
+    clip = make_clip(5, split="hard", frames=4, size=512, index=0)
+    hm = build_torch_backend(synthetic).config.mask_size
+    q = hm // 2  # the 2 x 2 grid's units in mask pixels
+
+    def blob(r, c):
+        m = torch.full((1, 1, hm, hm), -5.0)
+        m[..., r * q + 10:r * q + 30, c * q + 12:c * q + 40] = 3.0
+        return m
+
+    rects = {}
+    for lag in (0, 1):
+        backend = build_torch_backend(synthetic)
+        waited, calls = [], []
+
+        class Marker:
+            def __init__(self, n):
+                self.n = n
+
+            def synchronize(self):
+                waited.append(self.n)
+
+            def query(self):
+                return True
+
+        issued = iter(range(100))
+        monkeypatch.setattr(backend.ops, "marker", lambda: Marker(next(issued)))
+        encode = backend.region_encoder.encode
+        backend.region_encoder.encode = lambda x, r, c: calls.append(list(r)) or encode(x, r, c)
+        tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, encoder_region=0, encoder_lag=lag))
+        tracker.track(clip.frames[0], {1: Prompt(mask=clip.masks[0] == 1)})
+        st = tracker.stream_state
+        st.objects[1].output_at(0).pred_masks = blob(0, 0)
+        tracker.track(clip.frames[1])
+        st.objects[1].output_at(1).pred_masks = blob(1, 1)
+        waited.clear()
+        tracker.track(clip.frames[2])
+        rects[lag] = calls[-1][0]
+        # the boxes of frame 0 were issued before marker 0, those of frame 1 before marker 1
+        assert waited == [1 - lag], f"lag {lag}: waited for {waited}"
+        assert len(st.encoder_boxes) == lag + 1
+    assert rects[0] == (1, 2, 1, 2), "lag 0: frame 1's masks"
+    assert rects[1] == (0, 1, 0, 1), "lag 1: frame 0's masks"
+
+    # an object added after the frame the boxes come from: that frame says nothing of it, so whole
+    backend = build_torch_backend(synthetic)
+    calls = []
+    encode = backend.region_encoder.encode
+    backend.region_encoder.encode = lambda x, r, c: calls.append(list(r)) or encode(x, r, c)
+    tracker = SAM2Tracker(backend, TrackerOptions(fill_hole_area=0, encoder_region=0, encoder_lag=1))
+    tracker.track(clip.frames[0], {1: Prompt(mask=clip.masks[0] == 1)})
+    st = tracker.stream_state
+    st.objects[1].output_at(0).pred_masks = blob(0, 0)
+    tracker.track(clip.frames[1], {2: Prompt(mask=clip.masks[1] == 2)})
+    for obj in st.objects.values():
+        obj.output_at(1).pred_masks = blob(0, 0)
+    tracker.track(clip.frames[2])
+    tracker.track(clip.frames[3])
+    assert calls[2] == [None], f"frame 0's boxes know nothing of object 2: {calls}"
+    assert calls[3] == [(0, 1, 0, 1)], f"frame 1's boxes hold both objects: {calls}"
+    with pytest.raises(TrackerError, match="encoder_lag"):
+        TrackerOptions(encoder_region=0, encoder_lag=-1)
+
+
 def test_backends_without_a_region_encoder_refuse(synthetic):
     backend = build_torch_backend(synthetic)
     backend.region_encoder = None
@@ -217,10 +283,11 @@ def test_track_records_the_encoder_region(tmp_path):
     out = tmp_path / "out"
     code = cli.main(["track", "--checkpoint", "synthetic", "--video", str(frames), "--point",
                      f"{int(xs.mean())},{int(ys.mean())}", "--encoder-region", "0", "--encoder-refresh", "2",
+                     "--encoder-lag", "1",
                      "--no-overlay", "--threads", "1", "--out", str(out)])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert (report["encoder_region"], report["encoder_refresh"]) == (0, 2)
+    assert (report["encoder_region"], report["encoder_refresh"], report["encoder_lag"]) == (0, 2, 1)
     # frames 0 and 2 whole (the prompt, the refresh), 1 and 3 on rectangles: less than all, more than half
     assert 0.5 < report["encoder_share"] < 1.0
     assert len(list((out / "masks").rglob("*.png"))) == 4

@@ -55,4 +55,4 @@ def test_mask_boxes_on_host_and_device_agree_and_mark_empty_masks():
     logits[3, 0, 2, 10] = 0.5  # two pixels: the box spans both
     want = np.array([[5, 3, 9, 7], [19, 0, 20, 1], [-1, -1, -1, -1], [0, 2, 11, 16]])
     assert np.array_equal(NumpyOps().mask_boxes(logits), want)
-    assert np.array_equal(TorchOps("cpu").mask_boxes(torch.from_numpy(logits)), want)
+    assert np.array_equal(TorchOps("cpu").mask_boxes(torch.from_numpy(logits)).numpy(), want)

@@ -246,4 +246,5 @@ def tracker_from_args(backend: Backend, args: Any, keep: float, *, text: str | N
         backend, keep=keep, text=text if text is not None else args.text, texts=args.texts, router=args.router,
         selector=selector, seed=getattr(args, "selector_seed", 0), fill_hole_area=args.fill_hole_area,
         encoder_region=getattr(args, "encoder_region", None), encoder_refresh=getattr(args, "encoder_refresh", 0),
+        encoder_lag=getattr(args, "encoder_lag", 0),
     )

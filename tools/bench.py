@@ -190,6 +190,7 @@ class BenchOptions:
     precision: str = "fp32"  # torch backend: "fp8" converts the model's trunk after the official rows
     encoder_region: int | None = None  # TrackerOptions.encoder_region of the fastsam2 rows
     encoder_refresh: int = 0
+    encoder_lag: int = 0
     region_units: int | None = None  # bench only: a fixed K x K rectangle (fixed_rect_for)
     gpu_attention: str = "by-shape"
     official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
@@ -258,6 +259,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         precision=args.precision,
         encoder_region=args.encoder_region,
         encoder_refresh=args.encoder_refresh,
+        encoder_lag=args.encoder_lag,
         region_units=args.region_units,
         gpu_attention=args.gpu_attention,
         official_dtypes=args.official_dtype,
@@ -541,6 +543,7 @@ def fastsam2_tracker(backend, keep: float, opts: BenchOptions):
         device_preprocess=gpu_path,
         encoder_region=opts.encoder_region,
         encoder_refresh=opts.encoder_refresh,
+        encoder_lag=opts.encoder_lag,
     )
 
 
@@ -621,6 +624,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         + (" fp8-trunk" if opts.precision == "fp8" else "")
         + (f" regions {opts.encoder_region}" if opts.encoder_region is not None and opts.region_units is None else "")
         + (f" region {opts.region_units}x{opts.region_units}" if opts.region_units is not None else "")
+        + (f" lag {opts.encoder_lag}" if opts.encoder_lag else "")
         + (f" in-flight {in_flight}" if in_flight else ""),
         "keep": keep,
         "kept_tokens": int(kept),
@@ -688,6 +692,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
         "k_multiple": opts.k_multiple,
         "encoder_region": opts.encoder_region,
         "encoder_refresh": opts.encoder_refresh,
+        "encoder_lag": opts.encoder_lag,
         "region_units": opts.region_units,
         "precision": opts.precision,
         "weights": (

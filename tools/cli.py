@@ -126,7 +126,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_encoder_region_args(p: argparse.ArgumentParser) -> None:
-    """--encoder-region / --encoder-refresh (TrackerOptions.encoder_region / encoder_refresh)."""
+    """--encoder-region / --encoder-refresh / --encoder-lag (TrackerOptions.encoder_region /
+    encoder_refresh / encoder_lag)."""
     p.add_argument("--encoder-region", type=non_negative_int, default=None, metavar="M",
                    help="encode each frame only on the rectangle around the objects' previous masks, grown by M "
                    "of the encoder's window units, reusing the previous frame's features elsewhere (an "
@@ -135,11 +136,15 @@ def add_encoder_region_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder-refresh", type=non_negative_int, default=0, metavar="N",
                    help="with --encoder-region: encode a frame whole every N frames (default 0: only prompted "
                    "frames and frames after a lost object)")
+    p.add_argument("--encoder-lag", type=non_negative_int, default=0, metavar="N",
+                   help="with --encoder-region: the rectangle follows the masks N frames before the last one "
+                   "(default 0: the last frame's); 1 lets a GPU issue a step while the one before computes "
+                   "(another approximation)")
 
 
 def check_encoder_region_args(args: argparse.Namespace) -> None:
     """Refuse --encoder-region on graphs exported without the region graphs, and --encoder-refresh
-    without --encoder-region."""
+    or --encoder-lag without --encoder-region."""
     if args.encoder_region is not None and args.backend != "torch" and getattr(args, "graphs", None):
         from fastsam2.runtime.manifest import Manifest
         from fastsam2.runtime.specs import REGION_GRAPHS
@@ -149,6 +154,8 @@ def check_encoder_region_args(args: argparse.Namespace) -> None:
                              "(export them with fastsam2-export --encoder-region)")
     if args.encoder_refresh and args.encoder_region is None:
         raise UsageError("--encoder-refresh sets how often --encoder-region encodes a whole frame: add --encoder-region")
+    if getattr(args, "encoder_lag", 0) and args.encoder_region is None:
+        raise UsageError("--encoder-lag sets which masks --encoder-region follows: add --encoder-region")
 
 
 def check_model_args(args: argparse.Namespace) -> None:
@@ -199,6 +206,7 @@ def build_tracker(args: argparse.Namespace, *, quiet: bool = False):
     if tracker.options.encoder_region is not None:
         info["encoder_region"] = tracker.options.encoder_region
         info["encoder_refresh"] = tracker.options.encoder_refresh
+        info["encoder_lag"] = tracker.options.encoder_lag
     return tracker, info
 
 

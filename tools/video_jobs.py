@@ -42,7 +42,7 @@ FAULT_AFTER_COMMIT = "kill-after-commit"  # after the rename, before the result 
 # Model arguments that change the masks: a finished video is reused only if they are equal.
 SETTINGS_KEYS = ("config", "checkpoint", "backend", "graphs", "device", "dtype", "image_size",
                  "fill_hole_area", "text", "texts", "router", "selector", "selector_seed", "precision",
-                 "encoder_region", "encoder_refresh")
+                 "encoder_region", "encoder_refresh", "encoder_lag")
 
 
 class VideoJobError(UsageError):

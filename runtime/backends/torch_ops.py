@@ -52,9 +52,9 @@ class TorchOps:
     def cat(self, xs: Sequence[Any], axis: int = 0):
         return xs[0] if len(xs) == 1 else self.torch.cat(list(xs), dim=axis)
 
-    def mask_boxes(self, masks) -> np.ndarray:
-        """Bounding boxes of mask logits [N,1,h,w] > 0 → host int64 [N,4] (x0, y0, x1, y1
-        exclusive; -1: empty), computed where the masks are: one small copy back."""
+    def mask_boxes(self, masks):
+        """Bounding boxes of mask logits [N,1,h,w] > 0 → int64 [N,4] (x0, y0, x1, y1 exclusive;
+        -1: empty), computed and left where the masks are (a small copy back: ``to_host_async``)."""
         torch = self.torch
         with torch.inference_mode():
             m = masks[:, 0] > 0
@@ -63,7 +63,7 @@ class TorchOps:
             boxes = torch.stack([cols.int().argmax(1), rows.int().argmax(1), w - cols.flip(1).int().argmax(1),
                                  h - rows.flip(1).int().argmax(1)], 1)
             boxes = torch.where(rows.any(1, keepdim=True), boxes, -1)
-            return boxes.cpu().numpy().astype(np.int64)
+            return boxes.long()
 
     def copy(self, x):
         """A new tensor equal to x."""
