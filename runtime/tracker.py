@@ -397,7 +397,7 @@ class SAM2Tracker:
         """Start the boxes of every object's mask on each session's last encoded frame on their way
         to the host (one batched computation, one copy), and keep the last ``encoder_lag + 1``
         frames' per session. A frame encoded again (a prompt) replaces its entry."""
-        issued: list[tuple[VideoState, MaskBoxes, int, int]] = []
+        issued: list[tuple[MaskBoxes, int, int]] = []  # entry, its first box, its object count
         masks: list[Any] = []
         seen: set[int] = set()
         for st in states:
@@ -408,7 +408,7 @@ class SAM2Tracker:
             outs = [obj.output_at(f) for obj in st.objects.values()]
             entry = MaskBoxes(f, st.encoder_rect, tuple(st.objects), None)
             if outs and None not in outs:
-                issued.append((st, entry, len(masks), len(outs)))
+                issued.append((entry, len(masks), len(outs)))
                 masks.extend(o.pred_masks for o in outs)
             if st.encoder_boxes and st.encoder_boxes[-1].frame_idx == f:
                 st.encoder_boxes.pop()
@@ -419,7 +419,7 @@ class SAM2Tracker:
             return
         boxes = self.ops.to_host_async(self.ops.mask_boxes(self.ops.cat(masks)))
         ready = self.ops.marker()
-        for _, entry, i, n in issued:
+        for entry, i, n in issued:
             entry.boxes, entry.ready = boxes[i:i + n], ready
 
     def _encode_regions(
