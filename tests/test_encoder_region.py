@@ -60,6 +60,25 @@ def test_whole_frames_equal_the_image_encoder_stage(synthetic):
     assert all(torch.equal(a, b) for c, k in zip(cache, before) for a, b in zip(c, k))
 
 
+def test_a_rectangle_needs_only_its_window_of_pixels(synthetic):
+    """RegionEncoder.encode given only pixel_window(rect) of a frame equals it given the whole frame
+    (interior, corner and border windows, the crop's halo partly outside the frame); any other size
+    is refused."""
+    enc = build_torch_backend(synthetic).region_encoder  # 512 px, 2 x 2 units
+    gen = torch.Generator().manual_seed(2)
+    x_old, x_new = torch.randn(3, 3, 512, 512, generator=gen), torch.randn(3, 3, 512, 512, generator=gen)
+    _, cache = enc.encode(_frames(x_old), [None] * 3, [None] * 3)
+    rects = [(0, 1, 0, 1), (1, 2, 0, 2), None]
+    windows = [enc.pixel_window(r) for r in rects]
+    assert windows[0][0] == 0 and windows[0][1] < 512 and windows[1][1] == 512 and windows[2] == (0, 512, 0, 512)
+    crops = [x_new[b:b + 1, :, y0:y1, x0:x1] for b, (y0, y1, x0, x1) in enumerate(windows)]
+    full, _ = enc.encode(_frames(x_new), rects, cache)
+    part, _ = enc.encode(crops, rects, cache)
+    assert all(torch.equal(a, b) for a, b in zip(full, part))
+    with pytest.raises(ValueError, match="neither the frame"):
+        enc.encode([crops[0][..., :-1, :]] + crops[1:], rects, cache)
+
+
 def _encoder_err(enc, x_new, rect, cache):
     """x_new's encoder outputs on rect over cache, and those of x_new encoded whole."""
     _, whole = enc.encode(_frames(x_new), [None], [None])
