@@ -168,11 +168,20 @@ def _window_taps(n_in: int, n_out: int, a: int, b: int, device: str) -> tuple[tu
     idx, w = _taps(n_in, n_out, device)
     if (a, b) == (0, n_out):
         return (0, n_in), idx, w
-    used = w[a:b].cpu() != 0
-    pos = idx[a:b].cpu()[used]
-    lo, hi = int(pos.min()), int(pos.max()) + 1
-    local = torch.where(used.to(idx.device), idx[a:b] - lo, 0)
+    lo, hi = _reads(n_in, n_out, device)
+    lo, hi = int(lo[a:b].min()), int(hi[a:b].max())
+    # the window's taps, indices shifted into input[lo:hi] (unused taps: index 0, weight 0)
+    local = torch.where(w[a:b] != 0, idx[a:b] - lo, 0)
     return (lo, hi), local.contiguous(), w[a:b].contiguous()
+
+
+@functools.lru_cache(maxsize=32)
+def _reads(n_in: int, n_out: int, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per output of :func:`pil_bicubic_taps`: the first input position its taps read and one past
+    the last, on the host (one copy back per sizes, so a new window needs none)."""
+    idx, w = (t.cpu().numpy() for t in _taps(n_in, n_out, device))
+    used = w != 0
+    return np.where(used, idx, n_in).min(1), np.where(used, idx + 1, 0).max(1)
 
 
 def pil_bicubic_taps(n_in: int, n_out: int, device: Any) -> tuple[Any, Any]:
