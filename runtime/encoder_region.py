@@ -139,7 +139,7 @@ class RegionEncoder:
         t0, t1, u0, u1 = spans[0]
         dims, side = self.dims, self.side
         ph, pw = dims.region_pixels(t1 - t0), dims.region_pixels(u1 - u0)
-        crops = self.ops.full((len(members), 3, ph, pw), 0.0)
+        crops = self.ops.full((len(members), images[members[0]].shape[1], ph, pw), 0.0)
         for j, b in enumerate(members):
             (y0, x0), (ya, yb, xa, xb) = self._window(spans[j])
             image = images[b]
