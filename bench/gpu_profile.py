@@ -3,7 +3,7 @@ spends issuing it, the GPU's busy time (torch.profiler: union of kernel interval
 and the top host functions (cProfile), and preprocessing alone.
 
     python3 bench/gpu_profile.py --frames-dir DIR [--streams 8] [--keep 0.3] [--compile] [--steps 20]
-        [--encoder-region 0 --region-units 2]
+        [--encoder-region 0 --region-units 2 [--encoder-lag 1]]
 
 Random weights (object-score bias +5, as ``fastsam2 bench``): timings are real, masks meaningless.
 """
@@ -30,6 +30,8 @@ def main() -> int:
                     help="encode tracked frames on rectangles (TrackerOptions.encoder_region)")
     ap.add_argument("--region-units", type=int, default=None, metavar="K",
                     help="with --encoder-region: a fixed K x K rectangle (as fastsam2 bench --region-units)")
+    ap.add_argument("--encoder-lag", type=int, default=0, metavar="N",
+                    help="with --encoder-region: the rectangle from the masks N frames further back")
     ap.add_argument("--trace", default=None, metavar="FILE.json.gz",
                     help="also write a Chrome trace (Python stacks) of 3 steps, for a look at the idle gaps")
     args = ap.parse_args()
@@ -44,7 +46,8 @@ def main() -> int:
 
     opts = BenchOptions(config="tiny", backend="torch", device="cuda", dtype="bfloat16", cuda_graphs=True,
                         k_multiple=128, compile=args.compile, streams=args.streams, frames_dir=args.frames_dir,
-                        encoder_region=args.encoder_region, region_units=args.region_units)
+                        encoder_region=args.encoder_region, region_units=args.region_units,
+                        encoder_lag=args.encoder_lag)
     model = build_sam2("tiny", None, device="cuda", seed=0, object_score_bias=5.0, quiet=True)
     frames = SampleFrames(args.frames_dir)
     mst = fastsam2_tracker(fastsam2_backend(model, opts, None), args.keep, opts)
@@ -78,7 +81,7 @@ def main() -> int:
         issue.append((t1 - t0) * 1e3)
         t += 1
     print(f"{args.streams} streams keep {args.keep} compile {args.compile} encoder region {args.encoder_region} "
-          f"units {args.region_units}: step wall median "
+          f"units {args.region_units} lag {args.encoder_lag}: step wall median "
           f"{np.median(wall):.2f} ms, host returns after {np.median(issue):.2f} ms "
           f"({args.streams * 1e3 / np.median(wall):.1f} frames/s)", flush=True)
 

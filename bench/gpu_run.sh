@@ -109,9 +109,13 @@ for mode in "${@:-smoke}"; do
     python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
       2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1
     python3 bench/gpu_profile.py --frames-dir $frames --streams 1 --compile 2>&1 | tee "$OUT/h200_profile_1streams.log" || exit 1 ;;
-  profile-regions)  # where a 16-stream step's time goes with the rectangle (2 x 2 units), compiled
-    python3 bench/gpu_profile.py --frames-dir $frames --streams 16 --compile --encoder-region 0 --region-units 2 \
-      2>&1 | tee "$OUT/profile_16streams_region2.log" || exit 1 ;;
+  profile-regions)  # where a step's time goes with the rectangle (2 x 2 units, --encoder-lag 1), compiled: 16
+    # streams and one
+    for s in 16 1; do
+      python3 bench/gpu_profile.py --frames-dir $frames --streams $s --compile --encoder-region 0 --region-units 2 \
+        --encoder-lag 1 \
+        2>&1 | tee "$OUT/profile_${s}streams_region2.log" || exit 1
+    done ;;
   profile-8)  # the 8-stream half of profile
     python3 bench/gpu_profile.py --frames-dir $frames --streams 8 --compile --trace "$OUT/h200_trace_8streams.json.gz" \
       2>&1 | tee "$OUT/h200_profile_8streams.log" || exit 1 ;;
