@@ -112,6 +112,16 @@ def test_a_window_equals_that_part_of_the_whole_frame_and_reads_only_its_pixels(
     got = ops.preprocess_frames(images, 1024, MEAN, STD, [corner, windows[0], corner])
     assert torch.equal(got[0], whole[0][..., 797:, 573:]) and torch.equal(got[2], whole[2][..., 797:, 573:])
     assert torch.equal(got[1], whole[1][..., 221:675, 445:899])
+    # windows of one shape anywhere share one batch, each frame with its own taps (the corner's crop
+    # is a pixel shorter than the others' on both axes: it is moved inside the frame)
+    batches = []
+    normalize = ops._normalize
+    ops._normalize = lambda x, *taps: batches.append(len(x)) or normalize(x, *taps)
+    moved = [windows[0], (0, 454, 0, 454), (570, 1024, 570, 1024)]
+    got = ops.preprocess_frames(images, 1024, MEAN, STD, moved)
+    assert batches == [3]
+    for w, g, (y0, y1, x0, x1) in zip(whole, got, moved):
+        assert torch.equal(g, w[..., y0:y1, x0:x1]), (y0, x0)
 
     # only the input pixels the window's taps read are copied up: the crop is as tight as the taps
     # (its first and last pixels carry weight), and changing any pixel outside it changes nothing

@@ -103,8 +103,9 @@ class DeviceTorchOps(TorchOps):
 
         ``windows[i]`` (y0, y1, x0, x1): frame i's output is only those rows and columns of the S x S
         frame, [1,3,y1-y0,x1-x0], equal to that part of the whole frame's: each output takes the same
-        taps, and only the input pixels the window's taps read are copied up (frames with one size and
-        window share a batch).
+        taps, and only the input pixels the window's taps read are copied up. Frames of one size whose
+        windows have one shape share a batch wherever the windows are (each frame its own taps), as
+        the region encoder batches their rectangles.
 
         PIL's default resize (bicubic, a=-0.5), done as PIL does it: horizontal pass, rounded to
         uint8 levels, then vertical pass, rounded (:func:`normalize_frames`): equal to the host path
@@ -135,18 +136,19 @@ class DeviceTorchOps(TorchOps):
             win = (0, s, 0, s) if win is None else tuple(int(v) for v in win)
             if not (0 <= win[0] < win[1] <= s and 0 <= win[2] < win[3] <= s):
                 raise ValueError(f"frame {i}: window {win} is not inside the {s} x {s} frame")
-            groups.setdefault((image.shape[:2], win), []).append(i)
-        for ((h, w), (y0, y1, x0, x1)), idx in groups.items():
-            (c0, c1), *taps_w = window_taps(w, s, x0, x1, self.device)
-            (r0, r1), *taps_h = window_taps(h, s, y0, y1, self.device)
+            windows[i] = win
+            groups.setdefault((image.shape[:2], win[1] - win[0], win[3] - win[2]), []).append(i)
+        for ((h, w), *_), idx in groups.items():
+            (c0, cw), *taps_w = _batch_taps([window_taps(w, s, *windows[i][2:], self.device) for i in idx], w)
+            (r0, rh), *taps_h = _batch_taps([window_taps(h, s, *windows[i][:2], self.device) for i in idx], h)
             # one host copy per frame, straight into pinned memory; each frame's upload starts at
             # once and runs while the next frame is copied
-            shape = (len(idx), r1 - r0, c1 - c0, 3)
+            shape = (len(idx), rh, cw, 3)
             host = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pinned)
             x = torch.empty(shape, dtype=torch.uint8, device=self.device)
             staged = host.numpy()
             for j, i in enumerate(idx):
-                staged[j] = images[i][r0:r1, c0:c1]
+                staged[j] = images[i][r0[j]:r0[j] + rh, c0[j]:c0[j] + cw]
                 x[j].copy_(host[j], non_blocking=True)
             x = self._normalize(x, *taps_w, *taps_h, *self._norm)
             for j, i in enumerate(idx):
@@ -159,6 +161,21 @@ def window_taps(n_in: int, n_out: int, a: int, b: int, device: Any) -> tuple[tup
     their taps read, their taps' indices into input[lo:hi], their weights), the weights (and so the
     arithmetic) those outputs have in the whole resize. Cached per sizes and window."""
     return _window_taps(int(n_in), int(n_out), int(a), int(b), str(device))
+
+
+def _batch_taps(taps: list[tuple[tuple[int, int], Any, Any]], n_in: int) -> tuple[tuple[list[int], int], Any, Any]:
+    """:func:`window_taps` of the frames of one batch (windows of one length) → ((each frame's first
+    input position, the crop length they share), indices, weights): [n_out, T] when every frame has
+    the same taps, else [B, n_out, T], each frame's indices into its own crop. Crops take the
+    longest span, moved inside the input where needed; the extra pixels carry no weight."""
+    import torch
+
+    n = max(hi - lo for (lo, hi), _, _ in taps)
+    starts = [min(lo, n_in - n) for (lo, _), _, _ in taps]
+    if all(t is taps[0] for t in taps):
+        return (starts, n), taps[0][1], taps[0][2]
+    idx = torch.stack([torch.where(w != 0, i + (lo - s0), 0) for ((lo, _), i, w), s0 in zip(taps, starts)])
+    return (starts, n), idx, torch.stack([w for _, _, w in taps])
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,11 +227,19 @@ def _taps(n_in: int, n_out: int, device: str) -> tuple[Any, Any]:
 
 
 def resample_axis(x: Any, idx: Any, w: Any, dim: int) -> Any:
-    """``x`` float32 [..., n_in at ``dim``, ...] resampled along ``dim`` by taps ``idx``/``w``
-    [n_out, T] (:func:`pil_bicubic_taps`) → [..., n_out at ``dim``, ...]."""
+    """``x`` float32 [B, ..., n_in at ``dim``, ...] resampled along ``dim`` by taps ``idx``/``w``
+    [n_out, T] (:func:`pil_bicubic_taps`), or [B, n_out, T] (frame b's own) → [B, ..., n_out at
+    ``dim``, ...]."""
     dim = dim % x.dim()
-    g = x.index_select(dim, idx.reshape(-1)).unflatten(dim, idx.shape)  # [..., n_out, T, ...]
-    return (g * w.reshape(*w.shape, *([1] * (x.dim() - dim - 1)))).sum(dim + 1)
+    after = [1] * (x.dim() - dim - 1)
+    if idx.dim() == 2:
+        g = x.index_select(dim, idx.reshape(-1)).unflatten(dim, idx.shape)  # [..., n_out, T, ...]
+        return (g * w.reshape(*w.shape, *after)).sum(dim + 1)
+    b, n_out, t = idx.shape
+    before = [1] * (dim - 1)
+    index = idx.reshape(b, *before, n_out * t, *after).expand(*x.shape[:dim], n_out * t, *x.shape[dim + 1:])
+    g = x.gather(dim, index).unflatten(dim, (n_out, t))  # [B, ..., n_out, T, ...]
+    return (g * w.reshape(b, *before, n_out, t, *after)).sum(dim + 1)
 
 
 def normalize_frames(x: Any, idx_w: Any, w_w: Any, idx_h: Any, w_h: Any, mean: Any, std: Any) -> Any:
