@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a CUDA machine, from the repository root, with $OUT the folder the results go to:
-#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, targets, targets-parts, regions, regions-lag, regions-fp8, regions-encoder, profile, profile-regions, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
+#   bash bench/gpu_run.sh MODE...   # modes below (smoke, batching, single, compiled, compiled-sdpa, objects, streams, streams-200, targets, targets-parts, regions, regions-lag, freeze, regions-fp8, regions-encoder, profile, profile-regions, profile-8, attention, kernels, kernels-quick, gpu-tests, ort-bench, ort-bench-synthetic, ort-tests, full)
 # Several modes in one call: bash bench/gpu_run.sh smoke single
 # Needs the wheels of sam2/hydra/omegaconf/iopath/antlr4 in .whl/ (a machine without network installs
 # from there) and the bedroom frames in .bench_frames/bedroom (neither is tracked). bench/RESULTS.md
@@ -96,6 +96,17 @@ for mode in "${@:-smoke}"; do
     for s in 16 1; do
       $bench --keep 0.3 --frames 200 --streams $s --compile --in-flight 0,1 --no-official --encoder-region 0 \
         --encoder-lag 1 --region-units 2 --json "$OUT/streams${s}_region2_lag1.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
+    done ;;
+  freeze)  # compiled stages with frozen weights (the default) against --no-freeze (every weight cast at
+    # every call), on the rectangle with --encoder-lag 1: one stream, the numerics, then 16 streams
+    region="--no-official --encoder-region 0 --region-units 2 --encoder-lag 1"
+    for s in 1 16; do
+      for f in frozen unfrozen; do
+        $bench --keep 0.3 --frames 200 --streams $s --compile --in-flight 0,1 $region \
+          $([ $f = unfrozen ] && echo --no-freeze) --json "$OUT/streams${s}_region2_lag1_$f.json" 2>&1 \
+          | tee -a "$OUT/run.log" || exit 1
+      done
+      [ $s = 1 ] && { python3 bench/gpu_smoke.py --frames-dir $frames --compile-only 2>&1 | tee "$OUT/freeze_numerics.log" || exit 1; }
     done ;;
   regions-fp8)  # one stream on the rectangle with the FP8 trunk
     $bench --keep 0.3 --frames 200 --streams 1 --compile --in-flight 0,1 --no-official --precision fp8 \

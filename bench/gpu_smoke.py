@@ -6,13 +6,14 @@
    replay what eager computes), and ms/frame of both (synchronized per frame, median of frames 20..29);
 3. ``--compile``: the same GPU path with every stage through torch.compile against eager (bf16:
    compiled kernels round differently, so max |Δ| and the mask agreement are reported), with the
-   compile time;
+   compile time, and compiled with frozen weights (the default) against compiled without
+   (``freeze_weights=False``); ``--compile-only`` runs this part alone;
 4. batching: four objects of one stream, and four streams of one object each (one MultiStreamTracker,
    device preprocessing of the four frames as one batch), against each object / stream tracked on
    its own, fp32 eager: max |Δ| logits (row by row the same arithmetic; only the kernels' batch
    size differs).
 
-    python bench/gpu_smoke.py [--image-size 1024] [--frames 30] [--compile]
+    python bench/gpu_smoke.py [--image-size 1024] [--frames 30] [--compile | --compile-only]
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--frames-dir", default=str(DEFAULT_FRAMES_DIR))
     ap.add_argument("--compile", action="store_true", help="also check the torch.compile path")
+    ap.add_argument("--compile-only", action="store_true", help="only check the torch.compile path")
     args = ap.parse_args()
     frames = SampleFrames(args.frames_dir)
     model = build_sam2("tiny", device="cuda", image_size=args.image_size, object_score_bias=5.0, quiet=True)
+    if args.compile_only:
+        compiled(model, frames, args.frames, build_torch_backend(model, autocast_dtype="bfloat16"))
+        return
     # 1. parity on the GPU (fp32 both sides)
     with tempfile.TemporaryDirectory() as tmp:
         folder = frames.link_folder(12, Path(tmp))
@@ -86,15 +91,7 @@ def main() -> None:
     counts = {k: len(r.graphs) for k, r in graph_be.runners.items() if getattr(r, "cuda_graphs", False)}
     print("graphs captured per stage:", counts)
     if args.compile:
-        t0 = time.perf_counter()
-        comp_be = build_torch_backend(model, autocast_dtype="bfloat16", cuda_graphs=True, compile=True)
-        c_logits, c_ms = track(comp_be, frames, args.frames, 0.3, True)
-        e_logits, e_ms = track(eager_be, frames, args.frames, 0.3, True)
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(e_logits, c_logits))
-        agree = np.mean([((a > 0) == (b > 0)).mean() for a, b in zip(e_logits, c_logits)])
-        print(f"keep 0.3: compiled+graphs vs eager bf16 max |dlogit| {diff:.2e}, mask agreement {agree:.5f}; "
-              f"first run incl. compile {time.perf_counter() - t0:.0f} s; ms/frame median frames 20+: "
-              f"compiled {statistics.median(c_ms[20:]):.2f}")
+        compiled(model, frames, args.frames, eager_be)
     batching(model, frames)
     # the same without TF32 convolutions (cuDNN's default): what differs between batch sizes is
     # then only the kernels' summation order
@@ -102,6 +99,25 @@ def main() -> None:
     batching(model, frames, label="cuDNN TF32 off")
     torch.backends.cudnn.allow_tf32 = True
     print(f"max allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+
+
+def compiled(model, frames, n: int, eager_be) -> None:
+    """Step 3: compiled + graphs against eager bf16, and frozen weights against unfrozen."""
+    t0 = time.perf_counter()
+    comp_be = build_torch_backend(model, autocast_dtype="bfloat16", cuda_graphs=True, compile=True)
+    c_logits, c_ms = track(comp_be, frames, n, 0.3, True)
+    e_logits, e_ms = track(eager_be, frames, n, 0.3, True)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(e_logits, c_logits))
+    print(f"keep 0.3: compiled+graphs vs eager bf16 max |dlogit| {diff:.2e}, mask agreement "
+          f"{_agreement(e_logits, c_logits):.5f}; first run incl. compile {time.perf_counter() - t0:.0f} s; "
+          f"ms/frame median frames 20+: compiled {statistics.median(c_ms[20:]):.2f}")
+    unfrozen = build_torch_backend(model, autocast_dtype="bfloat16", cuda_graphs=True, compile=True,
+                                   freeze_weights=False)
+    u_logits, u_ms = track(unfrozen, frames, n, 0.3, True)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(u_logits, c_logits))
+    print(f"keep 0.3: compiled frozen vs unfrozen weights max |dlogit| {diff:.2e}, mask agreement "
+          f"{_agreement(u_logits, c_logits):.5f}; ms/frame median frames 20+: frozen "
+          f"{statistics.median(c_ms[20:]):.2f}, unfrozen {statistics.median(u_ms[20:]):.2f}")
 
 
 def _agreement(a: list, b: list) -> float:

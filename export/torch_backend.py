@@ -37,6 +37,10 @@ class TorchStageRunner(StageRunner):
     changes and RoPE fused into few kernels), shapes dynamic after the first change so that the
     kept/memory/pointer counts do not each recompile; with ``cuda_graphs`` the compiled stage is what
     each bucket's graph captures (compilation happens in the warm-up runs before the capture).
+    ``freeze`` (with ``compile``): Inductor treats the weights as constants (its ``freezing``), so
+    the casts autocast makes of every weight at every call are folded into half-precision copies
+    made once; the stage must then be called without autograd (as it is) and its weights not
+    changed afterwards.
 
     ``attention`` (CUDA, half precision): "by-shape" runs each attention with the kernel
     :func:`~fastsam2.export.attention.gpu_attention_kernel` picks for its sizes, and Hiera's patch
@@ -55,6 +59,7 @@ class TorchStageRunner(StageRunner):
         graph_pool: Any = None,
         compile: bool = False,
         attention: str = "by-shape",
+        freeze: bool = False,
     ):
         super().__init__(spec, check_inputs=check_inputs)
         if attention not in ATTENTION_KERNELS:
@@ -64,7 +69,9 @@ class TorchStageRunner(StageRunner):
         self.torch = torch
         self.module = module
         # dynamic shapes after the first change, unless the stage asks for one graph per shape
-        self.call = torch.compile(module, dynamic=getattr(module, "compile_dynamic", None)) if compile else module
+        options = {"freezing": True} if compile and freeze else None
+        self.call = torch.compile(module, dynamic=getattr(module, "compile_dynamic", None), options=options) \
+            if compile else module
         if compile and getattr(module, "compile_dynamic", None) is False:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
@@ -159,6 +166,7 @@ def build_torch_backend(
     compile: bool = False,
     attention: str = "by-shape",
     precision: str = "fp32",
+    freeze_weights: bool = True,
 ) -> Backend:
     """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device), the token
     router included (``router_weights``: a router .safetensors; default: the built-in weights).
@@ -168,6 +176,8 @@ def build_torch_backend(
     ``torch.compile`` (the eager stages stay the reference: parity tests run them). ``attention``:
     see :class:`TorchStageRunner`. ``precision`` "fp8": the linear layers of Hiera's later stages as
     FP8 scaled matmuls (:mod:`fastsam2.export.fp8`; converts ``model``'s trunk in place).
+    ``freeze_weights``: compiled stages on CUDA under autocast take their weights as constants
+    (:class:`TorchStageRunner` ``freeze``): each weight is cast once, not at every call.
     """
     from .models import model_config
     from .router import TokenRouter, load_router
@@ -209,6 +219,7 @@ def build_torch_backend(
         name: TorchStageRunner(
             m, m.spec, autocast_dtype=autocast_dtype, check_inputs=check_inputs,
             cuda_graphs=cuda_graphs, graph_pool=pool, compile=compile, attention=attention,
+            freeze=freeze_weights and on_cuda and autocast_dtype is not None,
         )
         for name, m in stages.items()
     }

@@ -145,6 +145,9 @@ def add_parser(subparsers) -> None:
                         "centre instead of the masks' box (still read from the masks, as a real choice "
                         "is): random weights' masks cover the frame, so this times a rectangle of a "
                         "stated size; its J&F is measured by fastsam2 eval on a trained model")
+    p.add_argument("--no-freeze", dest="freeze_weights", action="store_false",
+                   help="with --compile on CUDA: cast the weights at every call instead of once (the A/B of "
+                        "build_torch_backend's freeze_weights)")
     p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
                    help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape and "
                         "the patch embedding as one matmul (default), or PyTorch's SDPA choice and sam2's "
@@ -193,6 +196,7 @@ class BenchOptions:
     encoder_lag: int = 0
     region_units: int | None = None  # bench only: a fixed K x K rectangle (fixed_rect_for)
     gpu_attention: str = "by-shape"
+    freeze_weights: bool = True
     official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
     official_vos: bool = False
     ort_int8: bool = False
@@ -223,6 +227,8 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
     check_encoder_region_args(args)
+    if not args.freeze_weights and not args.compile:
+        raise UsageError("--no-freeze is an option of --compile")
     if args.region_units is not None and args.encoder_region is None:
         raise UsageError("--region-units fixes the rectangle of --encoder-region: add --encoder-region")
     if any(args.in_flight) and not args.cuda_graphs:
@@ -262,6 +268,7 @@ def run_bench_cli(args: argparse.Namespace) -> int:
         encoder_lag=args.encoder_lag,
         region_units=args.region_units,
         gpu_attention=args.gpu_attention,
+        freeze_weights=args.freeze_weights,
         official_dtypes=args.official_dtype,
         official_vos=args.official_vos,
         ort_int8=args.ort_int8,
@@ -498,6 +505,7 @@ def fastsam2_backend(model, opts: BenchOptions, graphs_dir: str | None, precisio
             compile=opts.compile,
             attention=opts.gpu_attention,
             precision=opts.precision,
+            freeze_weights=opts.freeze_weights,
         )
     from fastsam2.runtime.backends.ort import load_ort_backend
 
@@ -621,6 +629,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
         + (" sdpa-attention" if opts.gpu_attention == "sdpa" and opts.device == "cuda" else "")
         + (" cuda-graphs" if opts.cuda_graphs else "")
+        + (" unfrozen" if opts.compile and not opts.freeze_weights and opts.device == "cuda" else "")
         + (" fp8-trunk" if opts.precision == "fp8" else "")
         + (f" regions {opts.encoder_region}" if opts.encoder_region is not None and opts.region_units is None else "")
         + (f" region {opts.region_units}x{opts.region_units}" if opts.region_units is not None else "")
@@ -693,6 +702,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict[str, Any]:
         "encoder_region": opts.encoder_region,
         "encoder_refresh": opts.encoder_refresh,
         "encoder_lag": opts.encoder_lag,
+        "freeze_weights": opts.freeze_weights,
         "region_units": opts.region_units,
         "precision": opts.precision,
         "weights": (
