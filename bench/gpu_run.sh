@@ -97,13 +97,13 @@ for mode in "${@:-smoke}"; do
       $bench --keep 0.3 --frames 200 --streams $s --compile --in-flight 0,1 --no-official --encoder-region 0 \
         --encoder-lag 1 --region-units 2 --json "$OUT/streams${s}_region2_lag1.json" 2>&1 | tee -a "$OUT/run.log" || exit 1
     done ;;
-  freeze)  # compiled stages with frozen weights (the default) against --no-freeze (every weight cast at
+  freeze)  # compiled stages with --freeze-weights (each weight cast to bf16 once) against without (cast at
     # every call), on the rectangle with --encoder-lag 1: one stream, the numerics, then 16 streams
     region="--no-official --encoder-region 0 --region-units 2 --encoder-lag 1"
     for s in 1 16; do
       for f in frozen unfrozen; do
         $bench --keep 0.3 --frames 200 --streams $s --compile --in-flight 0,1 $region \
-          $([ $f = unfrozen ] && echo --no-freeze) --json "$OUT/streams${s}_region2_lag1_$f.json" 2>&1 \
+          $([ $f = frozen ] && echo --freeze-weights) --json "$OUT/streams${s}_region2_lag1_$f.json" 2>&1 \
           | tee -a "$OUT/run.log" || exit 1
       done
       [ $s = 1 ] && { python3 bench/gpu_smoke.py --frames-dir $frames --compile-only 2>&1 | tee "$OUT/freeze_numerics.log" || exit 1; }

@@ -40,7 +40,7 @@ class TorchStageRunner(StageRunner):
     ``freeze`` (with ``compile``): Inductor treats the weights as constants (its ``freezing``), so
     the casts autocast makes of every weight at every call are folded into half-precision copies
     made once; the stage must then be called without autograd (as it is) and its weights not
-    changed afterwards.
+    changed afterwards. Measured no faster with CUDA graphs (bench/RESULTS.md), so off by default.
 
     ``attention`` (CUDA, half precision): "by-shape" runs each attention with the kernel
     :func:`~fastsam2.export.attention.gpu_attention_kernel` picks for its sizes, and Hiera's patch
@@ -166,7 +166,7 @@ def build_torch_backend(
     compile: bool = False,
     attention: str = "by-shape",
     precision: str = "fp32",
-    freeze_weights: bool = True,
+    freeze_weights: bool = False,
 ) -> Backend:
     """A :class:`Backend` over the torch stages of a built SAM2 ``model`` (on its device), the token
     router included (``router_weights``: a router .safetensors; default: the built-in weights).

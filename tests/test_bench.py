@@ -90,8 +90,8 @@ def test_bench_rejects_bad_options(capsys):
     assert "--in-flight needs the GPU path" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--region-units", "2", "--json", "x.json"]) == 1
     assert "add --encoder-region" in capsys.readouterr().err
-    assert main(["bench", "--device", "cpu", "--no-freeze", "--json", "x.json"]) == 1
-    assert "--no-freeze is an option of --compile" in capsys.readouterr().err
+    assert main(["bench", "--device", "cpu", "--freeze-weights", "--json", "x.json"]) == 1
+    assert "--freeze-weights is an option of --compile" in capsys.readouterr().err
     assert main(["bench", "--backend", "ort", "--device", "cpu", "--precision", "fp8", "--json", "x.json"]) == 1
     assert "torch backend" in capsys.readouterr().err
 

@@ -145,9 +145,9 @@ def add_parser(subparsers) -> None:
                         "centre instead of the masks' box (still read from the masks, as a real choice "
                         "is): random weights' masks cover the frame, so this times a rectangle of a "
                         "stated size; its J&F is measured by fastsam2 eval on a trained model")
-    p.add_argument("--no-freeze", dest="freeze_weights", action="store_false",
-                   help="with --compile on CUDA: cast the weights at every call instead of once (the A/B of "
-                        "build_torch_backend's freeze_weights)")
+    p.add_argument("--freeze-weights", action="store_true",
+                   help="with --compile on CUDA: weights as Inductor constants, cast to bf16 once instead of at "
+                        "every call (build_torch_backend's freeze_weights)")
     p.add_argument("--gpu-attention", choices=("by-shape", "sdpa"), default="by-shape",
                    help="fastsam2 torch backend on CUDA, bf16/fp16: attention kernel chosen per shape and "
                         "the patch embedding as one matmul (default), or PyTorch's SDPA choice and sam2's "
@@ -196,7 +196,7 @@ class BenchOptions:
     encoder_lag: int = 0
     region_units: int | None = None  # bench only: a fixed K x K rectangle (fixed_rect_for)
     gpu_attention: str = "by-shape"
-    freeze_weights: bool = True
+    freeze_weights: bool = False
     official_dtypes: list[str] = field(default_factory=lambda: ["float32"])
     official_vos: bool = False
     ort_int8: bool = False
@@ -227,8 +227,8 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
     check_encoder_region_args(args)
-    if not args.freeze_weights and not args.compile:
-        raise UsageError("--no-freeze is an option of --compile")
+    if args.freeze_weights and not args.compile:
+        raise UsageError("--freeze-weights is an option of --compile")
     if args.region_units is not None and args.encoder_region is None:
         raise UsageError("--region-units fixes the rectangle of --encoder-region: add --encoder-region")
     if any(args.in_flight) and not args.cuda_graphs:
@@ -629,7 +629,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
         + (" sdpa-attention" if opts.gpu_attention == "sdpa" and opts.device == "cuda" else "")
         + (" cuda-graphs" if opts.cuda_graphs else "")
-        + (" unfrozen" if opts.compile and not opts.freeze_weights and opts.device == "cuda" else "")
+        + (" frozen-weights" if opts.freeze_weights and opts.device == "cuda" else "")
         + (" fp8-trunk" if opts.precision == "fp8" else "")
         + (f" regions {opts.encoder_region}" if opts.encoder_region is not None and opts.region_units is None else "")
         + (f" region {opts.region_units}x{opts.region_units}" if opts.region_units is not None else "")
