@@ -40,7 +40,7 @@ class TorchStageRunner(StageRunner):
     ``freeze`` (with ``compile``): Inductor treats the weights as constants (its ``freezing``), so
     the casts autocast makes of every weight at every call are folded into half-precision copies
     made once; the stage must then be called without autograd (as it is) and its weights not
-    changed afterwards. Measured no faster with CUDA graphs (bench/RESULTS.md), so off by default.
+    changed afterwards. Not yet timed on a GPU: off by default.
 
     ``attention`` (CUDA, half precision): "by-shape" runs each attention with the kernel
     :func:`~fastsam2.export.attention.gpu_attention_kernel` picks for its sizes, and Hiera's patch
@@ -69,9 +69,8 @@ class TorchStageRunner(StageRunner):
         self.torch = torch
         self.module = module
         # dynamic shapes after the first change, unless the stage asks for one graph per shape
-        options = {"freezing": True} if compile and freeze else None
-        self.call = torch.compile(module, dynamic=getattr(module, "compile_dynamic", None), options=options) \
-            if compile else module
+        self.call = torch.compile(module, dynamic=getattr(module, "compile_dynamic", None)) if compile else module
+        self.freeze = bool(compile and freeze)
         if compile and getattr(module, "compile_dynamic", None) is False:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
@@ -92,6 +91,11 @@ class TorchStageRunner(StageRunner):
                 # no weight-cast cache: a captured graph must redo the casts it recorded
                 ctx.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype,
                                                  cache_enabled=not self.cuda_graphs))
+            if self.freeze:  # Inductor reads it when it compiles, inside the call (torch.compile's
+                # options= does not reach its freezing pass)
+                import torch._inductor.config as inductor_config
+
+                ctx.enter_context(inductor_config.patch(freezing=True))
             if self.gpu_attention:
                 ctx.enter_context(gpu_attention())
                 ctx.enter_context(gpu_patch_embed())

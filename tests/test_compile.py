@@ -36,3 +36,37 @@ def test_compiled_stages_track_like_eager(bedroom):
         for i in range(eager.shape[0]):
             assert 0.001 < (eager[i] > 0).mean() < 0.999, f"frame {t} object {i}: trivial mask"
         assert np.abs(eager - compiled).max() <= network_atol(eager), (t, float(np.abs(eager - compiled).max()))
+
+
+def test_frozen_weights_give_the_same_outputs_and_are_constants():
+    """``freeze`` (``build_torch_backend(freeze_weights=True)``): under bf16 autocast the compiled
+    stage with its weights as Inductor constants gives the outputs of the compiled stage without,
+    and a cast weight changed afterwards is not seen (its bf16 copy was made once: freezing is on)."""
+    import torch
+
+    from fastsam2.export.models import build_sam2
+    from fastsam2.export.stages import build_stages
+    from fastsam2.export.torch_backend import TorchStageRunner
+
+    model = build_sam2("tiny", image_size=256, quiet=True, seed=0)
+    feed = {"image": torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))}
+    runners = {}
+    for freeze in (False, True):  # a stage module each (sharing the weights): compiled apart
+        stage = build_stages(model)["image_encoder"]
+        runners[freeze] = TorchStageRunner(stage, stage.spec, autocast_dtype="bfloat16", check_inputs=False,
+                                           compile=True, freeze=freeze)
+    before = {freeze: r.infer(feed) for freeze, r in runners.items()}
+    for name, plain in before[False].items():
+        # bf16 rounding of the values at their magnitude: the two compilations may fuse differently
+        tol = 4 * 2.0**-8 * float(plain.abs().max())
+        assert float((plain - before[True][name]).abs().max()) <= tol, name
+    with torch.no_grad():
+        # the linear layers' weights: autocast casts them, so frozen they are bf16 copies (weights used
+        # as they are, as LayerNorm's, stay the same tensors even frozen)
+        for m in model.image_encoder.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(1.5)
+    after = {freeze: r.infer(feed) for freeze, r in runners.items()}
+    name = "vision_feats"
+    assert not torch.allclose(after[False][name], before[False][name])
+    assert torch.equal(after[True][name], before[True][name])
