@@ -125,8 +125,9 @@ class MultiStreamTracker:
         host take and stage the next frames while the device computes the current step (results are
         copied to the host behind their own step, not behind the next one); 0 finishes each step
         before taking the next frames. With ``TrackerOptions.encoder_region`` a step chooses its
-        rectangles from the previous step's masks and so waits for it, unless ``encoder_lag`` >= 1. A step found done is delivered at once: host backends finish
-        every step when it is issued, so their results never wait for the next step."""
+        rectangles from the previous step's masks and so waits for it, unless ``encoder_lag`` >= 1.
+        A step found done is delivered at once: host backends finish every step when it is issued, so
+        their results never wait for the next step."""
         from .frames import StreamSource
 
         if in_flight < 0:
