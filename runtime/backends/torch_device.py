@@ -167,14 +167,15 @@ def _batch_taps(taps: list[tuple[tuple[int, int], Any, Any]], n_in: int) -> tupl
     """:func:`window_taps` of the frames of one batch (windows of one length) → ((each frame's first
     input position, the crop length they share), indices, weights): [n_out, T] when every frame has
     the same taps, else [B, n_out, T], each frame's indices into its own crop. Crops take the
-    longest span, moved inside the input where needed; the extra pixels carry no weight."""
+    longest span, moved inside the input where needed; the extra pixels carry no weight (nor do the
+    unused taps, whose shifted index stays inside the crop)."""
     import torch
 
     n = max(hi - lo for (lo, hi), _, _ in taps)
     starts = [min(lo, n_in - n) for (lo, _), _, _ in taps]
     if all(t is taps[0] for t in taps):
         return (starts, n), taps[0][1], taps[0][2]
-    idx = torch.stack([torch.where(w != 0, i + (lo - s0), 0) for ((lo, _), i, w), s0 in zip(taps, starts)])
+    idx = torch.stack([i + (lo - s0) for ((lo, _), i, _), s0 in zip(taps, starts)])
     return (starts, n), idx, torch.stack([w for _, _, w in taps])
 
 
