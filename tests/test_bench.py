@@ -91,7 +91,9 @@ def test_bench_rejects_bad_options(capsys):
     assert main(["bench", "--device", "cpu", "--region-units", "2", "--json", "x.json"]) == 1
     assert "add --encoder-region" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--freeze-weights", "--json", "x.json"]) == 1
-    assert "--freeze-weights is an option of --compile" in capsys.readouterr().err
+    assert "--freeze-weights is for compiled half-precision stages on CUDA" in capsys.readouterr().err
+    assert main(["bench", "--device", "cpu", "--compile", "--freeze-weights", "--json", "x.json"]) == 1
+    assert "--freeze-weights is for compiled half-precision stages on CUDA" in capsys.readouterr().err
     assert main(["bench", "--backend", "ort", "--device", "cpu", "--precision", "fp8", "--json", "x.json"]) == 1
     assert "torch backend" in capsys.readouterr().err
 

@@ -227,8 +227,10 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     if args.cuda_graphs and device != "cuda":
         raise UsageError("--cuda-graphs needs --device cuda")
     check_encoder_region_args(args)
-    if args.freeze_weights and not args.compile:
-        raise UsageError("--freeze-weights is an option of --compile")
+    if args.freeze_weights and not (args.compile and device == "cuda" and args.dtype != "float32"):
+        # build_torch_backend freezes only there: anywhere else the flag would do nothing
+        raise UsageError("--freeze-weights is for compiled half-precision stages on CUDA: add --compile "
+                         "(with --device cuda and --dtype bfloat16 or float16)")
     if args.region_units is not None and args.encoder_region is None:
         raise UsageError("--region-units fixes the rectangle of --encoder-region: add --encoder-region")
     if any(args.in_flight) and not args.cuda_graphs:
@@ -629,7 +631,7 @@ def run_fastsam2(mst, frames: SampleFrames, n: int, opts: BenchOptions, keep: fl
         "variant": f"fastsam2 {opts.backend}" + (" compiled" if opts.compile else "")
         + (" sdpa-attention" if opts.gpu_attention == "sdpa" and opts.device == "cuda" else "")
         + (" cuda-graphs" if opts.cuda_graphs else "")
-        + (" frozen-weights" if opts.freeze_weights and opts.device == "cuda" else "")
+        + (" frozen-weights" if opts.freeze_weights else "")
         + (" fp8-trunk" if opts.precision == "fp8" else "")
         + (f" regions {opts.encoder_region}" if opts.encoder_region is not None and opts.region_units is None else "")
         + (f" region {opts.region_units}x{opts.region_units}" if opts.region_units is not None else "")
